@@ -1,0 +1,89 @@
+"""Decode eval sets with a transcriber, keep raw hypotheses, score them under one protocol.
+
+Decoding sorts clips by duration and decodes whole batches; the first batch is decoded once
+untimed as a warm-up, so RTFx (audio seconds / decoding seconds) is measured as ASR
+leaderboards do. Scoring normalises only here, never the stored hypotheses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from borealis_eval.data.sources import AudioItem
+from borealis_eval.evaluate.failures import failure_metrics
+from borealis_eval.evaluate.metrics import score_records
+from borealis_eval.evaluate.normalize import normalizer_for_language
+
+SAMPLE_RATE = 16_000
+TranscribeFn = Callable[[list[str], str], list[str]]  # (item ids, language) -> raw texts
+
+
+@dataclass
+class SetResult:
+    name: str
+    language: str
+    records: list[dict]
+    metrics: dict[str, float]
+    normalizer: str
+
+
+def set_language(items: list[AudioItem]) -> str:
+    return Counter(it.language for it in items).most_common(1)[0][0]
+
+
+def decode_set(items: list[AudioItem], durations: dict[str, float], transcribe: TranscribeFn,
+               language: str, batch_size: int, desc: str = "decoding") -> tuple[list[dict], float]:
+    """Raw hypotheses for `items` (same order) and the timed decoding seconds."""
+    order = sorted(range(len(items)), key=lambda i: -durations[items[i].id])
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if batches:  # warm-up: allocator, kernels, caches; not timed
+        transcribe([items[i].id for i in batches[-1][:2]], language)
+    hyps: dict[int, str] = {}
+    seconds = 0.0
+    for b in tqdm(batches, desc=desc, unit="batch", leave=False):
+        t = time.perf_counter()
+        out = transcribe([items[i].id for i in b], language)
+        seconds += time.perf_counter() - t
+        hyps.update(zip(b, out))
+    records = [
+        {"id": it.id, "language": it.language, "duration": round(durations[it.id], 3),
+         "speaker": it.speaker, "ref": it.text, "hyp": hyps[i]}
+        for i, it in enumerate(items)
+    ]
+    return records, seconds
+
+
+def score_set(name: str, records: list[dict], language: str, decode_seconds: float | None,
+              n_boot: int = 1000) -> SetResult:
+    """All metrics of one eval set, under the language's normaliser plus the raw/basic checks."""
+    norm = normalizer_for_language(language)
+    main = score_records(records, norm, n_boot=n_boot)
+    m: dict[str, float] = {k: float(v) for k, v in main.items() if isinstance(v, (int, float))}
+    for alt in ("raw", "basic"):
+        s = score_records(records, alt, n_boot=100)
+        m[f"wer_{alt}"] = float(s["wer"])
+    fails = failure_metrics([r["ref"] for r in records], [r["hyp"] for r in records], language)
+    m.update({f"fail_{k}": float(v) for k, v in fails.items() if k != "n_utts" and isinstance(v, (int, float))})
+    audio = sum(r["duration"] for r in records)
+    if decode_seconds:
+        m["rtfx"] = audio / decode_seconds
+    m["audio_seconds"] = audio
+    return SetResult(name, language, records, m, norm.tag)
+
+
+def metrics_for_mlflow(res: SetResult) -> dict[str, float]:
+    """'wer' -> 'wer/<set>' etc.; NaN metrics are dropped (MLflow stores them, plots choke)."""
+    return {f"{k}/{res.name}": v for k, v in res.metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def windows(wave: np.ndarray, seconds: float) -> list[np.ndarray]:
+    """Cut long audio into consecutive windows of at most `seconds` (the last may be shorter)."""
+    n = int(seconds * SAMPLE_RATE)
+    return [wave[s : s + n] for s in range(0, max(1, len(wave)), n)] if len(wave) > n else [wave]

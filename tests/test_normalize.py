@@ -1,0 +1,110 @@
+"""Normaliser behaviour: hand-checked cases per language plus property tests on random text."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from borealis_eval.evaluate.normalize import (
+    NORMALIZERS,
+    get_normalizer,
+    normalizer_for_language,
+)
+
+english = get_normalizer("english")
+russian = get_normalizer("russian")
+basic = get_normalizer("basic")
+raw = get_normalizer("raw")
+
+
+def test_registry_tags_and_lookup():
+    assert [n.name for n in NORMALIZERS] == ["raw", "basic", "english", "russian"]
+    assert english.tag == "english@1.0" and english.version == "1.0"
+    assert get_normalizer("russian@1.0") is russian
+    assert normalizer_for_language("en") is english
+    assert normalizer_for_language("ru") is russian
+    assert normalizer_for_language("de") is basic
+    with pytest.raises(KeyError, match="unknown normalizer"):
+        get_normalizer("klingon")
+    with pytest.raises(KeyError, match="installed is english@1.0"):
+        get_normalizer("english@0.1")
+
+
+def test_raw_only_collapses_whitespace():
+    assert raw("  Hello,\t World!\n") == "Hello, World!"
+
+
+def test_basic_is_multilingual_and_keeps_letters():
+    assert basic("Héllo, Wörld! (aside) [noise] Йогурт…") == "héllo wörld йогурт"
+    assert basic("ﬁne — 50%") == "fine 50"  # NFKC ligature, symbols and dashes to spaces
+    assert basic("Straße") == "strasse"  # casefold
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I won't go, can't you see?", "i will not go can not you see"),
+        ("We're here; they've left and you'll stay. I'd say I'm fine, isn't it?",
+         "we are here they have left and you will stay i would say i am fine is not it"),
+        ("It’s John's", "its johns"),
+        ("The colour of my favourite centre", "the color of my favorite center"),
+        ("We realised we organise travelling", "we realized we organize traveling"),
+        ("23", "twenty three"),
+        ("twenty-three", "twenty three"),
+        ("the 3rd and the 21st", "the third and the twenty first"),
+        ("5% off", "five percent off"),
+        ("$5", "five dollars"),
+        ("$1.50", "one dollar fifty cents"),
+        ("3.14", "three point one four"),
+        ("1,000,000 people", "one million people"),
+        ("in 1999", "in nineteen ninety nine"),
+        ("one hundred and twenty three", "one hundred twenty three"),
+        ("Uh, um, hmm... [music] (laughs) OK", "ok"),
+        ("Café naïve", "cafe naive"),
+        ("rock & roll", "rock and roll"),
+    ],
+)
+def test_english_cases(text, expected):
+    assert english(text) == expected
+
+
+def test_english_digits_and_words_compare_equal():
+    assert english("I have 23 cats") == english("I have twenty-three cats")
+    assert english("123") == english("one hundred and twenty-three")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Ёлка", "елка"),
+        ("Йогурт", "йогурт"),
+        ("кто-то пришёл", "кто то пришел"),
+        ("23", "двадцать три"),
+        ("В 2026 году!", "в две тысячи двадцать шесть году"),
+        ("3,5 литра", "три целых пять десятых литра"),
+        ("Привет, мир... «Да» — нет?", "привет мир да нет"),
+        ("5% и 21% и 12%", "пять процентов и двадцать один процент и двенадцать процентов"),
+        ("[музыка] слово", "слово"),
+    ],
+)
+def test_russian_cases(text, expected):
+    assert russian(text) == expected
+
+
+def test_russian_yo_and_ye_equal_and_short_i_kept():
+    assert russian("Всё ещё") == russian("все еще")
+    assert "й" in russian("йогурт мой")
+
+
+text_strategy = st.text(
+    alphabet=st.characters(codec="utf-8"), max_size=80
+) | st.from_regex(r"[0-9a-zа-яё$%,.\-' ]{0,40}", fullmatch=True)
+
+
+@pytest.mark.parametrize("norm", NORMALIZERS, ids=lambda n: n.tag)
+@settings(max_examples=150, deadline=None)
+@given(text=text_strategy)
+def test_normalizers_never_crash_and_are_stable(norm, text):
+    out = norm(text)
+    assert isinstance(out, str)
+    assert out == out.strip() and "  " not in out
+    assert norm(out) == out  # idempotent: normalising twice changes nothing

@@ -1,0 +1,465 @@
+"""Typed ablation config: YAML loading with `extends`, grid expansion, precise errors.
+
+An ablation file is data: `name`, `description` (the question it answers), `base` (one
+experiment config: model, data, train, eval, seed) and `grid` (dotted path -> list of values).
+Each grid cell is applied to `base` and validated on its own, so every variant is a complete,
+typed `ExperimentConfig`. Every error names the file, the line where known, the dotted field
+path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LANGUAGES = ("ru", "en")
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message is one line and names file and field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- data sources
+class ManifestSource(Strict):
+    """A JSONL manifest (see README: id, audio, text, language, duration, speaker)."""
+
+    kind: Literal["manifest"]
+    path: str
+
+
+class SynthSource(Strict):
+    """A split of the project's synthetic corpus, generated on first use."""
+
+    kind: Literal["synth"]
+    corpus: str = "data/synth/cpu-v1"
+    split: str
+    seed: int = 0
+
+
+class HFSource(Strict):
+    """A Hugging Face dataset by id/config/split, or a `load_from_disk` folder (id = path)."""
+
+    kind: Literal["hf", "hf_disk", "parquet", "audiofolder"]
+    id: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    audio_column: str = "audio"
+    text_column: str = "text"
+    language_column: str | None = None
+    language: str | None = None
+    streaming: bool = False
+
+
+class HFTextSource(Strict):
+    """Plain-text instruction pairs from a dataset or JSONL (instruction/answer columns)."""
+
+    kind: Literal["hf_text"]
+    id: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    instruction_column: str = "instruction"
+    answer_column: str = "output"
+    language: str
+
+
+Source = Annotated[Union[ManifestSource, SynthSource, HFSource], Field(discriminator="kind")]
+TextSource = Annotated[Union[ManifestSource, SynthSource, HFTextSource], Field(discriminator="kind")]
+
+
+class AudioSet(Strict):
+    name: str
+    source: Source
+    language: str | None = None  # overrides the rows' language when set
+    max_samples: int | None = Field(default=None, gt=0)
+    min_duration: float = Field(default=0.0, ge=0)
+    max_duration: float = Field(default=30.0, gt=0)
+
+
+class TextPool(Strict):
+    source: TextSource
+    max_samples: int | None = Field(default=None, gt=0)
+
+
+# ---------------------------------------------------------------- sections
+class EncoderConfig(Strict):
+    ref: str | None = None  # hf:<id>[@rev] | local folder | bundled:<name>
+    config: dict[str, Any] | None = None  # WhisperConfig kwargs for a random tiny encoder
+    short_input: bool = False  # feed only the real mel frames, not 30 s of padding
+    bucket_seconds: float = Field(default=2.0, gt=0)  # short-input length rounding
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.ref is None) == (self.config is None):
+            raise ValueError("set exactly one of 'ref' (a model reference) or 'config' (random init)")
+        return self
+
+
+class AdapterConfig(Strict):
+    downsample_k: int = Field(default=4, ge=1)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [2560])
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class LoraConfig(Strict):
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class TokenizerTrain(Strict):
+    """Train a byte-level BPE tokenizer on the corpus text (for LLMs trained from scratch)."""
+
+    vocab_size: int = Field(default=2000, ge=300)
+
+
+class LLMConfig(Strict):
+    ref: str | None = None
+    config: dict[str, Any] | None = None  # Qwen3Config kwargs for an LLM trained from scratch
+    tokenizer: str | TokenizerTrain | None = None  # ref, or train one; default: the LLM's own
+    train: Literal["frozen", "lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.ref is None) == (self.config is None):
+            raise ValueError("set exactly one of 'ref' (a model reference) or 'config' (random init)")
+        if self.config is not None and self.tokenizer is None:
+            raise ValueError("an LLM built from 'config' needs a 'tokenizer' (a ref, or {vocab_size: N} to train one)")
+        return self
+
+
+class ModelConfig(Strict):
+    encoder: EncoderConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    llm: LLMConfig
+    prompt: str = "Transcribe the audio."
+
+
+class DataConfig(Strict):
+    train_sets: list[AudioSet] = Field(min_length=1)
+    text_pool: TextPool | None = None
+    language_mix: dict[str, float]
+    text_fraction: float = 0.0
+    num_examples: int = Field(default=2000, gt=0)  # size of the mixed training stream
+
+    @field_validator("text_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not (0.0 <= v < 1.0) or math.isnan(v):
+            raise ValueError(f"text_fraction must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("language_mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("language_mix is empty; give weights like {ru: 0.5, en: 0.5}")
+        bad = [k for k, w in v.items() if not (w >= 0) or math.isinf(w)]
+        if bad:
+            raise ValueError(f"language_mix weights must be >= 0 (bad: {bad})")
+        total = sum(v.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"language_mix weights must sum to 1, got {total:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_needed(self):
+        if self.text_fraction > 0 and self.text_pool is None:
+            raise ValueError("text_fraction > 0 needs a 'text_pool'")
+        return self
+
+
+class TrainConfig(Strict):
+    steps: int = Field(default=1000, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    log_every: int = Field(default=10, gt=0)
+    max_answer_tokens: int = Field(default=128, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # torch CPU threads
+
+
+class EvalSet(AudioSet):
+    max_duration: float = Field(default=600.0, gt=0)
+
+
+class BaselineConfig(Strict):
+    enabled: bool = True
+    ref: str = "hf:openai/whisper-large-v3"
+    batch_size: int = Field(default=8, gt=0)
+
+
+class EvalConfig(Strict):
+    sets: list[EvalSet] = Field(min_length=1)
+    batch_size: int = Field(default=8, gt=0)
+    max_new_tokens: int = Field(default=128, gt=0)
+    num_beams: int = Field(default=1, gt=0)
+    window_seconds: float = Field(default=30.0, gt=0)  # long-form window for the speech-LLM
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    bootstrap: int = Field(default=1000, ge=100)
+
+
+class ExperimentConfig(Strict):
+    """One fully resolved variant."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig
+    seed: int = 0
+
+
+class Ablation(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class Variant(BaseModel):
+    name: str
+    axes: dict[str, Any]
+    config: ExperimentConfig
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def language_mix_label(self) -> str:
+        return mix_label(self.config.data.language_mix)
+
+
+# ---------------------------------------------------------------- helpers
+def mix_label(mix: dict[str, float]) -> str:
+    """{ru: 0.5, en: 0.5} -> 'ru50_en50'; stable order (sorted by language code)."""
+    return "_".join(f"{k}{round(v * 100):d}" for k, v in sorted(mix.items()) if v > 0)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b.c': value}; lists become JSON strings (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    return out
+
+
+def _fmt_value(v: Any) -> str:
+    s = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+class _LineMap:
+    """Dotted path -> line number, read from the YAML node tree of each file in the chain."""
+
+    def __init__(self):
+        self.files: list[tuple[Path, yaml.Node | None]] = []
+
+    def add(self, path: Path, text: str):
+        try:
+            node = yaml.compose(text)
+        except yaml.YAMLError:
+            node = None
+        self.files.append((path, node))
+
+    def find(self, dotted: list[str]) -> tuple[Path, int | None]:
+        for path, node in self.files:  # child first, then the files it extends
+            line = _node_line(node, dotted)
+            if line is not None:
+                return path, line
+        return self.files[0][0], None
+
+
+def _node_line(node, parts: list[str]) -> int | None:
+    best = None
+    for part in parts:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == part), None)
+            if hit is None:
+                return best
+            best = hit[0].start_mark.line + 1
+            node = hit[1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            best = node.start_mark.line + 1
+        else:
+            return best
+    return best
+
+
+def _where(lines: _LineMap, dotted: list[str]) -> str:
+    path, line = lines.find(dotted)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str, Any]:
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"{chain[0]}: 'extends' cycle: {cycle}")
+    if not path.is_file():
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise ConfigError(f"{path}: file not found{where}")
+    text = path.read_text(encoding="utf-8")
+    lines.add(path, text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{loc}: malformed YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping with name/description/base/grid, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{_where(lines, ['extends'])}: extends: must be a relative file path, got {_fmt_value(parent)}")
+    base = _read_yaml((path.parent / parent).resolve(), (*chain, path), lines)
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively; anything else (lists included) in `over` replaces.
+
+    A mapping whose `kind` differs from the inherited one (a data source of another type)
+    replaces it whole: merging fields of two different source types would be meaningless.
+    """
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("kind", out[k].get("kind")) == out[k].get("kind"):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _validation_error(err: ValidationError, lines: _LineMap, prefix: list[str], context: str = "") -> ConfigError:
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union")))]
+    # pydantic puts the union tag into the location (e.g. source.synth.split): drop tag names
+    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
+    dotted = [*prefix, *loc]
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    shown = "" if e["type"] == "missing" else f" (got {_fmt_value(e.get('input'))})"
+    path_s = ".".join(dotted) or "(top level)"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return ConfigError(f"{_where(lines, dotted)}: {path_s}: {msg}{shown}{context}{more}")
+
+
+_SOURCE_TAGS = {"manifest", "synth", "hf", "hf_disk", "parquet", "audiofolder", "hf_text"}
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = copy.deepcopy(value)
+
+
+def _check_axis_path(dotted: str) -> str | None:
+    """Return an error message if `dotted` does not name a field of ExperimentConfig."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in dotted.split("."):
+        if model is None:
+            return f"'{part}' is below a field that is not a section"
+        if part not in model.model_fields:
+            return f"unknown field '{part}' (allowed here: {', '.join(sorted(model.model_fields))})"
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return None
+
+
+def _axis_value_label(v: Any) -> str:
+    if isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values()):
+        return mix_label(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v) if not isinstance(v, (dict, list)) else hashlib.sha1(json.dumps(v, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def load_ablation(path: str | Path) -> tuple[Ablation, list[Variant]]:
+    """Load, merge `extends`, validate, and expand the grid into variants."""
+    path = Path(path).resolve()
+    lines = _LineMap()
+    raw = _read_yaml(path, (), lines)
+    try:
+        abl = Ablation.model_validate(raw)
+    except ValidationError as err:
+        raise _validation_error(err, lines, []) from None
+
+    axes = list(abl.grid.items())
+    for dotted, values in axes:
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: grid axis is empty; give a non-empty list of values")
+        problem = _check_axis_path(dotted)
+        if problem:
+            raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: {problem}")
+
+    variants: list[Variant] = []
+    seen: dict[str, str] = {}
+    for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
+        cell = dict(zip([a for a, _ in axes], combo))
+        merged = copy.deepcopy(abl.base)
+        for dotted, value in cell.items():
+            _set_dotted(merged, dotted, value)
+        try:
+            cfg = ExperimentConfig.model_validate(merged)
+        except ValidationError as err:
+            ctx = f" in grid cell {json.dumps(cell, ensure_ascii=False)}" if cell else ""
+            raise _validation_error(err, lines, ["base"], ctx) from None
+        name = "__".join(f"{d.split('.')[-1]}={_axis_value_label(v)}" for d, v in cell.items()) or "base"
+        v = Variant(name=name, axes=cell, config=cfg)
+        if v.config_hash in seen:
+            raise ConfigError(f"{path}: grid cells {seen[v.config_hash]} and {name} give the same config")
+        seen[v.config_hash] = name
+        variants.append(v)
+    return abl, variants
+
+
+def variants_table(variants: list[Variant]) -> list[dict[str, Any]]:
+    """Rows for `sweep --dry-run`: one per variant, axes as columns."""
+    rows = []
+    for i, v in enumerate(variants):
+        row: dict[str, Any] = {"#": i, "variant": v.name}
+        row.update({k: _axis_value_label(x) for k, x in v.axes.items()})
+        row["steps"] = v.config.train.steps
+        row["config_hash"] = v.config_hash
+        rows.append(row)
+    return rows

@@ -1,0 +1,50 @@
+"""Adapter between the frozen encoder and the LLM: k-frame stacking, then an MLP.
+
+Borealis: 1280-d Whisper-large frames, k=4 -> 5120 -> 2560 -> 2560 (GELU) -> LLM hidden.
+Two learned vectors mark where the audio starts and ends inside the prompt, so any
+tokenizer works without adding (and training) new vocabulary entries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_ACT = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def stack_frames(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, T, d] -> [B, ceil(T/k), k*d]; the tail is zero-padded so no audio is dropped."""
+    b, t, d = x.shape
+    pad = (-t) % k
+    if pad:
+        x = torch.cat([x, x.new_zeros(b, pad, d)], dim=1)
+    return x.reshape(b, (t + pad) // k, k * d)
+
+
+def stacked_length(frames: int, k: int) -> int:
+    return math.ceil(frames / k)
+
+
+class Adapter(nn.Module):
+    def __init__(self, enc_dim: int, llm_dim: int, k: int = 4, hidden_sizes: list[int] | None = None,
+                 activation: str = "gelu", dropout: float = 0.0):
+        super().__init__()
+        self.k = k
+        sizes = [enc_dim * k, *(hidden_sizes or []), llm_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(_ACT[activation]())
+                if dropout:
+                    layers.append(nn.Dropout(dropout))
+        self.mlp = nn.Sequential(*layers)
+        self.audio_start = nn.Parameter(torch.randn(llm_dim) * 0.02)
+        self.audio_end = nn.Parameter(torch.randn(llm_dim) * 0.02)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, T, enc_dim] -> [B, ceil(T/k), llm_dim]."""
+        return self.mlp(stack_frames(feats, self.k))

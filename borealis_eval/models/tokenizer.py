@@ -1,0 +1,76 @@
+"""Tokenizers for the LLM side: load one by reference, or train a byte-level BPE on corpus text.
+
+A tokenizer trained here gets ChatML special tokens and a ChatML chat template, so prompts
+for an LLM trained from scratch look exactly like those for Qwen3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from borealis_eval.paths import cache_root
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def load_tokenizer(ref: str):
+    from borealis_eval.models.refs import resolve
+
+    r = resolve(ref)
+    tok = AutoTokenizer.from_pretrained(r.path_or_id, **r.kwargs())
+    return ensure_chat_ready(tok)
+
+
+def ensure_chat_ready(tok):
+    """Give a tokenizer a pad token and a chat template if it lacks them."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train (or load from cache) a byte-level BPE on `texts`; cached by content and size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    h = hashlib.sha1()
+    for t in sorted(set(texts)):
+        h.update(t.encode("utf-8") + b"\0")
+    key = f"bpe{vocab_size}-{h.hexdigest()[:16]}"
+    folder = cache_root() / "tokenizers" / key
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "tokenizer.json").is_file():
+            tok = Tokenizer(models.BPE())
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                special_tokens=SPECIALS,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            )
+            tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
+            fast = PreTrainedTokenizerFast(
+                tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+            )
+            fast.chat_template = CHATML_TEMPLATE
+            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+            fast.save_pretrained(tmp)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+    return AutoTokenizer.from_pretrained(folder)

@@ -1,0 +1,119 @@
+"""Adapter shapes, real-length slicing, loss masking, training and batched decoding on tiny models."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from borealis_eval.config import EncoderConfig, LLMConfig, ModelConfig, TrainConfig, AdapterConfig
+from borealis_eval.models.adapter import Adapter, stack_frames, stacked_length
+from borealis_eval.models.encoder import FrozenWhisperEncoder, encoder_frames
+from borealis_eval.models.speech_lm import IGNORE, Example, SpeechLM
+from borealis_eval.models.tokenizer import train_bpe_tokenizer
+from borealis_eval.train import TrainingDiverged, train
+
+TINY_ENC = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_mel_bins": 80,
+            "max_source_positions": 1500}
+TINY_LLM = {"model_type": "qwen3", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "intermediate_size": 64, "max_position_embeddings": 512}
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "кошка сидит на окне", "two plus two is four",
+         "hello world", "privet mir", "one two three four five six"] * 3
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_bpe_tokenizer(TEXTS, 300)
+
+
+def tiny_model(tok, k=2):
+    cfg = ModelConfig(encoder=EncoderConfig(config=TINY_ENC), adapter=AdapterConfig(downsample_k=k, hidden_sizes=[48]),
+                      llm=LLMConfig(config=TINY_LLM, tokenizer={"vocab_size": 300}, train="full"))
+    torch.manual_seed(0)
+    return SpeechLM.from_config(cfg, enc_dim=32, tokenizer=tok)
+
+
+def test_stack_frames_concatenates_k_adjacent_frames_and_pads_tail():
+    x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    y = stack_frames(x, 2)
+    assert y.shape == (2, 3, 6)
+    assert torch.equal(y[0, 0], torch.cat([x[0, 0], x[0, 1]]))
+    assert torch.equal(y[1, 1], torch.cat([x[1, 2], x[1, 3]]))
+    assert torch.equal(y[0, 2], torch.cat([x[0, 4], torch.zeros(3)]))  # tail zero-padded, nothing dropped
+    assert stacked_length(5, 2) == 3 and stacked_length(8, 4) == 2
+
+
+def test_adapter_maps_to_llm_width():
+    a = Adapter(enc_dim=512, llm_dim=96, k=4, hidden_sizes=[128, 64])
+    out = a(torch.randn(3, 50, 512))
+    assert out.shape == (3, 13, 96)
+    dims = [m.in_features for m in a.mlp if isinstance(m, torch.nn.Linear)]
+    assert dims == [2048, 128, 64]
+
+
+@pytest.mark.parametrize("short", [True, False])
+def test_encoder_output_sliced_to_real_length(short):
+    enc = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=short, bucket_seconds=1.0))
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 12345)]
+    groups = {}
+    for w in waves:
+        groups.setdefault(enc.padded_length(len(w)), []).append(w)
+    outs = [o for ws in groups.values() for o in enc.encode_batch(ws)]
+    assert sorted(o.shape[0] for o in outs) == sorted(encoder_frames(len(w)) for w in waves)
+    assert encoder_frames(16000) == 50 and encoder_frames(12345) == math.ceil(12345 / 320)
+    assert all(o.shape[1] == 32 for o in outs)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_short_input_encoding_does_not_depend_on_batch():
+    enc = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=True, bucket_seconds=1.0))
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (15000, 15800))
+    alone = enc.encode_batch([a])[0]
+    together = enc.encode_batch([a, b])[0]
+    assert torch.allclose(alone, together, atol=1e-5)
+
+
+def test_loss_covers_only_answer_tokens(tok):
+    m = tiny_model(tok)
+    ex_audio = Example(answer="the cat sat", features=torch.randn(10, 32), id="a")
+    ex_text = Example(answer="four", instruction="two plus two is", id="t")
+    embeds, mask, labels = m.batch([ex_audio, ex_text])
+    ans_a = tok("the cat sat", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ans_t = tok("four", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    got_a = labels[0][labels[0] != IGNORE].tolist()
+    got_t = labels[1][labels[1] != IGNORE].tolist()
+    assert got_a == ans_a and got_t == ans_t
+    # the answer sits at the end of each sequence; padding is masked out
+    n_a = int(mask[0].sum())
+    assert labels[0, n_a - len(ans_a): n_a].tolist() == ans_a
+    assert mask[1].sum() < mask[0].sum()  # the text example is shorter: no audio
+    # audio example length = prompt + 2 markers + ceil(10 / k) audio slots + answer
+    assert n_a > len(ans_a) + stacked_length(10, 2) + 2
+    loss = m([ex_audio, ex_text])
+    assert torch.isfinite(loss)
+
+
+def test_training_reduces_loss_and_batched_greedy_matches_single(tok):
+    m = tiny_model(tok)
+    g = torch.Generator().manual_seed(0)
+    exs = [Example(answer=t, features=torch.randn(8, 32, generator=g), id=str(i)) for i, t in enumerate(TEXTS[:6])]
+    res = train(m, exs, TrainConfig(steps=150, batch_size=6, lr=3e-3, warmup_ratio=0.0, log_every=10), seed=0,
+                progress=False)
+    assert res.last_loss < 0.5 * res.first_loss
+    single = [m.generate([e], max_new_tokens=20)[0] for e in exs[:4]]
+    batched = m.generate(exs[:4], max_new_tokens=20)
+    assert batched == single
+    assert sum(h == e.answer for h, e in zip(batched, exs)) >= 2  # it learned the mapping
+
+
+def test_nan_loss_stops_training_with_step_and_batch_ids(tok):
+    m = tiny_model(tok)
+    with torch.no_grad():
+        m.adapter.mlp[0].weight.fill_(float("nan"))
+    exs = [Example(answer="hello world", features=torch.randn(8, 32), id=f"utt{i}") for i in range(4)]
+    with pytest.raises(TrainingDiverged) as e:
+        train(m, exs, TrainConfig(steps=3, batch_size=2), seed=0, progress=False)
+    assert e.value.step == 0 and e.value.ids == ["utt0", "utt1"]

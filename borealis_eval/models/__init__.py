@@ -1,0 +1,1 @@
+"""Models: encoder, adapter, speech LM, baseline Whisper, offline weight import."""

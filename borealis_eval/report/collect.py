@@ -1,0 +1,261 @@
+"""Read one sweep (parent run + child runs) from an MLflow store into pandas tables.
+
+Nothing here formats or plots; the report is rebuilt from what the tracking store holds,
+following the layout in notes/CONTRACT.md. Metric keys are grouped generically as
+``<family>/<column>`` (split on the last ``/``), so a new metric family logged by another
+module (``fail/...``, ``rtfx/...``) shows up in the report without changes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+#: Families whose values are error rates; scaled to percent together (see ``rates_scale``).
+RATE_FAMILIES = ("wer", "cer")
+#: Families that are read by dedicated sections, not shown as generic "other metrics" tables.
+#: ``system`` is MLflow's own system-metrics prefix.
+HANDLED_FAMILIES = ("train", "data", "n_utts", "system")
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+LOSS_KEY = "train/loss"
+FINISHED = "FINISHED"
+
+
+class ReportError(RuntimeError):
+    """The store does not hold what a report needs (missing experiment, parent, runs)."""
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, as plain pandas objects.
+
+    ``runs``: finished child runs, one row per run (index run_id), columns role, variant,
+    language_mix, text_fraction (float or NaN), seed, run_name, status; baselines first, then
+    variants sorted by language mix, text fraction, seed.
+    ``families``: family name -> DataFrame (index run_id, columns = the part after the last
+    ``/``); rate families (and their CI families) are in percent.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    description: str
+    parent: dict
+    runs: pd.DataFrame
+    unfinished: pd.DataFrame
+    families: dict[str, pd.DataFrame]
+    eval_sets: list[str]
+    rates_scale: float
+    loss_history: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def baselines(self) -> pd.DataFrame:
+        return self.runs[self.runs["role"] == "baseline"]
+
+    @property
+    def variants(self) -> pd.DataFrame:
+        return self.runs[self.runs["role"] == "variant"]
+
+    def family(self, name: str) -> pd.DataFrame:
+        """Family table restricted to the finished runs, in report row order (may be empty)."""
+        table = self.families.get(name)
+        if table is None:
+            return pd.DataFrame(index=self.runs.index)
+        return table.reindex(self.runs.index)
+
+    def ci(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """(low, high) tables for family ``name`` when its CI bounds were logged."""
+        low, high = (self.families.get(name + s) for s in CI_SUFFIXES)
+        if low is None or high is None:
+            return None
+        return low.reindex(self.runs.index), high.reindex(self.runs.index)
+
+    def other_families(self) -> list[str]:
+        """Metric families without a dedicated section, e.g. ``fail/...`` or ``rtfx``."""
+        skip = set(HANDLED_FAMILIES) | set(RATE_FAMILIES)
+        skip |= {f + s for f in self.families for s in CI_SUFFIXES}
+        names = [f for f in self.families if f not in skip]
+        # failure metrics first, keys without a "/" (family "") last
+        return sorted(names, key=lambda f: (not f.startswith("fail/"), not f, f))
+
+
+def cell_means(data: ReportData, family: str = "wer") -> pd.DataFrame:
+    """Per (language_mix, text_fraction) mean over seeds of each eval set's value and CI bounds.
+
+    Columns: language_mix, text_fraction, then ``<set>``, ``<set>_lo``, ``<set>_hi`` (CI columns
+    only when logged), ``avg`` (mean over sets) and ``n_runs`` (seeds averaged).
+    """
+    variants = data.variants
+    values = data.family(family).loc[variants.index]
+    frame = values.copy()
+    ci = data.ci(family)
+    if ci is not None:
+        low, high = (t.loc[variants.index] for t in ci)
+        for s in values.columns:
+            frame[f"{s}_lo"], frame[f"{s}_hi"] = low.get(s), high.get(s)
+    frame["avg"] = values.mean(axis=1)
+    frame["language_mix"] = variants["language_mix"]
+    frame["text_fraction"] = variants["text_fraction"]
+    frame = frame.dropna(subset=["text_fraction"])
+    grouped = frame.groupby(["language_mix", "text_fraction"], as_index=False)
+    means = grouped.mean(numeric_only=True)
+    means["n_runs"] = grouped.size()["size"].to_numpy()
+    return means
+
+
+def load_report_data(
+    experiment_name: str,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+) -> ReportData:
+    """Load the newest sweep of ``experiment_name`` (or the given parent run) and its children."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        listing = ", ".join(repr(n) for n in names) if names else "(none)"
+        raise ReportError(
+            f"experiment {experiment_name!r} not found in tracking store "
+            f"{client.tracking_uri}; available experiments: {listing}"
+        )
+    exp_id = experiment.experiment_id
+    parent = _find_parent(client, exp_id, experiment_name, parent_run_id)
+
+    children = _search_all(client, exp_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = [r for r in children if r.data.tags.get("role") in ("variant", "baseline")]
+    if not children:
+        raise ReportError(
+            f"parent run {parent.info.run_id} of experiment {experiment_name!r} has no child "
+            "runs tagged role=variant or role=baseline"
+        )
+    table = pd.DataFrame([_describe(r) for r in children]).set_index("run_id")
+    finished_mask = table["status"] == FINISHED
+    unfinished = table.loc[~finished_mask, ["role", "variant", "status"]].reset_index()
+    finished = [r for r in children if r.info.status == FINISHED]
+    if not finished:
+        raise ReportError(
+            f"none of the {len(children)} child runs of parent {parent.info.run_id} finished "
+            f"(statuses: {', '.join(sorted(set(table['status'])))})"
+        )
+    runs = _sort_runs(table.loc[finished_mask])
+
+    metrics = pd.DataFrame({r.info.run_id: r.data.metrics for r in finished}).T
+    families, scale = _group_families(metrics)
+    eval_sets = list(families["wer"].columns) if "wer" in families else []
+    loss = {
+        r.info.run_id: _history(client, r.info.run_id, LOSS_KEY)
+        for r in finished
+        if LOSS_KEY in r.data.metrics
+    }
+    description = experiment.tags.get("borealis.description") or parent.data.tags.get(
+        "borealis.description", ""
+    )
+    return ReportData(
+        tracking_uri=client.tracking_uri,
+        experiment_id=exp_id,
+        experiment_name=experiment_name,
+        description=description,
+        parent={
+            "run_id": parent.info.run_id,
+            "run_name": parent.info.run_name,
+            "start_time": pd.to_datetime(parent.info.start_time, unit="ms", utc=True),
+            "status": parent.info.status,
+            "ablation": parent.data.tags.get("borealis.ablation", ""),
+        },
+        runs=runs,
+        unfinished=unfinished,
+        families=families,
+        eval_sets=eval_sets,
+        rates_scale=scale,
+        loss_history={k: v for k, v in loss.items() if not v.empty},
+    )
+
+
+def _find_parent(client: MlflowClient, exp_id: str, exp_name: str, run_id: str | None) -> Run:
+    if run_id is not None:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:  # mlflow raises MlflowException (RESOURCE_DOES_NOT_EXIST)
+            raise ReportError(f"parent run {run_id!r} not found: {exc}") from exc
+        if run.info.experiment_id != exp_id:
+            raise ReportError(f"run {run_id} does not belong to experiment {exp_name!r}")
+        return run
+    found = client.search_runs(
+        [exp_id], "tags.role = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not found:
+        raise ReportError(
+            f"experiment {exp_name!r} has no parent run (tag role=parent); run a sweep first"
+        )
+    return found[0]
+
+
+def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _describe(run: Run) -> dict:
+    tags = run.data.tags
+    fraction = pd.to_numeric(tags.get("text_fraction", ""), errors="coerce")
+    return {
+        "run_id": run.info.run_id,
+        "role": tags.get("role", ""),
+        "variant": tags.get("variant") or run.info.run_name or run.info.run_id[:8],
+        "language_mix": tags.get("language_mix", ""),
+        "text_fraction": float(fraction),
+        "seed": tags.get("seed", ""),
+        "run_name": run.info.run_name or "",
+        "status": run.info.status,
+    }
+
+
+def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    key = pd.DataFrame(
+        {
+            "baseline_first": runs["role"] != "baseline",
+            "mix": runs["language_mix"],
+            "fraction": runs["text_fraction"].fillna(-1.0),
+            "seed": pd.to_numeric(runs["seed"], errors="coerce").fillna(-1),
+            "variant": runs["variant"],
+        },
+        index=runs.index,
+    )
+    order = key.sort_values(list(key.columns), kind="stable").index
+    return runs.loc[order]
+
+
+def _group_families(metrics: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], float]:
+    """Split ``<family>/<column>`` metric keys into one table per family; rates to percent.
+
+    The contract does not fix whether WER/CER are logged as fractions or percent: if every
+    rate (and CI bound) is <= 1.0 they are taken as fractions and multiplied by 100.
+    """
+    groups: dict[str, dict[str, str]] = {}
+    for key in metrics.columns:
+        family, _, column = key.rpartition("/")
+        groups.setdefault(family, {})[column] = key
+    families = {
+        fam: metrics[list(cols.values())].set_axis(list(cols), axis=1).sort_index(axis=1)
+        for fam, cols in groups.items()
+    }
+    rate_names = [f + s for f in RATE_FAMILIES for s in ("",) + CI_SUFFIXES if f + s in families]
+    values = pd.concat([families[n].stack() for n in rate_names]) if rate_names else pd.Series()
+    scale = 100.0 if len(values) and float(values.max()) <= 1.0 else 1.0
+    for name in rate_names:
+        families[name] = families[name] * scale
+    return families, scale
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> pd.DataFrame:
+    points = client.get_metric_history(run_id, key)
+    frame = pd.DataFrame([(m.step, m.value) for m in points], columns=["step", "value"])
+    return frame.sort_values("step", kind="stable").reset_index(drop=True)

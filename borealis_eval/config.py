@@ -14,6 +14,8 @@ import hashlib
 import itertools
 import json
 import math
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -25,6 +27,10 @@ LANGUAGES = ("ru", "en")
 
 class ConfigError(ValueError):
     """A config problem a user can fix; the message is one line and names file and field."""
+
+    def __init__(self, message: str):
+        # keys, values and paths come from the user's file: keep the message on one line
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class Strict(BaseModel):
@@ -163,7 +169,7 @@ class DataConfig(Strict):
     @classmethod
     def _fraction(cls, v: float) -> float:
         if not (0.0 <= v < 1.0) or math.isnan(v):
-            raise ValueError(f"text_fraction must be in [0, 1), got {v}")
+            raise ValueError("text_fraction must be in [0, 1)")  # the caller appends the value
         return v
 
     @field_validator("language_mix")
@@ -253,8 +259,11 @@ class Variant(BaseModel):
 
 # ---------------------------------------------------------------- helpers
 def mix_label(mix: dict[str, float]) -> str:
-    """{ru: 0.5, en: 0.5} -> 'ru50_en50'; stable order (sorted by language code)."""
-    return "_".join(f"{k}{round(v * 100):d}" for k, v in sorted(mix.items()) if v > 0)
+    """{ru: 0.5, en: 0.5} -> 'ru50_en50'; stable order (LANGUAGES first, then other codes sorted)."""
+    def order(kv):
+        return (LANGUAGES.index(kv[0]) if kv[0] in LANGUAGES else len(LANGUAGES), str(kv[0]))
+
+    return "_".join(f"{k}{round(v * 100):d}" for k, v in sorted(mix.items(), key=order) if v > 0)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -275,7 +284,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _fmt_value(v: Any) -> str:
-    s = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else repr(v)
+    s = json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else repr(v)
     return s if len(s) <= 80 else s[:77] + "..."
 
 
@@ -288,7 +297,7 @@ class _LineMap:
     def add(self, path: Path, text: str):
         try:
             node = yaml.compose(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             node = None
         self.files.append((path, node))
 
@@ -326,10 +335,15 @@ def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{chain[0]}: 'extends' cycle: {cycle}")
-    if not path.is_file():
-        where = f" (extended by {chain[-1]})" if chain else ""
-        raise ConfigError(f"{path}: file not found{where}")
-    text = path.read_text(encoding="utf-8")
+    where = f" (extended by {chain[-1]})" if chain else ""
+    try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found{where}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # name too long, NUL byte, unreadable, not UTF-8
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: cannot read file{where}: {e}") from None
     lines.add(path, text)
     try:
         data = yaml.safe_load(text)
@@ -338,6 +352,10 @@ def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str
         loc = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{loc}: malformed YAML: {problem}") from None
+    except ValueError as e:  # a scalar YAML resolves but cannot build, e.g. the date 2020-13-01
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     if data is None:
         raise ConfigError(f"{path}: file is empty")
     if not isinstance(data, dict):
@@ -345,9 +363,13 @@ def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or not parent.strip():
         raise ConfigError(f"{_where(lines, ['extends'])}: extends: must be a relative file path, got {_fmt_value(parent)}")
-    base = _read_yaml((path.parent / parent).resolve(), (*chain, path), lines)
+    try:
+        parent_path = (path.parent / parent).resolve()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{_where(lines, ['extends'])}: extends: bad file path {_fmt_value(parent)}: {e}") from None
+    base = _read_yaml(parent_path, (*chain, path), lines)
     return deep_merge(base, data)
 
 
@@ -386,24 +408,46 @@ def _validation_error(err: ValidationError, lines: _LineMap, prefix: list[str], 
 _SOURCE_TAGS = {"manifest", "synth", "hf", "hf_disk", "parquet", "audiofolder", "hf_text"}
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> list[str] | None:
+    """Set `a.b.c` in nested dicts; returns the path of a non-mapping in the way, if any."""
     parts = dotted.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            return parts[: i + 1]
     d[parts[-1]] = copy.deepcopy(value)
+    return None
+
+
+def _section(ann: Any) -> type[BaseModel] | type[dict] | None:
+    """The section model a field holds (Optional unwrapped), `dict` for free-form mappings, else None."""
+    args = typing.get_args(ann) if typing.get_origin(ann) in (Union, types.UnionType) else (ann,)
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(models) == 1:
+        return models[0]
+    if any(a is dict or typing.get_origin(a) is dict for a in args):
+        return dict
+    return None
 
 
 def _check_axis_path(dotted: str) -> str | None:
     """Return an error message if `dotted` does not name a field of ExperimentConfig."""
-    model: type[BaseModel] | None = ExperimentConfig
+    model: Any = ExperimentConfig
     for part in dotted.split("."):
+        if model is dict:  # free-form mapping (e.g. model.encoder.config): validated later
+            return None
         if model is None:
             return f"'{part}' is below a field that is not a section"
         if part not in model.model_fields:
             return f"unknown field '{part}' (allowed here: {', '.join(sorted(model.model_fields))})"
-        ann = model.model_fields[part].annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _section(model.model_fields[part].annotation)
     return None
+
+
+def _get_dotted(d: dict[str, Any], parts: list[str]) -> Any:
+    for p in parts:
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
 
 
 def _axis_value_label(v: Any) -> str:
@@ -411,7 +455,9 @@ def _axis_value_label(v: Any) -> str:
         return mix_label(v)
     if isinstance(v, float):
         return f"{v:g}"
-    return str(v) if not isinstance(v, (dict, list)) else hashlib.sha1(json.dumps(v, sort_keys=True).encode()).hexdigest()[:6]
+    if not isinstance(v, (dict, list)):
+        return str(v)
+    return hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def load_ablation(path: str | Path) -> tuple[Ablation, list[Variant]]:
@@ -437,17 +483,23 @@ def load_ablation(path: str | Path) -> tuple[Ablation, list[Variant]]:
     for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
         cell = dict(zip([a for a, _ in axes], combo))
         merged = copy.deepcopy(abl.base)
+        ctx = f" in grid cell {json.dumps(cell, ensure_ascii=False, default=str)}" if cell else ""
         for dotted, value in cell.items():
-            _set_dotted(merged, dotted, value)
+            blocked = _set_dotted(merged, dotted, value)
+            if blocked:
+                at = ["base", *blocked]
+                raise ConfigError(f"{_where(lines, at)}: {'.'.join(at)}: must be a mapping for grid axis '{dotted}' "
+                                  f"(got {_fmt_value(_get_dotted(abl.base, blocked))})")
         try:
             cfg = ExperimentConfig.model_validate(merged)
         except ValidationError as err:
-            ctx = f" in grid cell {json.dumps(cell, ensure_ascii=False)}" if cell else ""
             raise _validation_error(err, lines, ["base"], ctx) from None
         name = "__".join(f"{d.split('.')[-1]}={_axis_value_label(v)}" for d, v in cell.items()) or "base"
         v = Variant(name=name, axes=cell, config=cfg)
         if v.config_hash in seen:
-            raise ConfigError(f"{path}: grid cells {seen[v.config_hash]} and {name} give the same config")
+            raise ConfigError(f"{_where(lines, ['grid'])}: grid: cells {seen[v.config_hash]} and {name} give the same config")
+        if name in seen.values():  # e.g. {ru: 1.0} and {ru: 1.0, en: 0.0}: run names must be unique
+            raise ConfigError(f"{_where(lines, ['grid'])}: grid: two cells are both named {name}; make their values distinct")
         seen[v.config_hash] = name
         variants.append(v)
     return abl, variants

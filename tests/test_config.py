@@ -1,0 +1,523 @@
+"""Ablation config: loading, `extends`, grid expansion, and one-line errors naming file, line and field."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from borealis_eval.config import (
+    ConfigError,
+    HFSource,
+    SynthSource,
+    deep_merge,
+    load_ablation,
+    variants_table,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = ROOT / "ablations" / "text_ratio.yaml"
+CPU = ROOT / "ablations" / "cpu" / "text_ratio.yaml"
+
+
+def minimal() -> dict:
+    """A small valid ablation (no network is touched by loading it)."""
+    synth = {"kind": "synth", "corpus": "data/synth/t", "split": "train"}
+    return {
+        "name": "tiny",
+        "description": "does the text fraction matter?",
+        "base": {
+            "seed": 0,
+            "model": {"encoder": {"ref": "bundled:whisper-base"}, "llm": {"ref": "hf:Qwen/Qwen3-0.6B"}},
+            "data": {
+                "train_sets": [{"name": "train", "source": synth}],
+                "text_pool": {"source": {**synth, "split": "text_train"}},
+                "language_mix": {"ru": 0.5, "en": 0.5},
+                "text_fraction": 0.0,
+            },
+            "train": {"steps": 10, "lr": 0.001},
+            "eval": {"sets": [{"name": "test_ru", "source": {**synth, "split": "test_ru"}}]},
+        },
+        "grid": {"data.text_fraction": [0.0, 0.1]},
+    }
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+                    encoding="utf-8")
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, l in enumerate(path.read_text().splitlines(), 1) if needle in l)
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(ConfigError) as ei:
+        load_ablation(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and "\r" not in msg, f"error is not one line: {msg!r}"
+    assert str(path) in msg, f"error does not name the file: {msg}"
+    return msg
+
+
+# ------------------------------------------------------------------ the shipped ablation files
+def test_full_ablation_expands_to_12_distinct_variants():
+    abl, variants = load_ablation(FULL)
+    assert abl.name == "text_ratio"
+    assert len(variants) == 12
+    assert len({v.config_hash for v in variants}) == 12
+    names = [v.name for v in variants]
+    assert len(set(names)) == 12
+    assert "language_mix=ru50_en50__text_fraction=0.15" in names
+    assert "language_mix=ru100__text_fraction=0" in names
+    assert "language_mix=en100__text_fraction=0.25" in names
+    v = variants[names.index("language_mix=ru50_en50__text_fraction=0.15")]
+    assert v.config.data.language_mix == {"ru": 0.5, "en": 0.5}
+    assert v.config.data.text_fraction == pytest.approx(0.15)
+    assert v.axes == {"data.language_mix": {"ru": 0.5, "en": 0.5}, "data.text_fraction": 0.15}
+    assert v.language_mix_label == "ru50_en50"
+    # every cell of the 3 x 4 grid is present exactly once
+    cells = {(v.language_mix_label, v.config.data.text_fraction) for v in variants}
+    assert cells == {(m, f) for m in ("ru100", "en100", "ru50_en50") for f in (0.0, 0.10, 0.15, 0.25)}
+
+
+def test_cpu_ablation_extends_full_one():
+    _, full = load_ablation(FULL)
+    abl, variants = load_ablation(CPU)
+    assert abl.name == "text_ratio" and len(variants) == 12
+    assert abl.description.startswith("Which share")  # inherited from the file it extends
+    cfg = variants[0].config
+    # lists replace: one synthetic train set instead of the three hub sets
+    assert [s.name for s in cfg.data.train_sets] == ["synth_train"]
+    assert isinstance(cfg.data.train_sets[0].source, SynthSource)
+    assert [s.name for s in cfg.eval.sets] == ["test_ru", "test_en", "webinar"]
+    assert cfg.model.adapter.hidden_sizes == [512]
+    # mappings merge: overridden fields change, the others are inherited
+    assert cfg.model.encoder.ref == "bundled:whisper-base" and cfg.model.encoder.short_input is True
+    assert cfg.model.adapter.activation == "gelu"
+    assert cfg.model.llm.ref is None and cfg.model.llm.config["hidden_size"] == 256
+    assert cfg.model.llm.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert cfg.train.steps == 300 and cfg.train.precision == "auto"
+    assert cfg.eval.max_new_tokens == 96 and cfg.eval.baseline.ref == "bundled:whisper-base"
+    # a source whose kind changes (hf_text -> synth) is replaced whole, no hf_text fields left over
+    src = cfg.data.text_pool.source
+    assert isinstance(src, SynthSource) and src.split == "text_train"
+    assert not hasattr(src, "instruction_column")
+    # same grid and names as the full study, different configs
+    assert [v.name for v in variants] == [v.name for v in full]
+    assert {v.config_hash for v in variants}.isdisjoint({v.config_hash for v in full})
+
+
+def test_deep_merge_rules():
+    base = {"a": {"x": 1, "y": [1, 2]}, "src": {"kind": "hf", "id": "d", "split": "test"}, "keep": 1}
+    over = {"a": {"y": [3]}, "src": {"kind": "synth", "split": "train"}}
+    out = deep_merge(base, over)
+    assert out == {"a": {"x": 1, "y": [3]}, "src": {"kind": "synth", "split": "train"}, "keep": 1}
+    # same kind: fields merge
+    assert deep_merge(base, {"src": {"split": "dev"}})["src"] == {"kind": "hf", "id": "d", "split": "dev"}
+    assert base["a"]["y"] == [1, 2]  # inputs are not mutated
+
+
+def test_variants_table_rows():
+    _, variants = load_ablation(FULL)
+    rows = variants_table(variants)
+    assert len(rows) == 12
+    assert [r["#"] for r in rows] == list(range(12))
+    for r, v in zip(rows, variants):
+        assert r["variant"] == v.name
+        assert r["config_hash"] == v.config_hash and re.fullmatch(r"[0-9a-f]{12}", r["config_hash"])
+        assert r["steps"] == 12000
+        assert set(r) == {"#", "variant", "data.language_mix", "data.text_fraction", "steps", "config_hash"}
+    assert {r["data.language_mix"] for r in rows} == {"ru100", "en100", "ru50_en50"}
+    assert {r["data.text_fraction"] for r in rows} == {"0", "0.1", "0.15", "0.25"}
+
+
+# ------------------------------------------------------------------ grid and extends
+def test_seed_axis_is_a_top_level_field(tmp_path):
+    d = minimal()
+    d["grid"] = {"seed": [0, 1, 2], "data.text_fraction": [0.0, 0.1]}
+    _, variants = load_ablation(write(tmp_path / "a.yaml", d))
+    assert len(variants) == 6
+    assert sorted({v.config.seed for v in variants}) == [0, 1, 2]
+    assert "seed=1__text_fraction=0.1" in [v.name for v in variants]
+    assert len({v.config_hash for v in variants}) == 6
+
+
+def test_no_grid_gives_one_base_variant(tmp_path):
+    d = minimal()
+    del d["grid"]
+    _, variants = load_ablation(write(tmp_path / "a.yaml", d))
+    assert [v.name for v in variants] == ["base"] and variants[0].axes == {}
+
+
+def test_nested_axis_and_optional_section_axis(tmp_path):
+    d = minimal()
+    d["grid"] = {"model.llm.lora.r": [4, 8], "data.text_pool.max_samples": [10]}
+    _, variants = load_ablation(write(tmp_path / "a.yaml", d))
+    assert [v.config.model.llm.lora.r for v in variants] == [4, 8]
+    assert all(v.config.data.text_pool.max_samples == 10 for v in variants)
+    assert all(v.config.model.llm.lora.alpha == 32 for v in variants)  # siblings kept
+
+
+def test_extends_chain_of_three_files(tmp_path):
+    grand = write(tmp_path / "grand.yaml", minimal())
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "parent.yaml", {
+        "extends": "../grand.yaml", "name": "parent",
+        "base": {"train": {"steps": 20}, "data": {"train_sets": [
+            {"name": "hub", "source": {"kind": "hf", "id": "google/fleurs", "config": "ru_ru"}}]}},
+    })
+    child = write(tmp_path / "sub" / "child.yaml", {
+        "extends": "parent.yaml", "name": "child",
+        "base": {"train": {"batch_size": 2}},
+        "grid": {"seed": [3, 4]},
+    })
+    abl, variants = load_ablation(child)
+    assert abl.name == "child" and abl.description == minimal()["description"]
+    assert abl.grid == {"data.text_fraction": [0.0, 0.1], "seed": [3, 4]}  # grid is a mapping: axes merge
+    assert [v.name for v in variants] == ["text_fraction=0__seed=3", "text_fraction=0__seed=4",
+                                          "text_fraction=0.1__seed=3", "text_fraction=0.1__seed=4"]
+    cfg = variants[0].config
+    assert cfg.train.steps == 20 and cfg.train.batch_size == 2 and cfg.train.lr == pytest.approx(0.001)
+    assert isinstance(cfg.data.train_sets[0].source, HFSource)
+    assert grand.is_file()
+
+
+def test_grid_axes_merge_across_extends(tmp_path):
+    write(tmp_path / "p.yaml", minimal())
+    child = write(tmp_path / "c.yaml", {"extends": "p.yaml", "grid": {"seed": [0, 1]}})
+    abl, variants = load_ablation(child)
+    assert set(abl.grid) == {"data.text_fraction", "seed"} and len(variants) == 4
+
+
+def test_extends_cycle_is_detected(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    write(a, {**minimal(), "extends": "b.yaml"})
+    write(b, {"extends": "a.yaml", "name": "b"})
+    msg = error_of(a)
+    assert "cycle" in msg and "a.yaml -> " in msg and "b.yaml" in msg
+
+
+def test_extends_self_is_a_cycle(tmp_path):
+    p = write(tmp_path / "a.yaml", {**minimal(), "extends": "a.yaml"})
+    assert "cycle" in error_of(p)
+
+
+def test_extends_missing_file(tmp_path):
+    p = write(tmp_path / "a.yaml", {**minimal(), "extends": "nope.yaml"})
+    msg = error_of(p)
+    assert "nope.yaml" in msg and "not found" in msg
+
+
+@pytest.mark.parametrize("bad", [3, "", "a\0b", "x" * 400])
+def test_extends_bad_value(tmp_path, bad):
+    p = write(tmp_path / "a.yaml", {**minimal(), "extends": bad})
+    assert "extends" in error_of(p) or "cannot read" in error_of(p)
+
+
+# ------------------------------------------------------------------ validation errors
+def test_unknown_key(tmp_path):
+    d = minimal()
+    d["base"]["train"]["lrr"] = 0.1
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'lrr:')}:" in msg
+    assert "base.train.lrr" in msg and "unknown field" in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    p = write(tmp_path / "a.yaml", {**minimal(), "grdi": {}})
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'grdi:')}: grdi: unknown field" in msg
+
+
+def test_unknown_key_in_parent_file_names_the_parent(tmp_path):
+    d = minimal()
+    d["base"]["train"]["lrr"] = 0.1
+    parent = write(tmp_path / "parent.yaml", d)
+    child = write(tmp_path / "child.yaml", {"extends": "parent.yaml", "name": "child"})
+    with pytest.raises(ConfigError) as ei:
+        load_ablation(child)
+    assert f"{parent}:{line_of(parent, 'lrr:')}: base.train.lrr: unknown field" in str(ei.value)
+
+
+def test_wrong_type(tmp_path):
+    d = minimal()
+    d["base"]["train"]["steps"] = "many"
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'steps:')}:" in msg
+    assert "base.train.steps" in msg and "integer" in msg and "'many'" in msg
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, 1.5, float("nan")])
+def test_text_fraction_out_of_range(tmp_path, value):
+    d = minimal()
+    d["base"]["data"]["text_fraction"] = value
+    del d["grid"]
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'text_fraction:')}:" in msg
+    assert "base.data.text_fraction" in msg and "[0, 1)" in msg
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1])
+def test_text_fraction_out_of_range_via_grid(tmp_path, value):
+    d = minimal()
+    d["grid"] = {"data.text_fraction": [0.1, value]}
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert "base.data.text_fraction" in msg and "[0, 1)" in msg
+    assert "grid cell" in msg and str(value) in msg
+
+
+def test_text_fraction_just_below_one_is_allowed(tmp_path):
+    d = minimal()
+    d["grid"] = {"data.text_fraction": [0.0, 0.999]}
+    _, variants = load_ablation(write(tmp_path / "a.yaml", d))
+    assert [v.config.data.text_fraction for v in variants] == [0.0, 0.999]
+
+
+@pytest.mark.parametrize("mix", [{"ru": 0.5, "en": 0.4}, {"ru": 0.7, "en": 0.7}, {"ru": 0.0}])
+def test_language_mix_must_sum_to_one(tmp_path, mix):
+    d = minimal()
+    d["base"]["data"]["language_mix"] = mix
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'language_mix:')}:" in msg
+    assert "base.data.language_mix" in msg and "sum to 1" in msg
+
+
+@pytest.mark.parametrize("mix", [{"ru": 1.5, "en": -0.5}, {"ru": float("nan")}, {"ru": float("inf")}, {}])
+def test_language_mix_bad_weights(tmp_path, mix):
+    d = minimal()
+    d["base"]["data"]["language_mix"] = mix
+    assert "base.data.language_mix" in error_of(write(tmp_path / "a.yaml", d))
+
+
+def test_language_mix_via_grid(tmp_path):
+    d = minimal()
+    d["grid"] = {"data.language_mix": [{"ru": 1.0}, {"ru": 0.6, "en": 0.6}]}
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert "base.data.language_mix" in msg and "sum to 1" in msg and "grid cell" in msg
+
+
+@pytest.mark.parametrize("axis_value", [[], None, 0.1])
+def test_grid_axis_must_be_a_non_empty_list(tmp_path, axis_value):
+    d = minimal()
+    d["grid"] = {"seed": [0], "data.text_fraction": axis_value}
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'data.text_fraction:')}: grid.data.text_fraction:" in msg
+    assert ("empty" in msg) if axis_value == [] else ("list" in msg)
+
+
+@pytest.mark.parametrize("axis,bad_part", [("data.foo", "foo"), ("nonsense.x", "nonsense"),
+                                           ("train.steps.x", "x"), ("data..x", "")])
+def test_unknown_grid_axis_path(tmp_path, axis, bad_part):
+    d = minimal()
+    d["grid"] = {axis: [1]}
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, axis + ':')}: grid.{axis}:" in msg
+    assert f"'{bad_part}'" in msg
+
+
+def test_grid_axis_into_a_non_mapping(tmp_path):
+    d = minimal()
+    d["base"]["data"] = 5
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert "base.data" in msg and "mapping" in msg
+
+
+def test_duplicate_grid_values(tmp_path):
+    d = minimal()
+    d["grid"] = {"data.text_fraction": [0.1, 0.1]}
+    assert "same config" in error_of(write(tmp_path / "a.yaml", d))
+
+
+def test_duplicate_variant_names(tmp_path):
+    d = minimal()
+    d["grid"] = {"data.language_mix": [{"ru": 1.0}, {"ru": 1.0, "en": 0.0}]}
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert "language_mix=ru100" in msg
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("name: x\nbase:\n  a: [1, 2\n  b: 3\n", 4, "malformed YAML"),
+    ("name: x\n\tdescription: y\n", 2, "malformed YAML"),
+    ("name: x\nbase: {a: 1\n", 3, "malformed YAML"),
+    ("name: x\n---\nname: y\n", 2, "malformed YAML"),
+])
+def test_malformed_yaml_names_the_line(tmp_path, text, line, what):
+    p = write(tmp_path / "a.yaml", text)
+    msg = error_of(p)
+    assert msg.startswith(f"{p}:{line}: {what}")
+
+
+def test_yaml_value_that_cannot_be_built(tmp_path):
+    assert "malformed YAML" in error_of(write(tmp_path / "a.yaml", "name: 2020-13-45\n"))
+
+
+def test_python_tags_are_refused(tmp_path):
+    p = write(tmp_path / "a.yaml", "name: !!python/object/apply:os.system [echo hi]\n")
+    assert "malformed YAML" in error_of(p)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# just a comment\n", "---\n...\n"])
+def test_empty_file(tmp_path, text):
+    assert "empty" in error_of(write(tmp_path / "a.yaml", text))
+
+
+@pytest.mark.parametrize("text,kind", [("- 1\n- 2\n", "list"), ("hello\n", "str"), ("42\n", "int")])
+def test_top_level_must_be_a_mapping(tmp_path, text, kind):
+    msg = error_of(write(tmp_path / "a.yaml", text))
+    assert "top level must be a mapping" in msg and kind in msg
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in error_of(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("drop,dotted", [
+    (("description",), "description"),
+    (("base", "model", "encoder"), "base.model.encoder"),
+    (("base", "eval", "sets"), "base.eval.sets"),
+    (("base", "data", "language_mix"), "base.data.language_mix"),
+])
+def test_missing_required_field(tmp_path, drop, dotted):
+    d = minimal()
+    node = d
+    for k in drop[:-1]:
+        node = node[k]
+    del node[drop[-1]]
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert f"{dotted}: required field is missing" in msg
+
+
+def test_text_fraction_needs_a_text_pool(tmp_path):
+    d = minimal()
+    del d["base"]["data"]["text_pool"]
+    p = write(tmp_path / "a.yaml", d)
+    msg = error_of(p)
+    assert f"{p}:{line_of(p, 'data:')}: base.data:" in msg and "text_pool" in msg
+    assert '"data.text_fraction": 0.1' in msg  # the grid cell that needs it
+    d["grid"] = {"data.text_fraction": [0.0]}  # no text: no pool needed
+    _, variants = load_ablation(write(tmp_path / "b.yaml", d))
+    assert variants[0].config.data.text_pool is None
+
+
+def test_model_needs_exactly_one_source(tmp_path):
+    d = minimal()
+    d["base"]["model"]["encoder"] = {"ref": "bundled:whisper-base", "config": {"d_model": 64}}
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert "base.model.encoder" in msg and "exactly one" in msg
+
+
+def test_field_of_a_tagged_source(tmp_path):
+    d = minimal()
+    d["base"]["eval"]["sets"][0]["source"]["splt"] = "x"
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert "base.eval.sets.0.source.splt: unknown field" in msg
+
+
+def test_newline_in_a_key_still_gives_one_line(tmp_path):
+    d = minimal()
+    d["base"]["train"]["a\nb"] = 1
+    msg = error_of(write(tmp_path / "a.yaml", d))
+    assert "unknown field" in msg
+
+
+def test_valid_file_is_not_mutated_by_loading(tmp_path):
+    d = minimal()
+    p = write(tmp_path / "a.yaml", d)
+    before = p.read_text()
+    a1, v1 = load_ablation(p)
+    a2, v2 = load_ablation(p)
+    assert p.read_text() == before
+    assert [v.config_hash for v in v1] == [v.config_hash for v in v2]
+    assert a1.base == copy.deepcopy(d["base"])
+    assert not math.isnan(v1[0].config.data.text_fraction)
+
+
+# ------------------------------------------------------------------ property: never anything but ConfigError
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = ["name", "description", "base", "grid", "extends", "model", "data", "train", "eval", "seed",
+         "encoder", "llm", "adapter", "ref", "config", "sets", "train_sets", "text_pool", "source", "kind",
+         "language_mix", "text_fraction", "steps", "ru", "en", "synth", "hf", "split", "data.text_fraction",
+         "seed", "data.language_mix", "model.llm.lora.r", "data.foo", "tokenizer", "vocab_size", "lora"]
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(["synth", "hf", "hf_text", "manifest", "bundled:whisper-base",
+                                           "nope.yaml", "2020-13-45", "0.5", "[", "{a: 1"]),
+)
+_keys = st.one_of(st.sampled_from(_KEYS), st.text(max_size=10), st.integers(-3, 3))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=5)), max_leaves=25)
+_top = st.one_of(
+    st.fixed_dictionaries({}, optional={"name": _values, "description": _values, "base": _values,
+                                         "grid": _values, "extends": _values}),
+    st.dictionaries(_keys, _values, max_size=6),
+    _values,
+)
+
+
+def _mutated_minimal(draw_path: list, value) -> dict:
+    d = minimal()
+    node = d
+    for k in draw_path[:-1]:
+        node = node.setdefault(k, {}) if isinstance(node, dict) else node
+    if isinstance(node, dict):
+        node[draw_path[-1]] = value
+    return d
+
+
+_near_valid = st.builds(
+    _mutated_minimal,
+    st.lists(st.sampled_from(["base", "data", "train", "model", "grid", "llm", "encoder", "language_mix",
+                              "text_fraction", "seed", "steps", "eval", "sets", "text_pool", "source"]),
+             min_size=1, max_size=4),
+    _values,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _check(path: Path):
+    try:
+        load_ablation(path)
+    except ConfigError as e:
+        msg = str(e)
+        assert "\n" not in msg and str(path.parent) in msg, msg  # names the file (or the one it extends)
+    # any other exception propagates and fails the test
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(_top, _near_valid))
+def test_random_structures_load_or_raise_config_error(fuzz_dir, data):
+    path = fuzz_dir / "fuzz.yaml"
+    try:
+        text = yaml.safe_dump(data, allow_unicode=True)
+    except yaml.YAMLError:
+        return
+    path.write_text(text, encoding="utf-8")
+    _check(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab:- \n\t[]{},#&*!|>'\"%@`?0.1")), max_size=60))
+def test_random_text_loads_or_raises_config_error(fuzz_dir, text):
+    path = fuzz_dir / "fuzz_text.yaml"
+    path.write_text(text, encoding="utf-8")
+    _check(path)

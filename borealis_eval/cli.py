@@ -1,0 +1,238 @@
+"""`borealis-eval`: sweep, report, data, models, score, cache, runs, ui.
+
+User errors (bad config, missing data, unreachable store, offline hub reference) print one
+line `error: ...` and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+
+
+def _table(rows: list[dict], title: str | None = None) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in rows[0] if rows else []:
+        t.add_column(str(col))
+    for r in rows:
+        t.add_row(*[str(x) for x in r.values()])
+    return t
+
+
+# ------------------------------------------------------------------ commands
+def cmd_sweep(a) -> int:
+    from borealis_eval.sweep import dry_run, run_sweep
+
+    if a.dry_run:
+        abl, rows = dry_run(a.file)
+        console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
+        console.print(_table(rows, f"{len(rows)} variants (dry run: nothing trained)"))
+        return 0
+    res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress)
+    console.print(f"sweep '{res.experiment}': {len(res.finished)} variants finished, {len(res.failed)} failed, "
+                  f"{res.seconds / 60:.1f} min; parent run {res.parent_run_id}")
+    for name, why in res.failed.items():
+        console.print(f"  [red]FAILED[/red] {name}: {why.splitlines()[0][:200]}")
+    if not a.no_report:
+        a.experiment, a.run = res.experiment, res.parent_run_id
+        cmd_report(a)
+    return 1 if res.failed else 0
+
+
+def cmd_report(a) -> int:
+    from borealis_eval.report import build_report
+    from borealis_eval.tracking import TrackingConfig
+
+    tc = TrackingConfig.load(tracking_uri=a.tracking_uri)
+    out = Path(a.out or Path("reports") / a.experiment)
+    paths = build_report(a.experiment, out, tracking_uri=tc.tracking_uri, parent_run_id=a.run)
+    console.print(f"report: {paths.md}  {paths.html}")
+    return 0
+
+
+def cmd_data_synth(a) -> int:
+    from borealis_eval.data.synth import synthesize_corpus
+
+    path = synthesize_corpus(Path(a.out), seed=a.seed)
+    info = json.loads((path / "corpus.json").read_text())
+    console.print(f"corpus at {path}: " + json.dumps(info.get("counts", {}), ensure_ascii=False))
+    return 0
+
+
+def cmd_models_list(a) -> int:
+    from borealis_eval.models.bundled import BUNDLED, is_prepared
+
+    rows = [{"name": f"bundled:{n}", "kind": s.kind, "prepared": is_prepared(n), "source": s.package,
+             "description": s.description} for n, s in BUNDLED.items()]
+    console.print(_table(rows, "bundled models (no hub needed)"))
+    return 0
+
+
+def cmd_models_prepare(a) -> int:
+    from borealis_eval.models.bundled import prepare
+
+    for name in a.names:
+        console.print(f"{name}: {prepare(name.removeprefix('bundled:'), force=a.force)}")
+    return 0
+
+
+def cmd_score(a) -> int:
+    from borealis_eval.evaluate.runner import score_set
+
+    def read(p):
+        rows = {}
+        for n, line in enumerate(Path(p).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                    rows[str(r["id"])] = str(r["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{p}:{n}: expected a JSON object with 'id' and 'text' ({e})") from None
+        return rows
+
+    refs, hyps = read(a.refs), read(a.hyps)
+    missing = sorted(set(refs) - set(hyps))
+    if missing and not a.allow_missing:
+        raise ValueError(f"{len(missing)} reference ids have no hypothesis (e.g. {missing[:3]}); "
+                         "pass --allow-missing to score them as empty outputs")
+    records = [{"id": i, "ref": t, "hyp": hyps.get(i, ""), "duration": 0.0} for i, t in refs.items()]
+    res = score_set("score", records, a.lang, None)
+    out = {"normalizer": res.normalizer, **{k: v for k, v in res.metrics.items() if k != "audio_seconds"}}
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_cache_info(a) -> int:
+    from borealis_eval.data.features import cache_info
+
+    rows = cache_info()
+    console.print(_table([{**r, "MB": f"{r.pop('bytes') / 1e6:.1f}"} for r in rows] or [{"encoder": "(empty)"}],
+                         "encoder-feature cache"))
+    return 0
+
+
+def cmd_cache_clear(a) -> int:
+    import shutil
+
+    from borealis_eval.paths import cache_root
+
+    target = cache_root() / "features"
+    shutil.rmtree(target, ignore_errors=True)
+    console.print(f"cleared {target}")
+    return 0
+
+
+def cmd_runs(a) -> int:
+    import mlflow
+
+    from borealis_eval.tracking import TrackingConfig
+
+    tc = TrackingConfig.load(tracking_uri=a.tracking_uri)
+    mlflow.set_tracking_uri(tc.tracking_uri)
+    df = mlflow.search_runs(experiment_names=[a.experiment], output_format="pandas")
+    if df.empty:
+        console.print(f"no runs in experiment '{a.experiment}'")
+        return 1
+    cols = ["run_id", "tags.mlflow.runName", "tags.role", "status"] + sorted(c for c in df.columns if c.startswith("metrics.wer/"))
+    df = df[[c for c in cols if c in df.columns]].rename(columns=lambda c: c.split(".", 1)[-1])
+    df["run_id"] = df["run_id"].str[:8]
+    console.print(_table(df.round(4).astype(str).to_dict("records"), a.experiment))
+    return 0
+
+
+def cmd_ui(a) -> int:
+    from borealis_eval.tracking import TrackingConfig
+
+    tc = TrackingConfig.load(tracking_uri=a.tracking_uri)
+    cmd = ["mlflow", "ui", "--backend-store-uri", tc.tracking_uri, "--host", "127.0.0.1", "--port", str(a.port)]
+    console.print(" ".join(cmd))
+    os.execvp(cmd[0], cmd)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="borealis-eval", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: mlflow.yaml / MLFLOW_TRACKING_URI)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sweep", help="train and score every variant of an ablation grid")
+    s.add_argument("file")
+    s.add_argument("--dry-run", action="store_true", help="print the variants and exit")
+    s.add_argument("--only", nargs="+", help="run only these variant names")
+    s.add_argument("--no-report", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--out", default=None, help="report folder (default reports/<name>)")
+    s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("report", help="render reports/<experiment>/report.{md,html} from the MLflow store")
+    s.add_argument("experiment")
+    s.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
+    s.add_argument("--out", default=None)
+    s.set_defaults(fn=cmd_report)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="generate the synthetic ru/en corpus (cached)")
+    s.add_argument("--out", default="data/synth/cpu-v1")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_data_synth)
+
+    m = sub.add_parser("models", help="bundled offline weights").add_subparsers(dest="models_cmd", required=True)
+    m.add_parser("list").set_defaults(fn=cmd_models_list)
+    s = m.add_parser("prepare", help="import bundled weights into the cache")
+    s.add_argument("names", nargs="+")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_models_prepare)
+
+    s = sub.add_parser("score", help="score a JSONL of hypotheses against a JSONL of references")
+    s.add_argument("refs")
+    s.add_argument("hyps")
+    s.add_argument("--lang", required=True, choices=["ru", "en", "other"])
+    s.add_argument("--allow-missing", action="store_true")
+    s.set_defaults(fn=cmd_score)
+
+    c = sub.add_parser("cache", help="encoder-feature cache").add_subparsers(dest="cache_cmd", required=True)
+    c.add_parser("info").set_defaults(fn=cmd_cache_info)
+    c.add_parser("clear").set_defaults(fn=cmd_cache_clear)
+
+    s = sub.add_parser("runs", help="list an experiment's runs")
+    s.add_argument("experiment")
+    s.set_defaults(fn=cmd_runs)
+
+    s = sub.add_parser("ui", help="start the MLflow UI on the configured store (127.0.0.1)")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from borealis_eval.errors import USER_ERRORS
+
+    try:
+        return args.fn(args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"error: {e}  (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sources: manifests, the synthetic ru/en speech corpus, webinar synthesis."""

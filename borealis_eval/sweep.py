@@ -1,0 +1,341 @@
+"""Grid sweep: shared resources once, then the variant runner once per grid cell.
+
+Order of work: validate everything and check the tracking store and model references (fail
+before any training), load data, encode every needed clip once through the feature cache,
+score the plain-Whisper baseline, then train + evaluate each variant in its own nested MLflow
+run. A variant that fails is marked FAILED with the reason and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from borealis_eval.config import Ablation, ExperimentConfig, LLMConfig, TokenizerTrain, Variant, flatten, load_ablation
+from borealis_eval.data.features import FeatureCache, encode_cached
+from borealis_eval.data.manifest import AudioError
+from borealis_eval.data.mixer import mix
+from borealis_eval.data.sources import AudioItem, TextItem, load_audio_set, load_text_pool
+from borealis_eval.evaluate.runner import SetResult, decode_set, metrics_for_mlflow, score_set, set_language, windows
+from borealis_eval.models.encoder import FrozenWhisperEncoder
+from borealis_eval.models.speech_lm import Example, SpeechLM
+from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+from borealis_eval.tracking import RunLogger, TrackingConfig, experiment_id, preflight
+from borealis_eval.train import TrainingDiverged, train
+
+log = logging.getLogger("borealis_eval")
+SAMPLE_RATE = 16_000
+
+
+class BadDataError(RuntimeError):
+    pass
+
+
+@dataclass
+class EvalData:
+    name: str
+    language: str
+    items: list[AudioItem]
+    waves: dict[str, np.ndarray]
+
+    @property
+    def durations(self) -> dict[str, float]:
+        return {k: len(w) / SAMPLE_RATE for k, w in self.waves.items()}
+
+
+@dataclass
+class Resources:
+    """Everything the variants of one sweep share: data, encoder, cached features, tokenizers."""
+
+    base: ExperimentConfig
+    device: torch.device
+    train_items: list[AudioItem]
+    text_items: list[TextItem]
+    eval_sets: list[EvalData]
+    encoder: FrozenWhisperEncoder
+    cache: FeatureCache
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
+    bad_items: list[dict] = field(default_factory=list)
+    tokenizers: dict[str, object] = field(default_factory=dict)
+
+    def tokenizer_for(self, llm: LLMConfig):
+        key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
+        if key not in self.tokenizers:
+            if isinstance(llm.tokenizer, TokenizerTrain):
+                texts = [it.text for it in self.train_items]
+                texts += [t for it in self.text_items for t in (it.instruction, it.answer)]
+                self.tokenizers[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
+            else:
+                self.tokenizers[key] = load_tokenizer(llm.tokenizer or llm.ref)
+        return self.tokenizers[key]
+
+
+def _load_waves(items: list[AudioItem], bad: list[dict], set_name: str) -> dict[str, np.ndarray]:
+    waves = {}
+    for it in items:
+        try:
+            w = it.load()
+            if w.size == 0:
+                raise AudioError(f"{it.id}: empty audio")
+            waves[it.id] = w
+        except (AudioError, OSError, RuntimeError) as e:
+            bad.append({"set": set_name, "id": it.id, "reason": str(e)})
+    return waves
+
+
+def _check_bad(bad: list[dict], total: int, max_share: float) -> None:
+    if total and len(bad) / total > max_share:
+        eg = "; ".join(f"{b['id']}: {b['reason']}" for b in bad[:3])
+        raise BadDataError(f"{len(bad)} of {total} audio items could not be used (> {max_share:.0%}): {eg}")
+
+
+def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> Resources:
+    base = variants[0].config
+    for v in variants[1:]:
+        if v.config.model.encoder != base.model.encoder or v.config.data.train_sets != base.data.train_sets:
+            raise ValueError("variants of one sweep must share the encoder and training sets (grid over them "
+                             "is not supported yet); split the study into several ablation files")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if base.train.threads:
+        torch.set_num_threads(base.train.threads)
+    bad: list[dict] = []
+    train_items = [it for s in base.data.train_sets for it in load_audio_set(s)]
+    pool = next((v.config.data.text_pool for v in variants if v.config.data.text_pool), None)
+    text_items = load_text_pool(pool) if pool else []
+    encoder = FrozenWhisperEncoder(base.model.encoder, device=device)
+    cache = FeatureCache(encoder.identity.key)
+    res = Resources(base, device, train_items, text_items, [], encoder, cache, bad_items=bad)
+
+    # Only clips that some variant's mix draws are loaded and encoded.
+    needed: dict[str, AudioItem] = {}
+    for v in variants:
+        for ex in mix_for(v, res).examples:
+            if isinstance(ex, AudioItem):
+                needed[ex.id] = ex
+    ids = sorted(needed)
+    for s in range(0, len(ids), 512):  # bounded memory: waves of one chunk at a time
+        chunk = [needed[i] for i in ids[s : s + 512]]
+        waves = _load_waves(chunk, bad, "train")
+        res.features.update(_half(encode_cached(encoder, waves, cache, base.eval.batch_size, "encoding train")))
+    n_train_bad = sum(b["set"] == "train" for b in bad)
+    _check_bad([b for b in bad if b["set"] == "train"], len(ids), max_bad_share)
+    if n_train_bad:
+        res.train_items = [it for it in train_items if it.id in res.features or it.id not in needed]
+
+    for spec in base.eval.sets:
+        items = load_audio_set(spec)
+        if not items:
+            raise BadDataError(f"eval set '{spec.name}' is empty")
+        waves = _load_waves(items, bad, spec.name)
+        _check_bad([b for b in bad if b["set"] == spec.name], len(items), max_bad_share)
+        items = [it for it in items if it.id in waves]
+        res.eval_sets.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
+        win = {f"{i}#{j}": w for i, wave in waves.items()
+               for j, w in enumerate(windows(wave, base.eval.window_seconds))}
+        res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
+    return res
+
+
+def _half(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.float16) for k, v in feats.items()}
+
+
+def mix_for(v: Variant, res: Resources):
+    d = v.config.data
+    return mix(res.train_items, res.text_items, d.language_mix, d.text_fraction, d.num_examples, v.config.seed)
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -> list[SetResult]:
+    results = []
+    for es in res.eval_sets:
+        n_win = {i: sum(1 for k in _window_keys(res, i)) for i in es.waves}
+
+        def transcribe(ids: list[str], language: str, es=es, n_win=n_win) -> list[str]:
+            keys = [(i, f"{i}#{j}") for i in ids for j in range(n_win[i])]
+            exs = [Example(answer="", features=res.features[k].float().to(res.device), id=k) for _, k in keys]
+            hyps = model.generate(exs, cfg.eval.max_new_tokens, cfg.eval.num_beams)
+            joined: dict[str, list[str]] = {i: [] for i in ids}
+            for (i, _), h in zip(keys, hyps):
+                joined[i].append(h)
+            return [" ".join(x for x in joined[i] if x) for i in ids]
+
+        records, secs = decode_set(es.items, es.durations, transcribe, es.language, cfg.eval.batch_size,
+                                   f"decoding {es.name}")
+        results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
+    return results
+
+
+def _window_keys(res: Resources, item_id: str):
+    j = 0
+    while f"{item_id}#{j}" in res.features:
+        yield f"{item_id}#{j}"
+        j += 1
+
+
+def evaluate_baseline(res: Resources, cfg: ExperimentConfig) -> list[SetResult]:
+    from borealis_eval.models.baseline import WhisperTranscriber
+
+    whisper = WhisperTranscriber(cfg.eval.baseline.ref, device=res.device)
+    results = []
+    for es in res.eval_sets:
+        fn = lambda ids, lang, es=es: whisper.transcribe([es.waves[i] for i in ids], lang, cfg.eval.num_beams)  # noqa: E731
+        records, secs = decode_set(es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size,
+                                   f"baseline {es.name}")
+        results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
+    return results
+
+
+def _log_results(run: RunLogger, results: list[SetResult]) -> None:
+    for r in results:
+        run.metrics(metrics_for_mlflow(r))
+        run.tags({f"normalizer/{r.name}": r.normalizer})
+        run.artifact_json_lines(r.records, f"predictions/{r.name}.jsonl")
+    run.flush()
+
+
+# ------------------------------------------------------------------ variant runner
+def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = True) -> dict[str, float]:
+    cfg = v.config
+    m = mix_for(v, res)
+    run.metrics({f"data/{k}": x for k, x in m.stats.items()})
+    tok = res.tokenizer_for(cfg.model.llm)
+    torch.manual_seed(cfg.seed)
+    model = SpeechLM.from_config(cfg.model, res.encoder.dim, tok).to(res.device)
+    examples = [
+        Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)
+        else Example(answer=e.answer, instruction=e.instruction, id=e.id)
+        for e in m.examples if not isinstance(e, AudioItem) or e.id in res.features
+    ]
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run.params({"model.trainable_params": n_params})
+    result = train(model, examples, cfg.train, cfg.seed, log=run.metrics, progress=progress)
+    run.metrics({"train/first_loss": result.first_loss, "train/last_loss": result.last_loss,
+                 "train/seconds": result.seconds, "train/steps_per_second": result.steps / result.seconds})
+    results = evaluate_speech_lm(model, res, cfg)
+    _log_results(run, results)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trainable.safetensors"
+        save_file({k: t.detach().cpu().contiguous() for k, t in model.trainable_state_dict().items()}, str(path))
+        run.artifact_file(path, "weights")
+    return {f"wer/{r.name}": r.metrics["wer"] for r in results}
+
+
+def variant_tags(v: Variant, role: str = "variant") -> dict[str, str]:
+    tags = {"role": role, "variant": v.name, "config_hash": v.config_hash, "language_mix": v.language_mix_label,
+            "text_fraction": f"{v.config.data.text_fraction:g}", "seed": str(v.config.seed)}
+    tags.update({f"axis.{k}": (json.dumps(x) if isinstance(x, (dict, list)) else str(x)) for k, x in v.axes.items()})
+    return tags
+
+
+@dataclass
+class SweepResult:
+    experiment: str
+    parent_run_id: str
+    finished: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
+              progress: bool = True) -> SweepResult:
+    t0 = time.perf_counter()
+    abl, variants = load_ablation(path)
+    if only:
+        variants = [v for v in variants if v.name in only]
+        if not variants:
+            raise ValueError(f"--only matched no variant (names: see `sweep {path} --dry-run`)")
+    tc = TrackingConfig.load(tracking_uri=tracking_uri)
+    client = preflight(tc)
+    check_model_refs(variants)
+    exp_id = experiment_id(client, tc, abl.name, abl.description)
+    parent = RunLogger.start(client, exp_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                             {"role": "parent", "borealis.ablation": str(Path(path)), "borealis.description": abl.description,
+                              "mlflow.note.content": abl.description})
+    parent.artifact_text(Path(path).read_text(encoding="utf-8"), "ablation/" + Path(path).name)
+    finished, failed = [], {}
+    try:
+        res = prepare_resources(variants)
+        if res.bad_items:
+            parent.artifact_json_lines(res.bad_items, "data/bad_items.jsonl")
+        parent.metrics({"data/bad_items": len(res.bad_items), "data/train_items": len(res.train_items),
+                        "data/text_items": len(res.text_items), "cache/encoded": res.cache.stats.encoded,
+                        "cache/hits": res.cache.stats.hits})
+        base_cfg = variants[0].config
+        if base_cfg.eval.baseline.enabled:
+            run = RunLogger.start(client, exp_id, "baseline-whisper",
+                                  {"role": "baseline", "variant": "baseline", "model": base_cfg.eval.baseline.ref}, parent.run_id)
+            try:
+                run.params({"baseline.ref": base_cfg.eval.baseline.ref, "eval.num_beams": base_cfg.eval.num_beams})
+                _log_results(run, evaluate_baseline(res, base_cfg))
+                run.end("FINISHED")
+            except Exception as e:
+                _fail(run, e)
+                failed["baseline"] = str(e)
+        for i, v in enumerate(variants):
+            log.info("variant %d/%d: %s", i + 1, len(variants), v.name)
+            run = RunLogger.start(client, exp_id, v.name, variant_tags(v), parent.run_id)
+            try:
+                run.params(flatten(v.config.model_dump(mode="json")))
+                run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+                                  "config/resolved.yaml")
+                wers = run_variant(v, res, run, progress)
+                run.end("FINISHED")
+                finished.append(v.name)
+                log.info("  %s", "  ".join(f"{k}={x:.3f}" for k, x in wers.items()))
+            except (Exception, KeyboardInterrupt) as e:
+                _fail(run, e)
+                failed[v.name] = str(e)
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+        parent.metrics({"sweep/finished": len(finished), "sweep/failed": len(failed)})
+        parent.end("FINISHED" if not failed else "FAILED")
+    except BaseException as e:
+        _fail(parent, e)
+        raise
+    return SweepResult(abl.name, parent.run_id, finished, failed, time.perf_counter() - t0)
+
+
+def _fail(run: RunLogger, e: BaseException) -> None:
+    status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+    extra = {}
+    if isinstance(e, TrainingDiverged):
+        extra = {"error.step": e.step, "error.batch_ids": ",".join(e.ids[:50])}
+    try:
+        run.tags({"error": f"{type(e).__name__}: {e}"[:5000], **extra})
+        run.artifact_text("".join(traceback.format_exception(e)), "error.txt")
+        run.end(status)
+    except Exception:  # noqa: BLE001 - never mask the original error
+        log.exception("could not record the failure in MLflow")
+
+
+def check_model_refs(variants: list[Variant]) -> None:
+    """Every model reference resolves (offline hub refs are in the local cache) before any work."""
+    from borealis_eval.models.refs import check_available
+
+    refs = set()
+    for v in variants:
+        m = v.config.model
+        refs.update(r for r in (m.encoder.ref, m.llm.ref, m.llm.tokenizer if isinstance(m.llm.tokenizer, str) else None)
+                    if r)
+        if v.config.eval.baseline.enabled:
+            refs.add(v.config.eval.baseline.ref)
+    for r in sorted(refs):
+        check_available(r)
+
+
+def dry_run(path: str | Path) -> tuple[Ablation, list[dict]]:
+    from borealis_eval.config import variants_table
+
+    abl, variants = load_ablation(path)
+    return abl, variants_table(variants)

@@ -1,0 +1,152 @@
+"""MLflow: where the store is (mlflow.yaml), run identity, parent/child runs, batched logging.
+
+The embedded default is a sqlite store and an artifact folder next to mlflow.yaml; the same
+code points at a server through mlflow.yaml or MLFLOW_TRACKING_URI. Runs are driven through
+`MlflowClient` with explicit run ids (no global active-run state), so nesting is explicit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+DEFAULT_CONFIG = Path("mlflow.yaml")
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str
+    artifact_location: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, tracking_uri: str | None = None) -> "TrackingConfig":
+        """Explicit URI > MLFLOW_TRACKING_URI > mlflow.yaml > embedded default (./mlruns.db)."""
+        path = Path(path or os.environ.get("BOREALIS_MLFLOW_CONFIG", DEFAULT_CONFIG))
+        data: dict[str, Any] = {}
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            unknown = set(data) - {"tracking_uri", "artifact_location"}
+            if unknown:
+                raise TrackingError(f"{path}: unknown field(s) {sorted(unknown)} (allowed: tracking_uri, artifact_location)")
+        base = path.resolve().parent
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or data.get("tracking_uri", "sqlite:///mlruns.db")
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = f"sqlite:///{(base / uri.removeprefix('sqlite:///')).resolve()}"
+        art = data.get("artifact_location", "mlartifacts")
+        if art and "://" not in art:
+            art = (base / art).resolve().as_uri()
+        return cls(uri, art)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+
+def preflight(tc: TrackingConfig, timeout: float = 5.0) -> MlflowClient:
+    """Fail before any training if the store cannot be reached."""
+    if tc.is_remote:
+        url = tc.tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                if r.status != 200:
+                    raise TrackingError(f"MLflow server at {tc.tracking_uri} answered {r.status} on /health")
+        except (urllib.error.URLError, OSError) as e:
+            raise TrackingError(
+                f"MLflow tracking server {tc.tracking_uri} is unreachable ({getattr(e, 'reason', e)}); "
+                "start it, or unset MLFLOW_TRACKING_URI to use the embedded store in mlflow.yaml"
+            ) from None
+    elif tc.tracking_uri.startswith("sqlite:///"):
+        Path(tc.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tc.tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any store failure is a tracking failure
+        raise TrackingError(f"MLflow store {tc.tracking_uri} is not usable: {e}") from None
+    return client
+
+
+def experiment_id(client: MlflowClient, tc: TrackingConfig, name: str, description: str = "") -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            eid = client.create_experiment(name, artifact_location=f"{tc.artifact_location}/{name}"
+                                           if tc.artifact_location else None)
+        except Exception:  # another worker created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            eid = exp.experiment_id
+    else:
+        eid = exp.experiment_id
+    if description:
+        client.set_experiment_tag(eid, "borealis.description", description)
+        client.set_experiment_tag(eid, "mlflow.note.content", description)
+    return eid
+
+
+class RunLogger:
+    """One MLflow run with buffered metrics (one log_batch per flush, not one call per point)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_every: int = 200):
+        self.client, self.run_id, self.flush_every = client, run_id, flush_every
+        self._metrics: list[Metric] = []
+        self.log_seconds = 0.0
+
+    @classmethod
+    def start(cls, client: MlflowClient, exp_id: str, name: str, tags: dict[str, Any],
+              parent_id: str | None = None) -> "RunLogger":
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        return cls(client, run.info.run_id)
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        self._metrics.extend(Metric(k, float(v), ts, step) for k, v in values.items())
+        if len(self._metrics) >= self.flush_every:
+            self.flush()
+
+    def params(self, values: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        t = time.perf_counter()
+        for s in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[s : s + 100])
+        self.log_seconds += time.perf_counter() - t
+
+    def tags(self, values: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+
+    def flush(self) -> None:
+        t = time.perf_counter()
+        while self._metrics:
+            chunk, self._metrics = self._metrics[:1000], self._metrics[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self.log_seconds += time.perf_counter() - t
+
+    def artifact_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def artifact_json_lines(self, rows: list[dict], path: str) -> None:
+        self.artifact_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), path)
+
+    def artifact_file(self, local: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local), folder)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,92 @@
+"""A 2-variant sweep end to end on tiny random models into a temporary MLflow store."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from borealis_eval.data.synth import synthesize_corpus
+
+SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+
+
+def write_ablation(tmp: Path, corpus: Path, baseline: bool = True) -> Path:
+    man = lambda split: {"kind": "manifest", "path": str(corpus / f"{split}.jsonl")}  # noqa: E731
+    abl = {
+        "name": "tiny_e2e",
+        "description": "Does plain text in training change WER on tiny random models?",
+        "base": {
+            "seed": 0,
+            "model": {
+                "encoder": {"config": {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
+                                       "encoder_ffn_dim": 64, "num_mel_bins": 80}, "short_input": True},
+                "adapter": {"downsample_k": 4, "hidden_sizes": [32]},
+                "llm": {"config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "num_key_value_heads": 1, "intermediate_size": 64},
+                        "tokenizer": {"vocab_size": 400}, "train": "full"},
+            },
+            "data": {"train_sets": [{"name": "train", "source": man("train")}],
+                     "text_pool": {"source": man("text_train")},
+                     "language_mix": {"ru": 0.5, "en": 0.5}, "num_examples": 40},
+            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 2},
+            "eval": {"sets": [{"name": "test_ru", "source": man("test_ru")},
+                              {"name": "test_en", "source": man("test_en")}],
+                     "batch_size": 4, "max_new_tokens": 8, "bootstrap": 100,
+                     "baseline": {"enabled": baseline, "ref": "bundled:whisper-tiny.en", "batch_size": 4}},
+        },
+        "grid": {"data.text_fraction": [0.0, 0.25]},
+    }
+    p = tmp / "tiny.yaml"
+    p.write_text(yaml.safe_dump(abl, allow_unicode=True))
+    return p
+
+
+def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, corpus, monkeypatch):
+    from borealis_eval.cli import main
+
+    monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    abl = write_ablation(tmp_path, corpus)
+    rc = main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--out", str(tmp_path / "report")])
+    assert rc == 0
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny_e2e"], output_format="pandas")
+    roles = runs["tags.role"].value_counts().to_dict()
+    assert roles == {"parent": 1, "variant": 2, "baseline": 1}
+    parent_id = runs.loc[runs["tags.role"] == "parent", "run_id"].item()
+    children = runs[runs["tags.role"] != "parent"]
+    assert (children["tags.mlflow.parentRunId"] == parent_id).all()
+    assert (runs["status"] == "FINISHED").all()
+    for s in ("test_ru", "test_en"):
+        for m in ("wer", "cer", "wer_ci_low", "wer_ci_high", "rtfx"):
+            assert children[f"metrics.{m}/{s}"].notna().all(), (m, s)
+    variants = runs[runs["tags.role"] == "variant"].set_index("tags.text_fraction")
+    assert set(variants.index) == {"0", "0.25"}
+    assert variants.loc["0", "metrics.data/count_text"] == 0
+    assert variants.loc["0.25", "metrics.data/count_text"] == 10  # 25% of 40
+    assert variants.loc["0.25", "metrics.data/count_ru"] == 15 and variants.loc["0.25", "metrics.data/count_en"] == 15
+
+    client = mlflow.MlflowClient(uri)
+    run_id = variants.loc["0.25", "run_id"]
+    preds = client.download_artifacts(run_id, "predictions/test_en.jsonl", str(tmp_path))
+    rows = [json.loads(x) for x in Path(preds).read_text().splitlines()]
+    assert len(rows) == 4 and {"id", "ref", "hyp", "duration"} <= set(rows[0])
+    assert len(client.get_metric_history(run_id, "train/loss")) == 2  # logged every 2 of 4 steps
+
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "report.html").is_file()
+
+    # The encoder is paid once: a second sweep finds every clip in the feature cache.
+    rc = main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--no-report"])
+    assert rc == 0
+    runs = mlflow.search_runs(experiment_names=["tiny_e2e"], output_format="pandas")
+    newest = runs[runs["tags.role"] == "parent"].sort_values("start_time").iloc[-1]
+    assert newest["metrics.cache/encoded"] == 0 and newest["metrics.cache/hits"] > 0

@@ -220,6 +220,9 @@ class EvalConfig(Strict):
     sets: list[EvalSet] = Field(min_length=1)
     batch_size: int = Field(default=8, gt=0)
     max_new_tokens: int = Field(default=128, gt=0)
+    # runaway cap: at most this many new tokens per second of audio (+16), so a looping decoder
+    # stops near the length any real transcript could have instead of at max_new_tokens
+    max_tokens_per_second: float = Field(default=15.0, gt=0)
     num_beams: int = Field(default=1, gt=0)
     window_seconds: float = Field(default=30.0, gt=0)  # long-form window for the speech-LLM
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)

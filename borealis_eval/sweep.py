@@ -164,7 +164,8 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -
         def transcribe(ids: list[str], language: str, es=es, n_win=n_win) -> list[str]:
             keys = [(i, f"{i}#{j}") for i in ids for j in range(n_win[i])]
             exs = [Example(answer="", features=res.features[k].float().to(res.device), id=k) for _, k in keys]
-            hyps = model.generate(exs, cfg.eval.max_new_tokens, cfg.eval.num_beams)
+            longest = max(x.features.shape[0] for x in exs) / 50  # encoder frames -> seconds
+            hyps = model.generate(exs, token_cap(cfg, longest), cfg.eval.num_beams)
             joined: dict[str, list[str]] = {i: [] for i in ids}
             for (i, _), h in zip(keys, hyps):
                 joined[i].append(h)
@@ -174,6 +175,11 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -
                                    f"decoding {es.name}")
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results
+
+
+def token_cap(cfg: ExperimentConfig, seconds: float) -> int:
+    """New-token budget for audio of `seconds`: the runaway cap, never above max_new_tokens."""
+    return min(cfg.eval.max_new_tokens, int(cfg.eval.max_tokens_per_second * seconds) + 16)
 
 
 def _window_keys(res: Resources, item_id: str):
@@ -189,7 +195,11 @@ def evaluate_baseline(res: Resources, cfg: ExperimentConfig) -> list[SetResult]:
     whisper = WhisperTranscriber(cfg.eval.baseline.ref, device=res.device)
     results = []
     for es in res.eval_sets:
-        fn = lambda ids, lang, es=es: whisper.transcribe([es.waves[i] for i in ids], lang, cfg.eval.num_beams)  # noqa: E731
+        def fn(ids: list[str], lang: str, es=es) -> list[str]:
+            waves = [es.waves[i] for i in ids]
+            longest = min(30.0, max(len(w) for w in waves) / SAMPLE_RATE)  # long-form: per 30 s segment
+            return whisper.transcribe(waves, lang, cfg.eval.num_beams, token_cap(cfg, longest))
+
         records, secs = decode_set(es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size,
                                    f"baseline {es.name}")
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))

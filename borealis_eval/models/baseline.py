@@ -34,7 +34,11 @@ class WhisperTranscriber:
     @torch.inference_mode()
     def transcribe(self, waves: list[np.ndarray], language: str | None, num_beams: int = 1,
                    max_new_tokens: int = 440) -> list[str]:
-        """Transcribe clips; those over 30 s one by one through long-form generation."""
+        """Transcribe clips; those over 30 s one by one through long-form generation.
+
+        `max_new_tokens` caps each clip (each 30 s segment in long-form): a looping decoder
+        otherwise runs to Whisper's 448-token limit, which costs minutes per batch on CPU.
+        """
         out: list[str | None] = [None] * len(waves)
         short = [i for i, w in enumerate(waves) if len(w) <= 30 * SAMPLE_RATE]
         kw = self._gen_kwargs(language, num_beams, min(max_new_tokens, 440))
@@ -55,7 +59,7 @@ class WhisperTranscriber:
             ids = self.model.generate(
                 inputs.input_features.to(self.device, self.dtype),
                 attention_mask=inputs.attention_mask.to(self.device),
-                condition_on_prev_tokens=False, **kw,
+                condition_on_prev_tokens=False, return_timestamps=True, **kw,
             )
             out[i] = self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
         return out  # type: ignore[return-value]

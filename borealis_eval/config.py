@@ -210,6 +210,14 @@ class EvalSet(AudioSet):
     max_duration: float = Field(default=600.0, gt=0)
 
 
+class TextSet(Strict):
+    """Held-out plain-text instruction pairs: does the LLM keep its text skills?"""
+
+    name: str
+    source: TextSource
+    max_samples: int | None = Field(default=None, gt=0)
+
+
 class BaselineConfig(Strict):
     enabled: bool = True
     ref: str = "hf:openai/whisper-large-v3"
@@ -218,6 +226,7 @@ class BaselineConfig(Strict):
 
 class EvalConfig(Strict):
     sets: list[EvalSet] = Field(min_length=1)
+    text_sets: list[TextSet] = Field(default_factory=list)
     batch_size: int = Field(default=8, gt=0)
     max_new_tokens: int = Field(default=128, gt=0)
     # runaway cap: at most this many new tokens per second of audio (+16), so a looping decoder

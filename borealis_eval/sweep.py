@@ -21,12 +21,15 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from borealis_eval.config import Ablation, ExperimentConfig, LLMConfig, TokenizerTrain, Variant, flatten, load_ablation
+from borealis_eval.config import (Ablation, ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant, flatten,
+                                  load_ablation)
 from borealis_eval.data.features import FeatureCache, encode_cached
 from borealis_eval.data.manifest import AudioError
 from borealis_eval.data.mixer import mix
 from borealis_eval.data.sources import AudioItem, TextItem, load_audio_set, load_text_pool
-from borealis_eval.evaluate.runner import SetResult, decode_set, metrics_for_mlflow, score_set, set_language, windows
+from borealis_eval.evaluate.runner import (SetResult, decode_set, metrics_for_mlflow, paired_rows, score_set, set_language,
+                                          utt_scores, windows)
+from borealis_eval.evaluate.textskill import text_ability
 from borealis_eval.models.encoder import FrozenWhisperEncoder
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -66,6 +69,7 @@ class Resources:
     cache: FeatureCache
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
     bad_items: list[dict] = field(default_factory=list)
+    text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
     tokenizers: dict[str, object] = field(default_factory=dict)
 
     def tokenizer_for(self, llm: LLMConfig):
@@ -143,6 +147,8 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> R
         win = {f"{i}#{j}": w for i, wave in waves.items()
                for j, w in enumerate(windows(wave, base.eval.window_seconds))}
         res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
+    for ts in base.eval.text_sets:
+        res.text_sets.append((ts.name, load_text_pool(TextPool(source=ts.source, max_samples=ts.max_samples))))
     return res
 
 
@@ -175,6 +181,23 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -
                                    f"decoding {es.name}")
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results
+
+
+def evaluate_text_skill(model: SpeechLM, res: Resources, cfg: ExperimentConfig, run: RunLogger) -> dict[str, float]:
+    """Answer held-out text-only instructions; chrF and exact match per text set."""
+    out = {}
+    for name, items in res.text_sets:
+        preds: list[str] = []
+        for s in range(0, len(items), cfg.eval.batch_size):
+            chunk = items[s : s + cfg.eval.batch_size]
+            preds += model.generate([Example(answer="", instruction=it.instruction, id=it.id) for it in chunk],
+                                    cfg.eval.max_new_tokens, cfg.eval.num_beams)
+        records = [{"id": it.id, "instruction": it.instruction, "answer": it.answer, "prediction": p}
+                   for it, p in zip(items, preds)]
+        score = text_ability(records)
+        out.update({f"text_chrf/{name}": score["chrf"], f"text_exact/{name}": score["exact_match"]})
+        run.artifact_json_lines(records, f"predictions/text_{name}.jsonl")
+    return out
 
 
 def token_cap(cfg: ExperimentConfig, seconds: float) -> int:
@@ -215,7 +238,7 @@ def _log_results(run: RunLogger, results: list[SetResult]) -> None:
 
 
 # ------------------------------------------------------------------ variant runner
-def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = True) -> dict[str, float]:
+def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = True) -> list[SetResult]:
     cfg = v.config
     m = mix_for(v, res)
     run.metrics({f"data/{k}": x for k, x in m.stats.items()})
@@ -234,11 +257,13 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
                  "train/seconds": result.seconds, "train/steps_per_second": result.steps / result.seconds})
     results = evaluate_speech_lm(model, res, cfg)
     _log_results(run, results)
+    if res.text_sets:
+        run.metrics(evaluate_text_skill(model, res, cfg, run))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trainable.safetensors"
         save_file({k: t.detach().cpu().contiguous() for k, t in model.trainable_state_dict().items()}, str(path))
         run.artifact_file(path, "weights")
-    return {f"wer/{r.name}": r.metrics["wer"] for r in results}
+    return results
 
 
 def variant_tags(v: Variant, role: str = "variant") -> dict[str, str]:
@@ -274,6 +299,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
                               "mlflow.note.content": abl.description})
     parent.artifact_text(Path(path).read_text(encoding="utf-8"), "ablation/" + Path(path).name)
     finished, failed = [], {}
+    systems: dict[str, dict[str, list]] = {}  # eval set -> system name -> per-utterance scores
     try:
         res = prepare_resources(variants)
         if res.bad_items:
@@ -287,7 +313,10 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
                                   {"role": "baseline", "variant": "baseline", "model": base_cfg.eval.baseline.ref}, parent.run_id)
             try:
                 run.params({"baseline.ref": base_cfg.eval.baseline.ref, "eval.num_beams": base_cfg.eval.num_beams})
-                _log_results(run, evaluate_baseline(res, base_cfg))
+                base_results = evaluate_baseline(res, base_cfg)
+                _log_results(run, base_results)
+                for r in base_results:
+                    systems.setdefault(r.name, {})["baseline"] = utt_scores(r.records, r.language)
                 run.end("FINISHED")
             except Exception as e:
                 _fail(run, e)
@@ -299,21 +328,39 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
                 run.params(flatten(v.config.model_dump(mode="json")))
                 run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
                                   "config/resolved.yaml")
-                wers = run_variant(v, res, run, progress)
+                results = run_variant(v, res, run, progress)
+                run.metrics(_paired_vs_baseline(v.name, results, systems, base_cfg.eval.bootstrap))
                 run.end("FINISHED")
                 finished.append(v.name)
-                log.info("  %s", "  ".join(f"{k}={x:.3f}" for k, x in wers.items()))
+                log.info("  %s", "  ".join(f"wer/{r.name}={r.metrics['wer']:.3f}" for r in results))
             except (Exception, KeyboardInterrupt) as e:
                 _fail(run, e)
                 failed[v.name] = str(e)
                 if isinstance(e, KeyboardInterrupt):
                     raise
+        for set_name, by_system in systems.items():
+            if len(by_system) > 1:
+                parent.artifact_json_lines(paired_rows(by_system, base_cfg.eval.bootstrap), f"paired/{set_name}.jsonl")
         parent.metrics({"sweep/finished": len(finished), "sweep/failed": len(failed)})
         parent.end("FINISHED" if not failed else "FAILED")
     except BaseException as e:
         _fail(parent, e)
         raise
     return SweepResult(abl.name, parent.run_id, finished, failed, time.perf_counter() - t0)
+
+
+def _paired_vs_baseline(name: str, results: list[SetResult], systems: dict[str, dict[str, list]],
+                        n_boot: int) -> dict[str, float]:
+    """Record the variant's per-utterance scores; ΔWER and p-value against the baseline."""
+    out = {}
+    for r in results:
+        by_system = systems.setdefault(r.name, {})
+        by_system[name] = utt_scores(r.records, r.language)
+        if "baseline" in by_system:
+            row = paired_rows({name: by_system[name], "baseline": by_system["baseline"]}, n_boot)[0]
+            out[f"delta_wer_vs_baseline/{r.name}"] = row["delta_wer"]
+            out[f"p_vs_baseline/{r.name}"] = row["p_value"]
+    return out
 
 
 def _fail(run: RunLogger, e: BaseException) -> None:

@@ -38,6 +38,7 @@ def write_ablation(tmp: Path, corpus: Path, baseline: bool = True) -> Path:
             "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 2},
             "eval": {"sets": [{"name": "test_ru", "source": man("test_ru")},
                               {"name": "test_en", "source": man("test_en")}],
+                     "text_sets": [{"name": "heldout", "source": man("text_heldout")}],
                      "batch_size": 4, "max_new_tokens": 8, "bootstrap": 100,
                      "baseline": {"enabled": baseline, "ref": "bundled:whisper-tiny.en", "batch_size": 4}},
         },
@@ -67,8 +68,13 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     assert (children["tags.mlflow.parentRunId"] == parent_id).all()
     assert (runs["status"] == "FINISHED").all()
     for s in ("test_ru", "test_en"):
-        for m in ("wer", "cer", "wer_ci_low", "wer_ci_high", "rtfx"):
+        for m in ("wer", "cer", "wer_ci_low", "wer_ci_high", "rtfx", "sub", "dele", "ins", "wer_raw", "wer_basic",
+                  "fail_empty_rate", "fail_loop_rate", "fail_over100_rate"):
             assert children[f"metrics.{m}/{s}"].notna().all(), (m, s)
+        assert set(children[f"tags.normalizer/{s}"]) == {"russian@1.0" if s == "test_ru" else "english@1.0"}
+    var_rows = runs[runs["tags.role"] == "variant"]
+    for m in ("text_chrf/heldout", "text_exact/heldout", "p_vs_baseline/test_en", "delta_wer_vs_baseline/test_en"):
+        assert var_rows[f"metrics.{m}"].notna().all(), m
     variants = runs[runs["tags.role"] == "variant"].set_index("tags.text_fraction")
     assert set(variants.index) == {"0", "0.25"}
     assert variants.loc["0", "metrics.data/count_text"] == 0
@@ -81,6 +87,10 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     rows = [json.loads(x) for x in Path(preds).read_text().splitlines()]
     assert len(rows) == 4 and {"id", "ref", "hyp", "duration"} <= set(rows[0])
     assert len(client.get_metric_history(run_id, "train/loss")) == 2  # logged every 2 of 4 steps
+
+    paired = client.download_artifacts(parent_id, "paired/test_en.jsonl", str(tmp_path))
+    pairs = [json.loads(x) for x in Path(paired).read_text().splitlines()]
+    assert len(pairs) == 3 and all(0 < p["p_value"] <= 1 for p in pairs)  # 3 systems -> 3 pairs
 
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "report.html").is_file()
 

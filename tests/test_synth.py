@@ -77,7 +77,9 @@ def test_heldout_words_and_voices(corpus):
             assert not r["heldout_template"]
     for lang in ("ru", "en"):
         rows = m[f"test_{lang}"]
-        assert all(r["heldout_template"] or tokens(r["text"]) & held[lang] for r in rows)
+        for r in rows:  # the stratum says truthfully what is new in the sentence
+            new_word = bool(tokens(r["text"]) & held[lang])
+            assert r["stratum"] == ("shape" if r["heldout_template"] else "word" if new_word else "voice"), r
         assert all(r["speaker"] in voices(lang, heldout=True) for r in rows)
     # every held-out vocabulary entry and template is seen in the text-only training pool
     bank = SentenceBank(3)

@@ -27,7 +27,7 @@ from .webinar import plan_webinar, render_webinar
 
 log = logging.getLogger(__name__)
 
-VERSION = "synth-ruen-1"
+VERSION = "synth-ruen-2"  # 2: test sets in three strata (voice / word / shape)
 DEFAULT_SIZES = {
     "train": 1200,  # per language
     "dev": 100,  # per language
@@ -190,7 +190,8 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
             rows = [{"id": j["id"], "audio": j["audio"], "text": j["text"], "language": j["language"],
                      "duration": j["duration"], "speaker": j["speaker"], "rate_wpm": j["rate"],
                      "template": j["sentence"].template, "heldout_template": j["sentence"].heldout_template,
-                     "heldout_words": list(j["sentence"].heldout_words)} for j in js]
+                     "heldout_words": list(j["sentence"].heldout_words),
+                     "stratum": _stratum(j["sentence"]) if split.startswith("test") else "train"} for j in js]
             write_manifest(tmp / f"{split}.jsonl", rows)
             manifests[split] = rows
         web_rows = []
@@ -226,9 +227,10 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
             "templates": {lang: {"train": [t[0] for t in m.train_templates],
                                  "heldout": [t[0] for t in m.heldout_templates]}
                           for lang, m in bank.material.items()},
-            "design": ("train/dev: train templates, words and voices; test_*/webinar: held-out templates "
-                       "and/or words, held-out voices; text pools contain all words and templates; "
-                       "no sentence in two splits"),
+            "design": ("train/dev: train templates, words and voices; test_*: held-out voices, in three "
+                       "strata (shape: held-out template; word: held-out word in a known template; voice: "
+                       "new sentence of known words and template); webinar: held-out material; text pools "
+                       "contain all words and templates; no sentence in two splits"),
             "languages": sorted(LANGUAGES),
             "sample_rate": TARGET_SR,
         }
@@ -244,6 +246,11 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
         raise
     log.info("corpus written: %s", out_dir)
     return out_dir
+
+
+def _stratum(s) -> str:
+    """What is new in a test sentence: its shape, a word, or only the voice."""
+    return "shape" if s.heldout_template else "word" if s.heldout_words else "voice"
 
 
 def _count(rows) -> dict:

@@ -17,8 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from borealis_eval.data.sources import AudioItem
-from borealis_eval.evaluate.failures import failure_metrics
-from borealis_eval.evaluate.metrics import score_records
+from borealis_eval.evaluate.failures import cap_hypothesis, failure_metrics
+from borealis_eval.evaluate.metrics import UttScore, paired_test, score_records, score_utterances
 from borealis_eval.evaluate.normalize import normalizer_for_language
 
 SAMPLE_RATE = 16_000
@@ -87,3 +87,23 @@ def windows(wave: np.ndarray, seconds: float) -> list[np.ndarray]:
     """Cut long audio into consecutive windows of at most `seconds` (the last may be shorter)."""
     n = int(seconds * SAMPLE_RATE)
     return [wave[s : s + n] for s in range(0, max(1, len(wave)), n)] if len(wave) > n else [wave]
+
+
+def utt_scores(records: list[dict], language: str) -> list[UttScore]:
+    """Per-utterance scores under the set's protocol (normaliser + the same hypothesis cap)."""
+    norm = normalizer_for_language(language)
+    refs = [norm(r["ref"]) for r in records]
+    hyps = [cap_hypothesis(norm(r["hyp"] or ""), len(ref.split())) for r, ref in zip(records, refs)]
+    return score_utterances(refs, hyps, alignment=False)
+
+
+def paired_rows(systems: dict[str, list[UttScore]], n_boot: int = 1000) -> list[dict]:
+    """Paired bootstrap of every system against every other on the same utterances."""
+    names = list(systems)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            r = paired_test(systems[a], systems[b], "wer", n_boot=n_boot)
+            rows.append({"a": a, "b": b, "delta_wer": r.delta, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "p_value": r.p_value, "n": r.n})
+    return rows

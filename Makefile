@@ -24,7 +24,9 @@ demo: setup
 	$(BE) models prepare whisper-base
 	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION)
 
+# The report's browser test needs Debian's chromium (installed here if missing).
 test: setup
+	bash scripts/install_chromium.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider
 
 clean-data:

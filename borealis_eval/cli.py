@@ -59,6 +59,18 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from borealis_eval.sweep import evaluate_model
+
+    results = evaluate_model(a.model, a.ablation, a.sets, tracking_uri=a.tracking_uri)
+    out = {r.name: {"normalizer": r.normalizer, **{k: v for k, v in r.metrics.items()}} for r in results}
+    text = json.dumps(out, indent=2, ensure_ascii=False)
+    if a.out:
+        Path(a.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def cmd_data_synth(a) -> int:
     from borealis_eval.data.synth import synthesize_corpus
 
@@ -180,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
     s.add_argument("--out", default=None)
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("evaluate", help="score a trained variant (run:<id>) or a Whisper model on an ablation's eval sets")
+    s.add_argument("model", help="run:<mlflow run id> of a variant, or a Whisper reference (bundled:/hf:/folder)")
+    s.add_argument("--ablation", required=True, help="ablation file whose eval sets to use")
+    s.add_argument("--sets", nargs="+", help="only these eval sets")
+    s.add_argument("--out", help="also write the JSON here")
+    s.set_defaults(fn=cmd_evaluate)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="generate the synthetic ru/en corpus (cached)")

@@ -8,6 +8,7 @@ run. A variant that fails is marked FAILED with the reason and the others go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -23,11 +24,11 @@ from safetensors.torch import save_file
 
 from borealis_eval.config import (Ablation, ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant, flatten,
                                   load_ablation)
-from borealis_eval.data.features import FeatureCache, encode_cached
+from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
 from borealis_eval.data.manifest import AudioError
 from borealis_eval.data.mixer import mix
 from borealis_eval.data.sources import AudioItem, TextItem, load_audio_set, load_text_pool
-from borealis_eval.evaluate.runner import (SetResult, decode_set, metrics_for_mlflow, paired_rows, score_set, set_language,
+from borealis_eval.evaluate.runner import (DecodeCache, SetResult, decode_set, metrics_for_mlflow, paired_rows, score_set, set_language,
                                           utt_scores, windows)
 from borealis_eval.evaluate.textskill import text_ability
 from borealis_eval.models.encoder import FrozenWhisperEncoder
@@ -52,6 +53,10 @@ class EvalData:
     waves: dict[str, np.ndarray]
 
     @property
+    def audio_keys(self) -> list[str]:
+        return [audio_hash(self.waves[it.id]) for it in self.items]
+
+    @property
     def durations(self) -> dict[str, float]:
         return {k: len(w) / SAMPLE_RATE for k, w in self.waves.items()}
 
@@ -70,6 +75,7 @@ class Resources:
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
     bad_items: list[dict] = field(default_factory=list)
     text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
+    decodes: DecodeCache = field(default_factory=DecodeCache)
     tokenizers: dict[str, object] = field(default_factory=dict)
 
     def tokenizer_for(self, llm: LLMConfig):
@@ -136,6 +142,13 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> R
     if n_train_bad:
         res.train_items = [it for it in train_items if it.id in res.features or it.id not in needed]
 
+    load_eval_data(res, base, max_bad_share)
+    return res
+
+
+def load_eval_data(res: Resources, base: ExperimentConfig, max_bad_share: float = 0.05, encode: bool = True) -> None:
+    """Eval sets: waves kept for the baseline, window features encoded once through the cache."""
+    bad, encoder, cache = res.bad_items, res.encoder, res.cache
     for spec in base.eval.sets:
         items = load_audio_set(spec)
         if not items:
@@ -144,12 +157,13 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> R
         _check_bad([b for b in bad if b["set"] == spec.name], len(items), max_bad_share)
         items = [it for it in items if it.id in waves]
         res.eval_sets.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
+        if not encode:
+            continue
         win = {f"{i}#{j}": w for i, wave in waves.items()
                for j, w in enumerate(windows(wave, base.eval.window_seconds))}
         res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
     for ts in base.eval.text_sets:
         res.text_sets.append((ts.name, load_text_pool(TextPool(source=ts.source, max_samples=ts.max_samples))))
-    return res
 
 
 def _half(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -162,7 +176,34 @@ def mix_for(v: Variant, res: Resources):
 
 
 # ------------------------------------------------------------------ evaluation
-def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -> list[SetResult]:
+def _decode_cached(res: Resources, es: EvalData, model_id: str | None, params: dict, decode) -> tuple[list[dict], float]:
+    if model_id is None:
+        return decode()
+    key = res.decodes.key(model_id, es.name, es.items, es.audio_keys, params)
+    hit = res.decodes.get(key)
+    if hit is not None:
+        return hit
+    records, secs = decode()
+    res.decodes.put(key, records, secs)
+    return records, secs
+
+
+def _decode_params(cfg: ExperimentConfig) -> dict:
+    e = cfg.eval
+    return {"max_new_tokens": e.max_new_tokens, "tps": e.max_tokens_per_second, "beams": e.num_beams,
+            "window": e.window_seconds}
+
+
+def weights_id(model: torch.nn.Module) -> str:
+    """Identity of trained weights (for the decode cache): hash of the trainable tensors."""
+    h = hashlib.sha1()
+    for k, t in sorted(model.trainable_state_dict().items()):
+        h.update(k.encode())
+        h.update(t.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, model_id: str | None = None) -> list[SetResult]:
     results = []
     for es in res.eval_sets:
         n_win = {i: sum(1 for k in _window_keys(res, i)) for i in es.waves}
@@ -177,8 +218,8 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -
                 joined[i].append(h)
             return [" ".join(x for x in joined[i] if x) for i in ids]
 
-        records, secs = decode_set(es.items, es.durations, transcribe, es.language, cfg.eval.batch_size,
-                                   f"decoding {es.name}")
+        records, secs = _decode_cached(res, es, model_id, _decode_params(cfg), lambda es=es, fn=transcribe: decode_set(
+            es.items, es.durations, fn, es.language, cfg.eval.batch_size, f"decoding {es.name}"))
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results
 
@@ -212,19 +253,22 @@ def _window_keys(res: Resources, item_id: str):
         j += 1
 
 
-def evaluate_baseline(res: Resources, cfg: ExperimentConfig) -> list[SetResult]:
+def evaluate_baseline(res: Resources, cfg: ExperimentConfig, ref: str | None = None) -> list[SetResult]:
     from borealis_eval.models.baseline import WhisperTranscriber
 
-    whisper = WhisperTranscriber(cfg.eval.baseline.ref, device=res.device)
+    ref = ref or cfg.eval.baseline.ref
+    whisper = None
     results = []
     for es in res.eval_sets:
         def fn(ids: list[str], lang: str, es=es) -> list[str]:
             waves = [es.waves[i] for i in ids]
             longest = min(30.0, max(len(w) for w in waves) / SAMPLE_RATE)  # long-form: per 30 s segment
+            nonlocal whisper
+            whisper = whisper or WhisperTranscriber(ref, device=res.device)  # loaded only on a cache miss
             return whisper.transcribe(waves, lang, cfg.eval.num_beams, token_cap(cfg, longest))
 
-        records, secs = decode_set(es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size,
-                                   f"baseline {es.name}")
+        records, secs = _decode_cached(res, es, f"whisper:{ref}", _decode_params(cfg), lambda es=es, fn=fn: decode_set(
+            es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size, f"baseline {es.name}"))
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results
 
@@ -255,7 +299,7 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
     result = train(model, examples, cfg.train, cfg.seed, log=run.metrics, progress=progress)
     run.metrics({"train/first_loss": result.first_loss, "train/last_loss": result.last_loss,
                  "train/seconds": result.seconds, "train/steps_per_second": result.steps / result.seconds})
-    results = evaluate_speech_lm(model, res, cfg)
+    results = evaluate_speech_lm(model, res, cfg, model_id=weights_id(model))
     _log_results(run, results)
     if res.text_sets:
         run.metrics(evaluate_text_skill(model, res, cfg, run))
@@ -263,6 +307,8 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
         path = Path(tmp) / "trainable.safetensors"
         save_file({k: t.detach().cpu().contiguous() for k, t in model.trainable_state_dict().items()}, str(path))
         run.artifact_file(path, "weights")
+        tok.save_pretrained(Path(tmp) / "tokenizer")
+        run.client.log_artifacts(run.run_id, str(Path(tmp) / "tokenizer"), "tokenizer")
     return results
 
 
@@ -396,3 +442,58 @@ def dry_run(path: str | Path) -> tuple[Ablation, list[dict]]:
 
     abl, variants = load_ablation(path)
     return abl, variants_table(variants)
+
+
+# ------------------------------------------------------------------ evaluate outside a sweep
+def load_variant_from_run(run_id: str, tracking_uri: str | None = None, device: str | torch.device = "cpu"
+                          ) -> tuple[ExperimentConfig, FrozenWhisperEncoder, SpeechLM, str]:
+    """Rebuild a trained variant from its MLflow run: resolved config, tokenizer, trained weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from borealis_eval.tracking import TrackingConfig
+
+    tc = TrackingConfig.load(tracking_uri=tracking_uri)
+    client = preflight(tc)
+    tmp = Path(tempfile.mkdtemp(prefix="borealis-run-"))
+    try:
+        cfg_path = client.download_artifacts(run_id, "config/resolved.yaml", str(tmp))
+        weights = client.download_artifacts(run_id, "weights/trainable.safetensors", str(tmp))
+        tok_dir = client.download_artifacts(run_id, "tokenizer", str(tmp))
+    except Exception as e:  # noqa: BLE001 - mlflow raises several types for a missing run/artifact
+        raise ValueError(f"run {run_id}: not a finished variant run with config, weights and tokenizer ({e})") from None
+    cfg = ExperimentConfig.model_validate(yaml.safe_load(Path(cfg_path).read_text(encoding="utf-8")))
+    encoder = FrozenWhisperEncoder(cfg.model.encoder, device=device)
+    model = SpeechLM.from_config(cfg.model, encoder.dim, AutoTokenizer.from_pretrained(tok_dir))
+    state = load_file(weights)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trainable = set(model.trainable_state_dict())
+    if unexpected or (trainable - set(state)):
+        raise ValueError(f"run {run_id}: weights do not fit the config (missing {sorted(trainable - set(state))[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return cfg, encoder, model.to(device).eval(), weights_id(model)
+
+
+def evaluate_model(model: str, ablation: str | Path, sets: list[str] | None = None,
+                   tracking_uri: str | None = None, progress: bool = True) -> list[SetResult]:
+    """Score a trained variant (`run:<id>`) or a Whisper model reference on an ablation's eval sets."""
+    _, variants = load_ablation(ablation)
+    cfg = variants[0].config
+    if sets:
+        unknown = set(sets) - {s.name for s in cfg.eval.sets}
+        if unknown:
+            raise ValueError(f"unknown eval set(s) {sorted(unknown)}; {ablation} has {[s.name for s in cfg.eval.sets]}")
+        cfg = cfg.model_copy(deep=True)
+        cfg.eval.sets = [s for s in cfg.eval.sets if s.name in sets]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if model.startswith("run:"):
+        _, encoder, lm, model_id = load_variant_from_run(model.removeprefix("run:"), tracking_uri, device)
+        res = Resources(cfg, device, [], [], [], encoder, FeatureCache(encoder.identity.key))
+        load_eval_data(res, cfg)
+        return evaluate_speech_lm(lm, res, cfg, model_id=model_id)
+    from borealis_eval.models.refs import check_available
+
+    check_available(model)
+    res = Resources(cfg, device, [], [], [], None, None)  # type: ignore[arg-type] - Whisper needs only waves
+    load_eval_data(res, cfg, encode=False)
+    return evaluate_baseline(res, cfg, ref=model)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import random
 import re
 import time
 from pathlib import Path
@@ -29,10 +31,38 @@ SET_OFFSET = {"test_ru": 0.02, "test_en": -0.02}
 CI_HALF = 0.012
 
 
-def _log_child(client, exp_id, parent_id, *, role, variant, wers, scale, tags=(), status="FINISHED",
+BASE_WER = {"test_ru": 0.090, "test_en": 0.066}
+VOCAB = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+         "november oscar papa quebec romeo sierra tango uniform victor whiskey").split()
+# planted worst utterance of the best variant on test_ru: one substitution, deletion, insertion
+PLANTED_UTT = {"id": "test_ru-planted", "ref": "Fox jumps over the lazy dog.",
+               "hyp": "box jumps the lazy dog today"}
+BEST = "ru50_en50-tf0.15-s0"
+
+
+def _predictions(variant: str, s: str, wer: float, n: int = 40) -> list[dict]:
+    """n utterances of 8 words; roughly wer * n utterances carry one substituted word."""
+    rng = random.Random(f"{variant}/{s}")
+    rows = []
+    for i in range(n):
+        ref = [rng.choice(VOCAB) for _ in range(8)]
+        hyp = list(ref)
+        if i < round(wer * 8 * n):
+            hyp[i % 8] = hyp[i % 8].upper() + "x"
+        rows.append({"id": f"{s}-{i:03d}", "language": s.removeprefix("test_"),
+                     "duration": 1.0 + (i % 12) * 1.5, "speaker": f"spk{i % 5}",
+                     "ref": " ".join(ref).capitalize() + ".", "hyp": " ".join(hyp)})
+    if variant == BEST and s == "test_ru":
+        rows[0] = {**rows[0], **PLANTED_UTT}
+    return rows
+
+
+def _log_child(client, exp_id, parent_id, *, role, variant, wers, tags=(), status="FINISHED",
                mix=None, fraction=None, seed=0, loss_steps=20):
+    """A child run as the sweep logs it: WER/CER as fractions, predictions as artifacts."""
     run_tags = {"mlflow.parentRunId": parent_id, "role": role, "variant": variant,
                 "config_hash": f"{abs(hash(variant)) % 16**12:012x}", "seed": str(seed), **dict(tags)}
+    run_tags.update({f"normalizer/{s}": ("russian@1.0" if s == "test_ru" else "english@1.0") for s in wers})
     if mix is not None:
         run_tags.update({"language_mix": mix, "text_fraction": str(fraction),
                          "axis.data.language_mix": mix, "axis.data.text_fraction": str(fraction)})
@@ -41,11 +71,23 @@ def _log_child(client, exp_id, parent_id, *, role, variant, wers, scale, tags=()
     metrics = []
     for s, w in wers.items():
         for fam, v in (("wer", w), ("cer", w / 2)):
-            metrics += [Metric(f"{fam}/{s}", v * scale, now, 0),
-                        Metric(f"{fam}_ci_low/{s}", (v - CI_HALF) * scale, now, 0),
-                        Metric(f"{fam}_ci_high/{s}", (v + CI_HALF) * scale, now, 0)]
-        metrics.append(Metric(f"n_utts/{s}", 50, now, 0))
-        metrics.append(Metric(f"fail/empty_rate/{s}", 0.02, now, 0))
+            metrics += [Metric(f"{fam}/{s}", v, now, 0),
+                        Metric(f"{fam}_ci_low/{s}", v - CI_HALF, now, 0),
+                        Metric(f"{fam}_ci_high/{s}", v + CI_HALF, now, 0)]
+        metrics += [Metric(f"n_utts/{s}", 50, now, 0), Metric(f"fail_empty_rate/{s}", 0.02, now, 0),
+                    Metric(f"fail_len_ratio_mean/{s}", 1.05, now, 0),
+                    Metric(f"wer_basic/{s}", w + 0.01, now, 0),
+                    # raw scoring flips the order of the two best ru50_en50 variants on test_en
+                    Metric(f"wer_raw/{s}", w + 0.2 - (0.1 if s == "test_en" and fraction == 0.25 else 0),
+                           now, 0),
+                    Metric(f"rtfx/{s}", 40.0 if role == "baseline" else 120.0 + 10 * (fraction or 0), now, 0),
+                    Metric(f"sub/{s}", 30, now, 0), Metric(f"dele/{s}", 5, now, 0),
+                    Metric(f"ins/{s}", 3, now, 0), Metric(f"ref_words/{s}", 400, now, 0)]
+        if role == "variant":
+            delta = w - BASE_WER[s]
+            metrics += [Metric(f"delta_wer_vs_baseline/{s}", delta, now, 0),
+                        Metric(f"p_vs_baseline/{s}", 0.004 if abs(delta) > 0.1 else 0.03 if abs(delta) > 0.05 else 0.4,
+                               now, 0)]
     if role == "variant":
         floor = sum(wers.values()) / len(wers) if wers else 0.5
         metrics += [Metric("train/loss", 3.0 / (1 + step) + floor, now, step)
@@ -54,13 +96,21 @@ def _log_child(client, exp_id, parent_id, *, role, variant, wers, scale, tags=()
         metrics += [Metric("data/count_ru", 400 - text if mix == "ru100" else (400 - text) // 2, now, 0),
                     Metric("data/count_en", 0 if mix == "ru100" else (400 - text) // 2, now, 0),
                     Metric("data/count_text", text, now, 0),
-                    Metric("data/text_fraction_realised", text / 400, now, 0)]
+                    Metric("data/text_fraction_realised", text / 400, now, 0),
+                    Metric("text_chrf/heldout", 40 + 100 * fraction, now, 0),
+                    Metric("text_exact/heldout", fraction, now, 0)]
     client.log_batch(run.info.run_id, metrics=metrics)
+    for s, w in wers.items():
+        client.log_text(run.info.run_id, _jsonl(_predictions(variant, s, w)), f"predictions/{s}.jsonl")
     client.set_terminated(run.info.run_id, status)
     return run.info.run_id
 
 
-def make_store(root: Path, grid=PLANTED, scale=1.0, failed=True, experiment=EXPERIMENT) -> str:
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def make_store(root: Path, grid=PLANTED, failed=True, experiment=EXPERIMENT) -> str:
     """Synthetic sweep: parent + one variant per grid cell + baseline (+ a FAILED variant).
 
     Experiments share one sqlite store per module: creating a store costs seconds.
@@ -74,15 +124,27 @@ def make_store(root: Path, grid=PLANTED, scale=1.0, failed=True, experiment=EXPE
                                tags={"role": "parent", "borealis.ablation": "ablations/cpu/text_ratio.yaml",
                                      "borealis.description": DESCRIPTION})
     parent_id = parent.info.run_id
+    systems = {"baseline": BASE_WER}
     for (mix, fraction), w in grid.items():
         wers = {s: w + SET_OFFSET[s] for s in SETS}
-        _log_child(client, exp_id, parent_id, role="variant", variant=f"{mix}-tf{fraction:.2f}-s0",
-                   wers=wers, scale=scale, mix=mix, fraction=fraction)
-    _log_child(client, exp_id, parent_id, role="baseline", variant="whisper-base",
-               wers={"test_ru": 0.090, "test_en": 0.066}, scale=scale)
+        name = f"{mix}-tf{fraction:.2f}-s0"
+        systems[name] = wers
+        _log_child(client, exp_id, parent_id, role="variant", variant=name,
+                   wers=wers, mix=mix, fraction=fraction)
+    _log_child(client, exp_id, parent_id, role="baseline", variant="baseline",
+               wers=BASE_WER, tags={"model": "whisper-base"})
     if failed:
         _log_child(client, exp_id, parent_id, role="variant", variant="ru100-tf0.50-s0",
-                   wers={}, scale=scale, mix="ru100", fraction=0.5, status="FAILED")
+                   wers={}, mix="ru100", fraction=0.5, status="FAILED")
+    names = list(systems)
+    for s in SETS:
+        rows = []
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                d = systems[a][s] - systems[b][s]
+                rows.append({"a": a, "b": b, "delta_wer": d, "ci_low": d - 0.01, "ci_high": d + 0.01,
+                             "p_value": 0.001 if abs(d) > 0.03 else 0.4, "n": 40})
+        client.log_text(parent_id, _jsonl(rows), f"paired/{s}.jsonl")
     client.set_terminated(parent_id)
     return uri
 
@@ -109,7 +171,7 @@ def test_files_exist(built):
     assert paths.md == out / "report.md" and paths.md.exists()
     assert paths.html == out / "report.html" and paths.html.exists()
     assert {p.name for p in (out / "plots").glob("*.png")} == {
-        "wer_vs_text_fraction.png", "train_loss.png", "wer_heatmap.png"}
+        "wer_vs_text_fraction.png", "train_loss.png", "wer_heatmap.png", "rtfx_vs_wer.png"}
     assert not list(out.glob(".*.tmp"))
 
 
@@ -120,14 +182,23 @@ def test_markdown_tables(built):
     assert DESCRIPTION in md
     rows = _section(md, "Word error rate (WER, %)")[2:]  # skip header + separator
     assert len(rows) == len(PLANTED) + 1
-    assert "baseline" in rows[0] and "whisper-base" in rows[0]
+    assert "**baseline**" in rows[0]
     best = next(r for r in rows if "ru50_en50-tf0.15-s0" in r)
     assert "| 20.0 [18.8, 21.2] |" in best  # test_ru: (0.18 + 0.02) as percent with CI
     assert "**18.0**" in best and "| +10.2 |" in best  # avg, delta vs baseline avg 7.8
+    # per-set delta vs baseline with the logged paired-bootstrap p-value as a mark
+    assert "| +9.4* | +11.0** |" in best
+    assert "* p < 0.05, ** p < 0.01" in md
     assert len(_section(md, "Character error rate (CER, %)")[2:]) == len(PLANTED) + 1
     data_rows = _section(md, "Realised data mix")
     assert "text_fraction_realised" in data_rows[0] and len(data_rows[2:]) == len(PLANTED)
-    assert "## Failure metric: fail/empty_rate" in md
+    failures = _section(md, "Failure metrics: test_ru")
+    assert failures[0].count("empty %") == 1 and "len_ratio_mean" in failures[0]
+    assert "| 2.0 | 1.05 |" in failures[2]  # rate as percent, ratio as is
+    text = _section(md, "Text ability (held-out text-only instructions)")
+    assert "chrF heldout" in text[0] and "| 55 | 15.0 |" in next(r for r in text if BEST in r)
+    assert "RTFx test_ru" in _section(md, "Speed and capping")[0]
+    assert "WER and CER are logged as fractions" in md and "russian@1.0" in md
 
 
 def test_headline_names_planted_best(built):
@@ -135,9 +206,10 @@ def test_headline_names_planted_best(built):
     md = paths.md.read_text()
     headline = next(line for line in md.splitlines() if line.startswith("**Best variant"))
     assert "Best variant: ru50_en50-tf0.15-s0 (mean WER 18.0% over 2 sets)" in headline
-    assert "ru50_en50 -> 0.15 (ΔWER -7.0 pts vs 0.0, separated at 95%)" in headline
-    assert "ru100 -> 0.15 (ΔWER -1.0 pts vs 0.0, not separable at 95%)" in headline
-    assert "baseline Whisper: whisper-base 7.8%" in headline
+    assert ("ru50_en50 -> 0.15 (ΔWER -7.0 pts vs 0.0, significant, paired bootstrap p < 0.05 "
+            "on all 2 sets)") in headline
+    assert "ru100 -> 0.15 (ΔWER -1.0 pts vs 0.0, not significant (paired bootstrap))" in headline
+    assert "baseline Whisper: baseline (whisper-base) 7.8%" in headline
 
 
 def test_unfinished_run_listed(built):
@@ -153,12 +225,12 @@ def test_images_inline_in_html_and_linked_in_markdown(built):
     _, out, paths = built
     html = paths.html.read_text()
     sources = re.findall(r'<img [^>]*src="([^"]+)"', html)
-    assert len(sources) == 3
+    assert len(sources) == 4
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", paths.md.read_text())
-    assert len(links) == 3
+    assert len(links) == 4
     for link in links:
         assert not Path(link).is_absolute() and (out / link).is_file()
     assert "http://" not in html.split("<main>")[0]  # no external resources in the head
@@ -182,7 +254,7 @@ def test_report_logged_on_parent(built):
     names = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report.md", "report.html", "plots"} <= names
     plots = client.list_artifacts(parent.info.run_id, "report/plots")
-    assert len(plots) == 3
+    assert len(plots) == 4
 
 
 def test_missing_experiment_lists_available(built):
@@ -198,12 +270,12 @@ def test_missing_parent(built, tmp_path):
         build_report("empty", tmp_path / "out", tracking_uri=uri)
 
 
-def test_twelve_variants_render_fast_and_percent_metrics(built, tmp_path):
+def test_twelve_variants_render_fast(built, tmp_path):
     grid = {(mix, f): 0.20 + 0.01 * i + 0.004 * j
             for i, mix in enumerate(("ru100", "ru50_en50", "en100"))
             for j, f in enumerate((0.0, 0.1, 0.15, 0.25))}
     root = Path(built[0].removeprefix("sqlite:///")).parent
-    uri = make_store(root, grid, scale=100.0, failed=False, experiment="twelve")  # WER in percent
+    uri = make_store(root, grid, failed=False, experiment="twelve")
     start = time.perf_counter()
     paths = build_report("twelve", tmp_path / "out", tracking_uri=uri)
     elapsed = time.perf_counter() - start
@@ -213,4 +285,46 @@ def test_twelve_variants_render_fast_and_percent_metrics(built, tmp_path):
     assert len(rows) == 13
     assert "Best variant: ru100-tf0.00-s0 (mean WER 20.0% over 2 sets)" in md
     assert "ru100 -> 0.0 (no text fraction beat 0.0)" in md
-    assert "logged as fractions" not in md
+    matrix = _section(md, "Paired tests: test_ru")
+    assert len(matrix) == 2 + 13 and matrix[0].count("|") == 3 + 13 + 1
+    assert "## Worst utterances: test_en" in md
+
+
+def test_normalisation_sensitivity(built):
+    _, _, paths = built
+    rows = _section(paths.md.read_text(), "Normalisation sensitivity")
+    assert "Kendall τ vs raw" in rows[0] and "ranking identical (basic)" in rows[0]
+    en = next(r for r in rows if r.startswith("| test_en |"))
+    ru = next(r for r in rows if r.startswith("| test_ru |"))
+    # basic keeps the order everywhere; raw scoring crowns another variant on test_en only
+    assert "| 1.00 | yes | ru100-tf0.25-s0 |" in en and en.rstrip().endswith("| no |")
+    assert en.count("| yes |") == 1 and ru.count("| yes |") == 2
+
+
+def test_paired_matrix(built):
+    _, _, paths = built
+    rows = _section(paths.md.read_text(), "Paired tests: test_en")
+    assert rows[0].startswith("| system | better than | worse than | baseline |")
+    best = next(r for r in rows if r.startswith(f"| {BEST} |"))
+    cells = [c.strip() for c in best.strip("|").split("|")]
+    assert cells[1:3] == ["5", "1"]  # beats every variant, loses to the baseline
+    assert cells[3] == "+9.4**" and "–" in cells
+
+
+def test_error_analysis(built):
+    _, _, paths = built
+    md = paths.md.read_text()
+    assert f"**best: {BEST}**" in md and "**baseline**" in md
+    worst = md.split("## Worst utterances: test_ru\n", 1)[1]
+    first = next(line for line in worst.splitlines() if line.startswith("- "))
+    assert "`test_ru-planted`" in first and "(1 S, 1 D, 1 I of 6 words)" in first
+    assert "{fox->box} jumps [-over-] the lazy dog {+today+}" in first
+    html = paths.html.read_text()
+    assert ('<span class="sub"><span class="r">fox</span> → box</span> jumps '
+            '<span class="del">over</span> the lazy dog <span class="ins">today</span>') in html
+    durations = _section(md, "WER by duration")
+    assert durations[0].startswith("| eval set | duration | n utts | WER best:")
+    assert [r.split("|")[2].strip() for r in durations[2:6]] == ["0–3 s", "3–6 s", "6–10 s", "10–20 s"]
+    speakers = _section(md, "WER by speaker")
+    assert sum(r.startswith("| test_ru | spk") for r in speakers) == 5
+    assert len(_section(md, "WER by language")) == 2 + 2

@@ -7,7 +7,11 @@ leaderboards do. Scoring normalises only here, never the stored hypotheses.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from borealis_eval.paths import cache_root
 
 from borealis_eval.data.sources import AudioItem
 from borealis_eval.evaluate.failures import cap_hypothesis, failure_metrics
@@ -107,3 +113,39 @@ def paired_rows(systems: dict[str, list[UttScore]], n_boot: int = 1000) -> list[
             rows.append({"a": a, "b": b, "delta_wer": r.delta, "ci_low": r.ci_low, "ci_high": r.ci_high,
                          "p_value": r.p_value, "n": r.n})
     return rows
+
+
+class DecodeCache:
+    """Raw hypotheses keyed by model identity, eval-set content and decoding parameters.
+
+    Re-scoring (another normaliser, another statistic) never decodes again; a cache entry is
+    one JSONL file written atomically, so a crash never leaves a partial entry that looks valid.
+    """
+
+    def __init__(self, root: "os.PathLike | None" = None):
+        self.dir = os.fspath(root or cache_root() / "decodes")
+        os.makedirs(self.dir, exist_ok=True)
+        self.hits = 0
+
+    @staticmethod
+    def key(model_id: str, set_name: str, items: list[AudioItem], audio_keys: list[str], params: dict) -> str:
+        h = hashlib.sha1(json.dumps({"model": model_id, "set": set_name, "params": params}, sort_keys=True).encode())
+        for it, a in zip(items, audio_keys):
+            h.update(f"{it.id}\0{it.text}\0{a}\n".encode())
+        return h.hexdigest()
+
+    def get(self, key: str) -> tuple[list[dict], float] | None:
+        path = os.path.join(self.dir, key + ".json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        self.hits += 1
+        return data["records"], data["seconds"]
+
+    def put(self, key: str, records: list[dict], seconds: float) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"records": records, "seconds": seconds}, f, ensure_ascii=False)
+        os.replace(tmp, os.path.join(self.dir, key + ".json"))

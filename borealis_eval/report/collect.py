@@ -3,22 +3,34 @@
 Nothing here formats or plots; the report is rebuilt from what the tracking store holds,
 following the layout in notes/CONTRACT.md. Metric keys are grouped generically as
 ``<family>/<column>`` (split on the last ``/``), so a new metric family logged by another
-module (``fail/...``, ``rtfx/...``) shows up in the report without changes here.
+module (``fail_...``, ``rtfx/...``) shows up in the report without changes here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-#: Families whose values are error rates; scaled to percent together (see ``rates_scale``).
+#: Families whose values are error rates (fractions in the store, percent in the report).
 RATE_FAMILIES = ("wer", "cer")
+#: Also fractions of WER, shown in percent points: protocol variants and paired deltas.
+RATE_PREFIXES = ("wer_", "cer_", "delta_wer")
+RATE_SCALE = 100.0
+#: Per-set word/character counts and audio length (scoring details, not headline numbers).
+COUNT_FAMILIES = ("n_utts", "ref_words", "hyp_words", "sub", "dele", "ins", "hits",
+                  "ref_chars", "char_edits", "audio_seconds")
 #: Families that are read by dedicated sections, not shown as generic "other metrics" tables.
 #: ``system`` is MLflow's own system-metrics prefix.
-HANDLED_FAMILIES = ("train", "data", "n_utts", "system")
+HANDLED_FAMILIES = ("train", "data", "system", "rtfx", "capped_rate", "wer_raw", "wer_basic",
+                    "wer_uncapped", "delta_wer_vs_baseline", "p_vs_baseline", "text_chrf",
+                    "text_exact") + COUNT_FAMILIES
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 LOSS_KEY = "train/loss"
 FINISHED = "FINISHED"
@@ -34,9 +46,12 @@ class ReportData:
 
     ``runs``: finished child runs, one row per run (index run_id), columns role, variant,
     language_mix, text_fraction (float or NaN), seed, run_name, status; baselines first, then
-    variants sorted by language mix, text fraction, seed.
+    variants sorted by language mix, text fraction, seed; ``model`` is the baseline's model tag.
     ``families``: family name -> DataFrame (index run_id, columns = the part after the last
-    ``/``); rate families (and their CI families) are in percent.
+    ``/``); WER/CER families (CI bounds, raw/basic/uncapped WER, paired deltas) are in percent.
+    ``normalizers``: eval set -> normaliser tag (``english@1.0``) from the runs' tags.
+    ``paired``: the parent's paired bootstrap rows (artifact ``paired/<set>.jsonl``) with a
+    ``set`` column; ``delta_wer`` and CI in percent points. Empty when not logged.
     """
 
     tracking_uri: str
@@ -50,6 +65,8 @@ class ReportData:
     eval_sets: list[str]
     rates_scale: float
     loss_history: dict[str, pd.DataFrame] = field(default_factory=dict)
+    normalizers: dict[str, str] = field(default_factory=dict)
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def baselines(self) -> pd.DataFrame:
@@ -74,12 +91,29 @@ class ReportData:
         return low.reindex(self.runs.index), high.reindex(self.runs.index)
 
     def other_families(self) -> list[str]:
-        """Metric families without a dedicated section, e.g. ``fail/...`` or ``rtfx``."""
+        """Metric families without a dedicated section (shown as generic tables)."""
         skip = set(HANDLED_FAMILIES) | set(RATE_FAMILIES)
         skip |= {f + s for f in self.families for s in CI_SUFFIXES}
-        names = [f for f in self.families if f not in skip]
-        # failure metrics first, keys without a "/" (family "") last
-        return sorted(names, key=lambda f: (not f.startswith("fail/"), not f, f))
+        names = [f for f in self.families if f not in skip and not is_failure(f)]
+        # keys without a "/" (family "") last
+        return sorted(names, key=lambda f: (not f, f))
+
+    def failure_families(self) -> list[str]:
+        """``fail_<name>`` families (``fail/<name>`` in older stores), in logged order."""
+        return [f for f in self.families if is_failure(f)]
+
+    def best_variant(self) -> str | None:
+        """Run id of the variant with the lowest mean WER over eval sets (None without WER)."""
+        avg = self.family("wer").loc[self.variants.index].mean(axis=1).dropna()
+        return None if avg.empty else str(avg.idxmin())
+
+
+def is_failure(family: str) -> bool:
+    return family.startswith(("fail_", "fail/"))
+
+
+def is_rate(family: str) -> bool:
+    return family in RATE_FAMILIES or family.startswith(RATE_PREFIXES)
 
 
 def cell_means(data: ReportData, family: str = "wer") -> pd.DataFrame:
@@ -153,6 +187,11 @@ def load_report_data(
     description = experiment.tags.get("borealis.description") or parent.data.tags.get(
         "borealis.description", ""
     )
+    normalizers: dict[str, str] = {}
+    for r in finished:
+        for key, value in r.data.tags.items():
+            if key.startswith("normalizer/"):
+                normalizers.setdefault(key.split("/", 1)[1], value)
     return ReportData(
         tracking_uri=client.tracking_uri,
         experiment_id=exp_id,
@@ -171,6 +210,8 @@ def load_report_data(
         eval_sets=eval_sets,
         rates_scale=scale,
         loss_history={k: v for k, v in loss.items() if not v.empty},
+        normalizers=normalizers,
+        paired=_paired(client, parent.info.run_id, eval_sets),
     )
 
 
@@ -213,6 +254,7 @@ def _describe(run: Run) -> dict:
         "language_mix": tags.get("language_mix", ""),
         "text_fraction": float(fraction),
         "seed": tags.get("seed", ""),
+        "model": tags.get("model", ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,
     }
@@ -236,8 +278,8 @@ def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def _group_families(metrics: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], float]:
     """Split ``<family>/<column>`` metric keys into one table per family; rates to percent.
 
-    The contract does not fix whether WER/CER are logged as fractions or percent: if every
-    rate (and CI bound) is <= 1.0 they are taken as fractions and multiplied by 100.
+    The sweep logs WER/CER (and their CIs, raw/basic/uncapped variants, paired deltas) as
+    fractions; the report shows percent.
     """
     groups: dict[str, dict[str, str]] = {}
     for key in metrics.columns:
@@ -247,12 +289,49 @@ def _group_families(metrics: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], flo
         fam: metrics[list(cols.values())].set_axis(list(cols), axis=1).sort_index(axis=1)
         for fam, cols in groups.items()
     }
-    rate_names = [f + s for f in RATE_FAMILIES for s in ("",) + CI_SUFFIXES if f + s in families]
-    values = pd.concat([families[n].stack() for n in rate_names]) if rate_names else pd.Series()
-    scale = 100.0 if len(values) and float(values.max()) <= 1.0 else 1.0
-    for name in rate_names:
-        families[name] = families[name] * scale
-    return families, scale
+    for name in families:
+        if is_rate(name):
+            families[name] = families[name] * RATE_SCALE
+    return families, RATE_SCALE
+
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """No MLflow progress bars while the report downloads its few small artifacts."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _paired(client: MlflowClient, parent_id: str, eval_sets: list[str]) -> pd.DataFrame:
+    """The parent's ``paired/<set>.jsonl`` rows (every pair of systems), deltas in percent."""
+    columns = ["set", "a", "b", "delta_wer", "ci_low", "ci_high", "p_value", "n"]
+    try:
+        names = {Path(a.path).name for a in client.list_artifacts(parent_id, "paired")}
+    except Exception:  # a store without artifact access still renders the metric tables
+        return pd.DataFrame(columns=columns)
+    frames = []
+    with tempfile.TemporaryDirectory(prefix="borealis-report-") as tmp, quiet_downloads():
+        for s in eval_sets:
+            if f"{s}.jsonl" not in names:
+                continue
+            local = client.download_artifacts(parent_id, f"paired/{s}.jsonl", tmp)
+            frame = pd.read_json(local, lines=True)
+            if not frame.empty:
+                frames.append(frame.assign(set=s))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True).reindex(columns=columns)
+    for c in ("delta_wer", "ci_low", "ci_high"):
+        out[c] = out[c] * RATE_SCALE
+    return out
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> pd.DataFrame:

@@ -37,6 +37,7 @@ def draw_all(data: ReportData, plot_dir: Path) -> list[Plot]:
             wer_vs_text_fraction(data, plot_dir),
             loss_curves(data, plot_dir),
             mix_fraction_heatmap(data, plot_dir),
+            rtfx_vs_wer(data, plot_dir),
         )
         if p is not None
     ]
@@ -131,7 +132,43 @@ def mix_fraction_heatmap(data: ReportData, plot_dir: Path) -> Plot | None:
                  "Mean WER over eval sets (and seeds) per grid cell; lower is better.")
 
 
-ALL_PLOTS = ("wer_vs_text_fraction", "train_loss", "wer_heatmap")
+def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
+    """Speed against accuracy per eval set: one point per run, baselines as black crosses."""
+    rtfx, wer = data.family("rtfx"), data.family("wer")
+    sets = [s for s in data.eval_sets if s in rtfx and rtfx[s].notna().any()]
+    if not sets:
+        return None
+    fig = Figure(figsize=(4.2 * len(sets) + 0.6, 3.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sets), sharey=True, squeeze=False)[0])
+    mixes = sorted(set(data.variants["language_mix"]))
+    for ax, s in zip(axes, sets):
+        for run_id, run in data.runs.iterrows():
+            x, y = rtfx.at[run_id, s], wer.at[run_id, s] if s in wer else np.nan
+            if not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            if run["role"] == "baseline":
+                ax.scatter(x, y, marker="X", s=70, color="black", label=f"baseline: {run['variant']}")
+            else:
+                i = mixes.index(run["language_mix"])
+                ax.scatter(x, y, marker="o", s=30, color=f"C{i % 10}", alpha=0.85,
+                           label=run["language_mix"] or "variant")
+        ax.set_xscale("log")
+        ax.set_title(s)
+        ax.set_xlabel("RTFx (audio s / decoding s, log)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("WER (%)")
+    labels = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    fig.legend(labels.values(), labels.keys(), loc="outside lower center",
+               ncol=min(len(labels), 4), fontsize="small", frameon=False)
+    return _save(fig, plot_dir, "rtfx_vs_wer", "RTFx vs WER",
+                 "Decoding speed (RTFx, higher is faster) against WER per eval set; one point "
+                 "per run, coloured by language mix; crosses: baseline Whisper.")
+
+
+ALL_PLOTS = ("wer_vs_text_fraction", "train_loss", "wer_heatmap", "rtfx_vs_wer")
 
 
 def _cmap_colors(n: int) -> list:

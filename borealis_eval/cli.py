@@ -22,7 +22,7 @@ console = Console(stderr=False)
 def _table(rows: list[dict], title: str | None = None) -> Table:
     t = Table(title=title, show_lines=False)
     for col in rows[0] if rows else []:
-        t.add_column(str(col))
+        t.add_column(str(col), overflow="fold")
     for r in rows:
         t.add_row(*[str(x) for x in r.values()])
     return t
@@ -37,11 +37,21 @@ def cmd_sweep(a) -> int:
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
         console.print(_table(rows, f"{len(rows)} variants (dry run: nothing trained)"))
         return 0
-    res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress)
-    console.print(f"sweep '{res.experiment}': {len(res.finished)} variants finished, {len(res.failed)} failed, "
-                  f"{res.seconds / 60:.1f} min; parent run {res.parent_run_id}")
+    res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
+                    new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
+                    stale_after=a.stale_after)
+    skipped = f", {len(res.skipped)} done earlier or by other workers" if res.skipped else ""
+    console.print(f"sweep '{res.experiment}' (study {res.study}): {len(res.finished)} variants finished here, "
+                  f"{len(res.failed)} failed{skipped}, {res.seconds / 60:.1f} min; parent run {res.parent_run_id}")
     for name, why in res.failed.items():
-        console.print(f"  [red]FAILED[/red] {name}: {why.splitlines()[0][:200]}")
+        console.print(f"  [red]FAILED[/red] {name}: {(why.splitlines() or [''])[0][:200]}")
+    if res.interrupted:
+        console.print(f"interrupted ({res.interrupted}); run the same command again to resume")
+        return 130
+    if not res.complete:
+        console.print("the study is not complete (other workers are still running, or variants failed); "
+                      "the last worker to finish writes the report")
+        return 1 if res.failed else 0
     if not a.no_report:
         a.experiment, a.run = res.experiment, res.parent_run_id
         cmd_report(a)
@@ -171,6 +181,40 @@ def cmd_ui(a) -> int:
     return 0
 
 
+def cmd_search(a) -> int:
+    from borealis_eval.search import run_search
+
+    res = run_search(a.file, tracking_uri=a.tracking_uri, n_trials=a.n_trials, progress=not a.no_progress,
+                     study=a.study, new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir,
+                     checkpoint_every=a.checkpoint_every)
+    console.print(f"search '{res.experiment}' (study {res.study}): {res.n_complete} trials complete, "
+                  f"{res.n_pruned} pruned, {res.n_failed} failed; parent run {res.parent_run_id}")
+    for b in res.best:
+        console.print(f"  best trial #{b['number']}: values {b['values']}  params {json.dumps(b['params'])}  "
+                      f"run {b.get('run_id', '?')}")
+    if res.interrupted:
+        console.print(f"interrupted ({res.interrupted}); run the same command again to resume")
+        return 130
+    return 0
+
+
+def _study_args(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("scaling out and recovery")
+    g.add_argument("--study", default=None,
+                   help="study name: workers with the same name share one parent run and split the work "
+                        "(default: the open study of this ablation, else a new one)")
+    g.add_argument("--new", action="store_true", help="start a fresh study even if one is open (no resume)")
+    g.add_argument("--storage", default=None,
+                   help="claims/Optuna database URL shared by the workers (default: $BOREALIS_STORAGE, else "
+                        "borealis-studies.db beside the sqlite MLflow store); e.g. postgresql+psycopg://u:p@host/db")
+    g.add_argument("--checkpoint-dir", default=None,
+                   help="training checkpoints (default: $BOREALIS_CACHE_DIR/checkpoints; share it across machines)")
+    g.add_argument("--checkpoint-every", type=int, default=50, help="save a checkpoint every N steps (0: only at "
+                   "the end of training and on SIGINT/SIGTERM)")
+    g.add_argument("--stale-after", type=float, default=300.0,
+                   help="seconds without a heartbeat after which another worker takes over a claim")
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="borealis-eval", description=__doc__.splitlines()[0])
@@ -185,7 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", default=None, help="report folder (default reports/<name>)")
+    _study_args(s)
     s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("search", help="Optuna search over the ablation's `search:` space (nested run per trial)")
+    s.add_argument("file")
+    s.add_argument("--n-trials", type=int, default=None, help="override search.n_trials (a total over all workers)")
+    s.add_argument("--no-progress", action="store_true")
+    _study_args(s)
+    s.set_defaults(fn=cmd_search)
 
     s = sub.add_parser("report", help="render reports/<experiment>/report.{md,html} from the MLflow store")
     s.add_argument("experiment")

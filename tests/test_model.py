@@ -117,3 +117,22 @@ def test_nan_loss_stops_training_with_step_and_batch_ids(tok):
     with pytest.raises(TrainingDiverged) as e:
         train(m, exs, TrainConfig(steps=3, batch_size=2), seed=0, progress=False)
     assert e.value.step == 0 and e.value.ids == ["utt0", "utt1"]
+
+
+@pytest.mark.slow
+def test_pretrained_llm_with_lora_trains_only_adapter_and_lora():
+    """The CPU pretrained-LLM profile: bundled SmolLM2-135M + LoRA r8 on q/v (peft)."""
+    from borealis_eval.config import load_ablation
+
+    _, variants = load_ablation("ablations/cpu/pretrained_llm.yaml")
+    m = SpeechLM.from_config(variants[0].config.model, enc_dim=512)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("adapter.") for n in trainable)
+    assert any("lora_" in n for n in trainable) and any(n.startswith("adapter.") for n in trainable)
+    frozen_before = m.llm.get_input_embeddings().weight.detach().clone()
+    exs = [Example(answer="hello world", features=torch.randn(40, 512), id="a"),
+           Example(answer="Paris", instruction="What is the capital of France?", id="t")]
+    res = train(m, exs, TrainConfig(steps=2, batch_size=2, lr=1e-3), seed=0, progress=False)
+    assert all(math.isfinite(x) for x in res.losses)
+    assert torch.equal(frozen_before, m.llm.get_input_embeddings().weight)  # base weights untouched
+    assert "Paris" in m.generate(exs[1:], max_new_tokens=12)[0]  # the pretrained LLM still answers text

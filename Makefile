@@ -25,9 +25,13 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION)
 
 # The report's browser test needs Debian's chromium (installed here if missing).
+# The multi-worker test also runs against a real PostgreSQL server (Debian's postgresql, installed
+# here if missing, on 127.0.0.1); without one that test skips and says why.
 test: setup
 	bash scripts/install_chromium.sh
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider
+	PG_URL=$$(bash scripts/start_postgres.sh) || PG_URL=""; \
+	BOREALIS_TEST_PG_URL="$$PG_URL" HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	bash scripts/start_postgres.sh --stop; exit $$rc
 
 clean-data:
 	rm -rf data mlruns.db mlartifacts reports/text_ratio

@@ -40,6 +40,8 @@ def cmd_sweep(a) -> int:
     res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
                     new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
                     stale_after=a.stale_after)
+    if not res.experiment:  # a non-main rank under `accelerate launch`: the main process reports
+        return 0
     skipped = f", {len(res.skipped)} done earlier or by other workers" if res.skipped else ""
     console.print(f"sweep '{res.experiment}' (study {res.study}): {len(res.finished)} variants finished here, "
                   f"{len(res.failed)} failed{skipped}, {res.seconds / 60:.1f} min; parent run {res.parent_run_id}")
@@ -49,8 +51,8 @@ def cmd_sweep(a) -> int:
         console.print(f"interrupted ({res.interrupted}); run the same command again to resume")
         return 130
     if not res.complete:
-        console.print("the study is not complete (other workers are still running, or variants failed); "
-                      "the last worker to finish writes the report")
+        console.print("other workers are still running variants of this study; the last one to finish writes "
+                      "the report")
         return 1 if res.failed else 0
     if not a.no_report:
         a.experiment, a.run = res.experiment, res.parent_run_id
@@ -175,9 +177,11 @@ def cmd_ui(a) -> int:
     from borealis_eval.tracking import TrackingConfig
 
     tc = TrackingConfig.load(tracking_uri=a.tracking_uri)
-    cmd = ["mlflow", "ui", "--backend-store-uri", tc.tracking_uri, "--host", "127.0.0.1", "--port", str(a.port)]
-    console.print(" ".join(cmd))
-    os.execvp(cmd[0], cmd)
+    # the venv's own mlflow (its bin/ need not be on PATH)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tc.tracking_uri, "--host", "127.0.0.1",
+           "--port", str(a.port), "--workers", "1"]  # one worker: a personal browser, quick to start
+    console.print(" ".join(cmd[1:]))
+    os.execv(cmd[0], cmd)
     return 0
 
 

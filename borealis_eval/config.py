@@ -248,11 +248,74 @@ class ExperimentConfig(Strict):
     seed: int = 0
 
 
+class SearchAxis(Strict):
+    """One search dimension: a range (`low`/`high`, optional `log`/`step`; ints if both are ints) or `choices`."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(default=None, gt=0)
+    choices: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either 'low' and 'high' (a range) or 'choices' (a list)")
+        if self.choices is None:
+            if not self.low < self.high:  # type: ignore[operator]
+                raise ValueError(f"'low' must be below 'high' (got {self.low:g} and {self.high:g})")
+            if self.log and self.low <= 0:  # type: ignore[operator]
+                raise ValueError("a 'log' range needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("'log' and 'step' cannot be combined")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return (self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+                and (self.step is None or isinstance(self.step, int)))
+
+
+class SearchObjective(Strict):
+    """Mean `metric` over `sets` (default: every eval set); `cost: train_seconds` adds a 2nd objective."""
+
+    sets: list[str] = Field(default_factory=list)
+    metric: Literal["wer", "cer"] = "wer"
+    cost: Literal["train_seconds"] | None = None
+
+
+class SearchPrune(Strict):
+    """Report `metric` on eval set `set` every `every` steps; the pruner stops hopeless trials."""
+
+    set: str
+    every: int = Field(default=50, gt=0)
+
+
+class SearchConfig(Strict):
+    n_trials: int = Field(default=20, gt=0)
+    objective: SearchObjective = Field(default_factory=SearchObjective)
+    space: dict[str, SearchAxis] = Field(min_length=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    pruner: Literal["median", "none"] = "none"
+    prune: SearchPrune | None = None
+    storage: str | None = None  # Optuna RDB URL; default: borealis-studies.db beside the MLflow store
+
+    @model_validator(mode="after")
+    def _pruning(self):
+        if self.pruner != "none" and self.prune is None:
+            raise ValueError("pruner needs 'prune: {set: <eval set>, every: N}' (what to report while training)")
+        if self.pruner != "none" and self.objective.cost is not None:
+            raise ValueError("pruning works with one objective only; drop 'objective.cost' or set pruner: none")
+        return self
+
+
 class Ablation(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str
     base: dict[str, Any]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
 
 
 class Variant(BaseModel):

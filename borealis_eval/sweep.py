@@ -4,6 +4,11 @@ Order of work: validate everything and check the tracking store and model refere
 before any training), load data, encode every needed clip once through the feature cache,
 score the plain-Whisper baseline, then train + evaluate each variant in its own nested MLflow
 run. A variant that fails is marked FAILED with the reason and the others go on.
+
+Scaling out and recovery: a sweep is a *study* recorded in a claims store (claims.py). Workers
+on the same ablation and storage join the open study, share its parent run and claim variants
+by config hash; a rerun after a crash joins it again, skips what finished and resumes what was
+interrupted from its checkpoint. The variant runner (`execute_variant`) is shared with search.py.
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import yaml
+from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
+
+from borealis_eval.claims import RECLAIMABLE_NOTE, Claim, ClaimStore, default_storage_url
 
 from borealis_eval.config import (Ablation, ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant, flatten,
                                   load_ablation)
@@ -35,7 +48,8 @@ from borealis_eval.models.encoder import FrozenWhisperEncoder
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
 from borealis_eval.tracking import RunLogger, TrackingConfig, experiment_id, preflight
-from borealis_eval.train import TrainingDiverged, train
+from borealis_eval.paths import cache_root
+from borealis_eval.train import TrainingDiverged, TrainingInterrupted, train
 
 log = logging.getLogger("borealis_eval")
 SAMPLE_RATE = 16_000
@@ -109,7 +123,9 @@ def _check_bad(bad: list[dict], total: int, max_share: float) -> None:
         raise BadDataError(f"{len(bad)} of {total} audio items could not be used (> {max_share:.0%}): {eg}")
 
 
-def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> Resources:
+def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05, all_train: bool = False) -> Resources:
+    """Load and encode what the variants need; `all_train` encodes every training clip (searches,
+    whose variants are not known in advance)."""
     base = variants[0].config
     for v in variants[1:]:
         if v.config.model.encoder != base.model.encoder or v.config.data.train_sets != base.data.train_sets:
@@ -127,8 +143,8 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05) -> R
     res = Resources(base, device, train_items, text_items, [], encoder, cache, bad_items=bad)
 
     # Only clips that some variant's mix draws are loaded and encoded.
-    needed: dict[str, AudioItem] = {}
-    for v in variants:
+    needed: dict[str, AudioItem] = {it.id: it for it in train_items} if all_train else {}
+    for v in variants if not all_train else []:
         for ex in mix_for(v, res).examples:
             if isinstance(ex, AudioItem):
                 needed[ex.id] = ex
@@ -203,9 +219,12 @@ def weights_id(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, model_id: str | None = None) -> list[SetResult]:
+def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, model_id: str | None = None,
+                       sets: list[str] | None = None) -> list[SetResult]:
     results = []
     for es in res.eval_sets:
+        if sets is not None and es.name not in sets:
+            continue
         n_win = {i: sum(1 for k in _window_keys(res, i)) for i in es.waves}
 
         def transcribe(ids: list[str], language: str, es=es, n_win=n_win) -> list[str]:
@@ -282,7 +301,19 @@ def _log_results(run: RunLogger, results: list[SetResult]) -> None:
 
 
 # ------------------------------------------------------------------ variant runner
-def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = True) -> list[SetResult]:
+@dataclass
+class TrainOptions:
+    """How the variant runner trains: checkpoints, stop requests, per-step hooks."""
+
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    should_stop: Callable[[], str | None] | None = None
+    on_step: Callable[[SpeechLM], Callable[[int], None]] | None = None  # model -> hook(step)
+
+
+def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = True,
+                opts: TrainOptions | None = None) -> list[SetResult]:
+    opts = opts or TrainOptions()
     cfg = v.config
     m = mix_for(v, res)
     run.metrics({f"data/{k}": x for k, x in m.stats.items()})
@@ -296,9 +327,16 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
     ]
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run.params({"model.trainable_params": n_params})
-    result = train(model, examples, cfg.train, cfg.seed, log=run.metrics, progress=progress)
+    result = train(model, examples, cfg.train, cfg.seed, log=run.metrics, progress=progress,
+                   checkpoint_dir=opts.checkpoint_dir, checkpoint_every=opts.checkpoint_every,
+                   should_stop=opts.should_stop, on_step=opts.on_step(model) if opts.on_step else None)
+    if result.resumed_from:
+        run.tags({"resumed_from_step": result.resumed_from})
     run.metrics({"train/first_loss": result.first_loss, "train/last_loss": result.last_loss,
-                 "train/seconds": result.seconds, "train/steps_per_second": result.steps / result.seconds})
+                 "train/seconds": result.seconds,
+                 "train/steps_per_second": (result.steps - result.resumed_from) / max(result.seconds, 1e-9)})
+    if not is_main_process():
+        return []  # under DDP only the main process evaluates and logs
     results = evaluate_speech_lm(model, res, cfg, model_id=weights_id(model))
     _log_results(run, results)
     if res.text_sets:
@@ -319,6 +357,225 @@ def variant_tags(v: Variant, role: str = "variant") -> dict[str, str]:
     return tags
 
 
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _broadcast(value: str | None) -> str | None:
+    """Under `accelerate launch` (several ranks): the main process tells the others which variant is next."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available())  # forms the process group once
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _NullRun:
+    """What non-main ranks log to: nothing (the main process owns the MLflow run)."""
+
+    def metrics(self, *a, **k) -> None: ...
+    def params(self, *a, **k) -> None: ...
+    def tags(self, *a, **k) -> None: ...
+    def flush(self) -> None: ...
+
+
+def _follow(variants: list[Variant], checkpoint_root: Path, checkpoint_every: int, progress: bool) -> SweepResult:
+    """A non-main DDP rank: train whatever variant the main process announces, until it says stop.
+
+    Only the main process talks to MLflow and the claims store; this rank just joins the DDP
+    group in train() (same config, same checkpoint directory, so a resume is resumed on every rank).
+    """
+    by_key = {v.config_hash: v for v in variants}
+    res = None
+    while True:
+        msg = _broadcast(None)
+        if msg is None:
+            return SweepResult("", "", [], {}, 0.0, complete=False)
+        study, key = msg.split("/", 1)
+        res = res or prepare_resources(variants)
+        run_variant(by_key[key], res, _NullRun(), False,  # type: ignore[arg-type]
+                    TrainOptions(checkpoint_root / study / key, checkpoint_every))
+
+
+class StopFlag:
+    """SIGINT/SIGTERM during training: finish the step, checkpoint, mark the run KILLED.
+
+    Outside training (data, encoding, evaluation) and on a second signal the handler raises
+    KeyboardInterrupt at once, so Ctrl-C twice always exits immediately.
+    """
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.graceful = False
+        self._old: dict[int, object] = {}
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is not None or not self.graceful:
+            self.reason = self.reason or f"{name} received"
+            raise KeyboardInterrupt(self.reason)
+        self.reason = f"{name} received"
+        log.warning("%s: stopping after this step (checkpoint, run KILLED); send SIGINT again to exit at once", name)
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Heartbeat:
+    """Background thread that keeps a claim fresh while its variant runs."""
+
+    def __init__(self, store: ClaimStore | None, study: str, key: str, every: float):
+        self.store, self.study, self.key, self.every = store, study, key, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.store.heartbeat(self.study, self.key)
+            except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
+                log.warning("heartbeat for %s failed", self.key, exc_info=True)
+
+    def __enter__(self) -> "Heartbeat":
+        if self.store is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+@dataclass
+class StudyContext:
+    """One study (sweep or search): its MLflow parent, its claims, where checkpoints go."""
+
+    name: str
+    client: MlflowClient
+    exp_id: str
+    parent: RunLogger
+    store: ClaimStore | None
+    checkpoint_root: Path
+    checkpoint_every: int
+    stop: StopFlag
+    progress: bool = True
+    systems: dict[str, dict[str, list]] = field(default_factory=dict)  # eval set -> system -> utt scores
+
+    def checkpoint_dir(self, key: str) -> Path:
+        return self.checkpoint_root / self.name / key
+
+    def heartbeat(self, key: str) -> Heartbeat:
+        every = max(0.5, self.store.stale_after / 4) if self.store else 60.0
+        return Heartbeat(self.store, self.name, key, every)
+
+
+def close_previous_attempt(client: MlflowClient, claim: Claim) -> None:
+    """A run left RUNNING by a worker that died (kill -9, lost node) is marked FAILED with the reason."""
+    if not claim.previous_run_id:
+        return
+    try:
+        run = client.get_run(claim.previous_run_id)
+    except Exception:  # noqa: BLE001 - the run was never created or the store lost it
+        return
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(claim.previous_heartbeat or 0))
+        client.set_tag(run.info.run_id, "error", f"worker {claim.previous_worker} stopped without reporting "
+                       f"(killed or lost; last heartbeat {when} UTC); variant taken over by a restarted worker")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def execute_variant(ctx: StudyContext, v: Variant, res_fn: Callable[[], Resources], claim: Claim | None,
+                    extra_tags: dict | None = None, on_step=None,
+                    started: Callable[[str], None] | None = None) -> list[SetResult] | None:
+    """Run one variant in its own nested MLflow run; the runner grid sweeps and searches share.
+
+    Returns the results, or None when it failed (recorded in MLflow and the claim). Signals and
+    pruning propagate after the run and the claim are marked.
+    """
+    key = v.config_hash
+    if claim is not None:
+        close_previous_attempt(ctx.client, claim)
+    tags = {**variant_tags(v), "borealis.study": ctx.name, **(extra_tags or {})}
+    if claim is not None:
+        tags["attempt"] = claim.attempts
+        if claim.previous_run_id:
+            tags["previous_attempt_run"] = claim.previous_run_id
+    ckdir = ctx.checkpoint_dir(key)
+    with ctx.heartbeat(key):
+        res = res_fn()
+        run = RunLogger.start(ctx.client, ctx.exp_id, v.name, tags, ctx.parent.run_id)
+        if ctx.store is not None:
+            ctx.store.set_run(ctx.name, key, run.run_id)
+        if started is not None:
+            started(run.run_id)
+        try:
+            run.params(flatten(v.config.model_dump(mode="json")))
+            run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+                              "config/resolved.yaml")
+            ctx.stop.graceful = True
+            try:
+                results = run_variant(v, res, run, ctx.progress, TrainOptions(
+                    ckdir, ctx.checkpoint_every, ctx.stop, on_step))
+            finally:
+                ctx.stop.graceful = False
+            run.metrics(_paired_vs_baseline(v.name, results, ctx.systems, v.config.eval.bootstrap))
+            run.end("FINISHED")
+            if ctx.store is not None:
+                ctx.store.finish(ctx.name, key, run.run_id)
+            shutil.rmtree(ckdir, ignore_errors=True)
+            return results
+        except (TrainingInterrupted, KeyboardInterrupt) as e:
+            _fail(run, e, "KILLED")
+            if ctx.store is not None:
+                ctx.store.interrupt(ctx.name, key, str(e) or "interrupted")
+            raise
+        except Exception as e:
+            if type(e).__name__ == "TrialPruned":
+                run.tags({"optuna.pruned": "true"})
+                run.end("KILLED")
+                shutil.rmtree(ckdir, ignore_errors=True)
+                raise
+            _fail(run, e)
+            if ctx.store is not None:
+                ctx.store.fail(ctx.name, key, f"{type(e).__name__}: {e}")
+            return None
+
+
+def _scores_from_run(client: MlflowClient, run_id: str, res: Resources) -> dict[str, list]:
+    """Per-utterance scores of a finished run (another worker's), read back from its predictions."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for es in res.eval_sets:
+            try:
+                path = client.download_artifacts(run_id, f"predictions/{es.name}.jsonl", tmp)
+            except Exception:  # noqa: BLE001 - no predictions for this set
+                continue
+            rows = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+            out[es.name] = utt_scores(rows, es.language)
+    return out
+
+
+def baseline_key(cfg: ExperimentConfig) -> str:
+    blob = json.dumps({"ref": cfg.eval.baseline.ref, "sets": [s.model_dump(mode="json") for s in cfg.eval.sets],
+                       "decode": _decode_params(cfg)}, sort_keys=True)
+    return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 @dataclass
 class SweepResult:
     experiment: str
@@ -326,73 +583,212 @@ class SweepResult:
     finished: list[str]
     failed: dict[str, str]
     seconds: float
+    study: str = ""
+    skipped: list[str] = field(default_factory=list)  # finished earlier or by other workers
+    complete: bool = True  # every variant of the study finished or failed (the report can be built)
+    interrupted: str | None = None
+
+
+def open_study(store: ClaimStore, client: MlflowClient, exp_id: str, key: str, default_name: str,
+               run_name: str, tags: dict, artifact: tuple[str, str] | None = None) -> tuple[str, RunLogger, bool]:
+    """Join the open study for `key` (its parent run back to RUNNING), or create it with a parent run."""
+    name, created = store.open_study(key, default_name, client.get_experiment(exp_id).name)
+    if created:
+        parent = RunLogger.start(client, exp_id, run_name, {**tags, "borealis.study": name})
+        if artifact:
+            parent.artifact_text(*artifact)
+        store.set_parent(name, parent.run_id)
+    else:
+        parent = RunLogger(client, store.parent(name))
+        if client.get_run(parent.run_id).info.status != "RUNNING":
+            client.update_run(parent.run_id, status="RUNNING")
+        log.info("joining study %s (parent run %s)", name, parent.run_id)
+    return name, parent, created
 
 
 def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
-              progress: bool = True) -> SweepResult:
+              progress: bool = True, study: str | None = None, new: bool = False, storage: str | None = None,
+              checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
+              stale_after: float = 300.0) -> SweepResult:
+    """Run (or join, or resume) the study of an ablation grid.
+
+    Workers started on the same ablation and storage share one open study: each claims variants
+    (by config hash) until none is left, so they split the grid with no duplicates. A rerun after
+    a crash joins the still-open study: finished variants are skipped, interrupted ones resume
+    from their checkpoint. The study closes (and a rerun starts afresh) once every variant finished.
+    """
     t0 = time.perf_counter()
     abl, variants = load_ablation(path)
     if only:
         variants = [v for v in variants if v.name in only]
         if not variants:
             raise ValueError(f"--only matched no variant (names: see `sweep {path} --dry-run`)")
+    ckroot = Path(checkpoint_dir) if checkpoint_dir else cache_root() / "checkpoints"
+    if _world() > 1 and not is_main_process():
+        return _follow(variants, ckroot, checkpoint_every, progress)
     tc = TrackingConfig.load(tracking_uri=tracking_uri)
     client = preflight(tc)
     check_model_refs(variants)
     exp_id = experiment_id(client, tc, abl.name, abl.description)
-    parent = RunLogger.start(client, exp_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                             {"role": "parent", "borealis.ablation": str(Path(path)), "borealis.description": abl.description,
-                              "mlflow.note.content": abl.description})
-    parent.artifact_text(Path(path).read_text(encoding="utf-8"), "ablation/" + Path(path).name)
-    finished, failed = [], {}
-    systems: dict[str, dict[str, list]] = {}  # eval set -> system name -> per-utterance scores
-    try:
-        res = prepare_resources(variants)
-        if res.bad_items:
-            parent.artifact_json_lines(res.bad_items, "data/bad_items.jsonl")
-        parent.metrics({"data/bad_items": len(res.bad_items), "data/train_items": len(res.train_items),
-                        "data/text_items": len(res.text_items), "cache/encoded": res.cache.stats.encoded,
-                        "cache/hits": res.cache.stats.hits})
-        base_cfg = variants[0].config
-        if base_cfg.eval.baseline.enabled:
-            run = RunLogger.start(client, exp_id, "baseline-whisper",
-                                  {"role": "baseline", "variant": "baseline", "model": base_cfg.eval.baseline.ref}, parent.run_id)
+    base_cfg = variants[0].config
+    items: list[tuple[str, str]] = []  # (claim key, name), baseline first
+    if base_cfg.eval.baseline.enabled:
+        items.append((baseline_key(base_cfg), "baseline"))
+    items += [(v.config_hash, v.name) for v in variants]
+    by_key = {v.config_hash: v for v in variants}
+    fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
+    key = f"named:{study}" if study else f"sweep:{abl.name}:{fingerprint}"
+    if new:
+        key += f":{time.time_ns()}"
+    store = ClaimStore(storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri),
+                       stale_after=stale_after)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name, parent, created = open_study(
+        store, client, exp_id, key, study or f"{abl.name}-{stamp}-{os.urandom(2).hex()}", f"sweep-{stamp}",
+        {"role": "parent", "borealis.ablation": str(Path(path)), "borealis.description": abl.description,
+         "mlflow.note.content": abl.description, "borealis.fingerprint": fingerprint},
+        (Path(path).read_text(encoding="utf-8"), "ablation/" + Path(path).name))
+    if study and not created:
+        got = client.get_run(parent.run_id).data.tags.get("borealis.fingerprint")
+        if got and got != fingerprint:
+            raise ValueError(f"study '{study}' was started with another variant set (fingerprint {got}, this file "
+                             f"{fingerprint}); use another --study name")
+    out = SweepResult(abl.name, parent.run_id, [], {}, 0.0, study=name)
+    state: dict[str, Resources] = {}
+
+    def resources() -> Resources:
+        if "res" not in state:
+            res = state["res"] = prepare_resources(variants)
+            if res.bad_items:
+                parent.artifact_json_lines(res.bad_items, "data/bad_items.jsonl")
+            parent.metrics({"data/bad_items": len(res.bad_items), "data/train_items": len(res.train_items),
+                            "data/text_items": len(res.text_items), "cache/encoded": res.cache.stats.encoded,
+                            "cache/hits": res.cache.stats.hits})
+        return state["res"]
+
+    with StopFlag() as stop:
+        ctx = StudyContext(name, client, exp_id, parent, store, ckroot, checkpoint_every, stop, progress)
+        try:
             try:
-                run.params({"baseline.ref": base_cfg.eval.baseline.ref, "eval.num_beams": base_cfg.eval.num_beams})
-                base_results = evaluate_baseline(res, base_cfg)
-                _log_results(run, base_results)
-                for r in base_results:
-                    systems.setdefault(r.name, {})["baseline"] = utt_scores(r.records, r.language)
-                run.end("FINISHED")
-            except Exception as e:
-                _fail(run, e)
-                failed["baseline"] = str(e)
-        for i, v in enumerate(variants):
-            log.info("variant %d/%d: %s", i + 1, len(variants), v.name)
-            run = RunLogger.start(client, exp_id, v.name, variant_tags(v), parent.run_id)
-            try:
-                run.params(flatten(v.config.model_dump(mode="json")))
-                run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
-                                  "config/resolved.yaml")
-                results = run_variant(v, res, run, progress)
-                run.metrics(_paired_vs_baseline(v.name, results, systems, base_cfg.eval.bootstrap))
-                run.end("FINISHED")
-                finished.append(v.name)
+                _work_loop(ctx, items, by_key, base_cfg, resources, out)
+            finally:
+                if _world() > 1:
+                    _broadcast(None)  # release the other ranks
+            rows = {r["config_hash"]: r for r in store.rows(name)}
+            done = all(rows.get(k, {}).get("status") == "finished" for k, _ in items)
+            settled = all(rows.get(k, {}).get("status") in ("finished", "failed") for k, _ in items)
+            out.skipped = [n for k, n in items if rows.get(k, {}).get("status") == "finished"
+                           and n not in out.finished]
+            if settled:
+                _close_sweep(ctx, items, rows, resources, base_cfg, done)
+            out.complete = settled  # every variant finished or failed: the report can be built
+        except (KeyboardInterrupt, TrainingInterrupted) as e:
+            out.interrupted = getattr(e, "reason", None) or str(e) or stop.reason or "interrupted"
+            if not store.others_alive(name):
+                _fail(parent, e, "KILLED")
+        except BaseException as e:
+            _fail(parent, e)
+            raise
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _work_loop(ctx: StudyContext, items: list[tuple[str, str]], by_key: dict[str, Variant],
+               base_cfg: ExperimentConfig, resources: Callable[[], Resources], out: SweepResult) -> None:
+    store = ctx.store
+    while True:
+        progressed = False
+        for key, name in items:
+            if ctx.stop.reason:
+                raise KeyboardInterrupt(ctx.stop.reason)
+            claim = store.claim(ctx.name, key, name)
+            if claim is None:
+                continue
+            progressed = True
+            if claim.previous_status:
+                log.info("%s: taking over (%s)", name, RECLAIMABLE_NOTE.get(claim.previous_status, claim.previous_status))
+            if name == "baseline" and key not in by_key:
+                ok = _run_baseline(ctx, key, base_cfg, resources, claim)
+                (out.finished.append(name) if ok else out.failed.setdefault(name, "see the baseline run"))
+                continue
+            v = by_key[key]
+            log.info("variant %s (%s)", v.name, key)
+            _load_peer_baseline(ctx, items, resources)
+            if _world() > 1:
+                _broadcast(f"{ctx.name}/{key}")
+            results = execute_variant(ctx, v, resources, claim)
+            if results is None:
+                out.failed[v.name] = next((r["reason"] or "" for r in store.rows(ctx.name) if r["config_hash"] == key), "")
+            else:
+                out.finished.append(v.name)
                 log.info("  %s", "  ".join(f"wer/{r.name}={r.metrics['wer']:.3f}" for r in results))
-            except (Exception, KeyboardInterrupt) as e:
-                _fail(run, e)
-                failed[v.name] = str(e)
-                if isinstance(e, KeyboardInterrupt):
-                    raise
-        for set_name, by_system in systems.items():
-            if len(by_system) > 1:
-                parent.artifact_json_lines(paired_rows(by_system, base_cfg.eval.bootstrap), f"paired/{set_name}.jsonl")
-        parent.metrics({"sweep/finished": len(finished), "sweep/failed": len(failed)})
-        parent.end("FINISHED" if not failed else "FAILED")
-    except BaseException as e:
-        _fail(parent, e)
-        raise
-    return SweepResult(abl.name, parent.run_id, finished, failed, time.perf_counter() - t0)
+        if progressed:
+            continue
+        if not store.others_alive(ctx.name):
+            return
+        time.sleep(min(2.0, max(0.5, store.stale_after / 4)))  # a peer may die: its claim then turns stale
+
+
+def _load_peer_baseline(ctx: StudyContext, items, resources) -> None:
+    """Another worker scored the baseline: read its predictions back for the paired tests."""
+    if any("baseline" in by for by in ctx.systems.values()) or not items or items[0][1] != "baseline":
+        return
+    row = next((r for r in ctx.store.rows(ctx.name) if r["config_hash"] == items[0][0]), None)
+    if row and row["status"] == "finished" and row["run_id"]:
+        for set_name, scores in _scores_from_run(ctx.client, row["run_id"], resources()).items():
+            ctx.systems.setdefault(set_name, {})["baseline"] = scores
+
+
+def _run_baseline(ctx: StudyContext, key: str, cfg: ExperimentConfig, resources, claim: Claim) -> bool:
+    close_previous_attempt(ctx.client, claim)
+    with ctx.heartbeat(key):
+        res = resources()
+        run = RunLogger.start(ctx.client, ctx.exp_id, "baseline-whisper",
+                              {"role": "baseline", "variant": "baseline", "model": cfg.eval.baseline.ref,
+                               "config_hash": key, "borealis.study": ctx.name}, ctx.parent.run_id)
+        ctx.store.set_run(ctx.name, key, run.run_id)
+        try:
+            run.params({"baseline.ref": cfg.eval.baseline.ref, "eval.num_beams": cfg.eval.num_beams})
+            results = evaluate_baseline(res, cfg)
+            _log_results(run, results)
+            for r in results:
+                ctx.systems.setdefault(r.name, {})["baseline"] = utt_scores(r.records, r.language)
+            run.end("FINISHED")
+            ctx.store.finish(ctx.name, key, run.run_id)
+            return True
+        except KeyboardInterrupt as e:
+            _fail(run, e, "KILLED")
+            ctx.store.interrupt(ctx.name, key, str(e) or "interrupted")
+            raise
+        except Exception as e:
+            _fail(run, e)
+            ctx.store.fail(ctx.name, key, f"{type(e).__name__}: {e}")
+            return False
+
+
+def _close_sweep(ctx: StudyContext, items, rows: dict[str, dict], resources, base_cfg: ExperimentConfig,
+                 done: bool) -> None:
+    """Last worker out: paired tests across every system (other workers' read back), parent status."""
+    names = {k: n for k, n in items}
+    finished = [(names[k], r["run_id"]) for k, r in rows.items() if k in names and r["status"] == "finished"]
+    have = {n for by in ctx.systems.values() for n in by}
+    missing = [(n, rid) for n, rid in finished if n not in have and rid]
+    if missing or ctx.systems:
+        res = resources() if missing else None
+        for n, rid in missing:
+            for set_name, scores in _scores_from_run(ctx.client, rid, res).items():
+                ctx.systems.setdefault(set_name, {})[n] = scores
+    for set_name, by_system in ctx.systems.items():
+        if len(by_system) > 1:
+            ctx.parent.artifact_json_lines(paired_rows(by_system, base_cfg.eval.bootstrap), f"paired/{set_name}.jsonl")
+    n_failed = sum(rows.get(k, {}).get("status") == "failed" for k, _ in items)
+    ctx.parent.metrics({"sweep/finished": len(finished), "sweep/failed": n_failed})
+    if done:
+        ctx.parent.end("FINISHED")
+        ctx.store.close_study(ctx.name)
+    else:  # the study stays open: a rerun retries the failed variants only
+        ctx.parent.tags({"error": f"{n_failed} variant(s) failed; rerun the same command to retry them"})
+        ctx.parent.end("FAILED")
 
 
 def _paired_vs_baseline(name: str, results: list[SetResult], systems: dict[str, dict[str, list]],
@@ -409,8 +805,8 @@ def _paired_vs_baseline(name: str, results: list[SetResult], systems: dict[str, 
     return out
 
 
-def _fail(run: RunLogger, e: BaseException) -> None:
-    status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+def _fail(run: RunLogger, e: BaseException, status: str | None = None) -> None:
+    status = status or ("KILLED" if isinstance(e, (KeyboardInterrupt, TrainingInterrupted)) else "FAILED")
     extra = {}
     if isinstance(e, TrainingDiverged):
         extra = {"error.step": e.step, "error.batch_ids": ",".join(e.ids[:50])}

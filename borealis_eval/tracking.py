@@ -12,11 +12,13 @@ import os
 import time
 import urllib.error
 import urllib.request
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -71,9 +73,13 @@ def preflight(tc: TrackingConfig, timeout: float = 5.0) -> MlflowClient:
             ) from None
     elif tc.tracking_uri.startswith("sqlite:///"):
         Path(tc.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tc.tracking_uri)
+    lock = nullcontext()
+    if tc.tracking_uri.startswith("sqlite:///"):  # workers starting together: one creates the schema, not both
+        lock = FileLock(tc.tracking_uri.removeprefix("sqlite:///") + ".lock")
     try:
-        client.search_experiments(max_results=1)
+        with lock:
+            client = MlflowClient(tracking_uri=tc.tracking_uri)
+            client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any store failure is a tracking failure
         raise TrackingError(f"MLflow store {tc.tracking_uri} is not usable: {e}") from None
     return client

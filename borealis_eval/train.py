@@ -3,19 +3,26 @@
 AdamW on the trainable parameters (adapter, LoRA or the whole LLM), linear warm-up then cosine
 decay, gradient clipping and accumulation, bf16 autocast on CUDA, fixed seeds. `accelerate`
 owns devices and DDP, so the same code runs under `accelerate launch`.
+
+Checkpoints (optional): every `checkpoint_every` steps the main process writes the trainable
+weights, optimizer, scheduler, step, losses and RNG states to `checkpoint_dir/state.pt`
+atomically (temp file + os.replace); a later call with the same directory resumes from it.
+`should_stop()` (e.g. a signal flag) makes the loop checkpoint and raise TrainingInterrupted.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -32,6 +39,14 @@ class TrainingDiverged(RuntimeError):
                          f"{' ...' if len(ids) > 8 else ''})")
 
 
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on request (a signal); the checkpoint at `step` is on disk."""
+
+    def __init__(self, step: int, reason: str):
+        self.step, self.reason = step, reason
+        super().__init__(f"{reason}; stopped at step {step} (checkpoint saved)")
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -39,6 +54,43 @@ class TrainResult:
     first_loss: float
     last_loss: float
     losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0  # the step the run resumed at (0: a fresh start)
+
+
+CHECKPOINT = "state.pt"
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, core: SpeechLM, opt, sched, step: int, losses: list[float]) -> None:
+    """Atomic: a kill at any moment leaves either the previous checkpoint or this one, never half."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "losses": losses, "rng": _rng_state(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(),
+             "model": {k: t.detach().cpu() for k, t in core.trainable_state_dict().items()}}
+    tmp = directory / f".{CHECKPOINT}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, directory / CHECKPOINT)
+
+
+def load_checkpoint(directory: Path | None) -> dict | None:
+    path = directory / CHECKPOINT if directory else None
+    if path is None or not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -49,7 +101,13 @@ def seed_everything(seed: int) -> None:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
-    return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=cfg.grad_accum)
+    # Launched as several processes without a GPU (torchrun / `accelerate launch --multi_gpu` on CPU): accelerate
+    # only forms the gloo group when told it runs on CPU, else each process would silently train alone.
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # A rank whose batch holds only text-only examples never touches the adapter: DDP must allow unused parameters.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
+                       cpu=cpu_ddp, kwargs_handlers=[ddp])
 
 
 def _batches(examples: list[Example], batch_size: int, rank: int, world: int):
@@ -65,7 +123,11 @@ def _batches(examples: list[Example], batch_size: int, rank: int, world: int):
 
 def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
           log: Callable[[dict[str, float], int], None] | None = None,
-          accelerator: Accelerator | None = None, progress: bool = True) -> TrainResult:
+          accelerator: Accelerator | None = None, progress: bool = True,
+          checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
+          should_stop: Callable[[], str | None] | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks)."""
     if not examples:
         raise ValueError("no training examples")
     seed_everything(seed)
@@ -81,10 +143,29 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
 
     stream = _batches(examples, cfg.batch_size, acc.process_index, acc.num_processes)
     losses: list[float] = []
+    start = 0
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        missing = set(core.trainable_state_dict()) - set(ckpt["model"])
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint_dir}: does not fit this model (missing {sorted(missing)[:3]})")
+        core.load_state_dict(ckpt["model"], strict=False)
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start, losses = ckpt["step"], list(ckpt["losses"])
+        for _ in range(start * cfg.grad_accum):  # the batch stream is a pure function of the step
+            next(stream)
+        _set_rng_state(ckpt["rng"])
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="training", unit="step", disable=not progress or not acc.is_main_process,
-               leave=False)
+    bar = tqdm(range(start, cfg.steps), desc="training", unit="step", disable=not progress or not acc.is_main_process,
+               leave=False, initial=start, total=cfg.steps)
     pending: list[float] = []
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_dir is not None and acc.is_main_process:
+            save_checkpoint(checkpoint_dir, core, opt, sched, step, losses)
+        acc.wait_for_everyone()
+
     for step in bar:
         for _ in range(cfg.grad_accum):
             batch = next(stream)
@@ -107,8 +188,20 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             window = losses[-cfg.log_every:]
             log({"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]}, step + 1)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            checkpoint(step + 1)
+        if on_step is not None:
+            on_step(step + 1)
+            model.train()
+        reason = should_stop() if should_stop is not None else None
+        if reason and step + 1 < cfg.steps:
+            checkpoint(step + 1)
+            bar.close()
+            raise TrainingInterrupted(step + 1, reason)
     bar.close()
+    if checkpoint_dir is not None and start < cfg.steps:
+        checkpoint(cfg.steps)  # an interruption during evaluation does not cost the training
     model.eval()
     head = losses[: max(1, min(10, len(losses) // 10))]
     tail = losses[-max(1, min(10, len(losses) // 10)):]
-    return TrainResult(cfg.steps, time.perf_counter() - t0, float(np.mean(head)), float(np.mean(tail)), losses)
+    return TrainResult(cfg.steps, time.perf_counter() - t0, float(np.mean(head)), float(np.mean(tail)), losses, start)

@@ -1,0 +1,74 @@
+"""Two concurrent `sweep` workers split a 6-variant grid: each variant runs exactly once, one parent run.
+
+Runs against the embedded sqlite claims store and, when `BOREALIS_TEST_PG_URL` is set (the Makefile's
+test target starts a server with scripts/start_postgres.sh), against a real PostgreSQL server.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+import sqlalchemy as sa
+
+from _tiny import SMALL, tiny_ablation
+from borealis_eval.data.synth import synthesize_corpus
+
+GRID = {"data.text_fraction": [0.0, 0.1, 0.25], "seed": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+
+
+def sweep_cmd(uri: str, abl: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "borealis_eval.cli", "--tracking-uri", uri, "sweep", str(abl), "--no-progress",
+            "--no-report", *extra]
+
+
+def worker_env(tmp: Path) -> dict:
+    repo = Path(__file__).resolve().parents[1]
+    return {**os.environ, "BOREALIS_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+
+
+def run_two_workers(tmp: Path, corpus: Path, storage: str, name: str):
+    abl = tiny_ablation(tmp, corpus, name, grid=GRID, baseline=False)
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    study = f"{name}-{uuid.uuid4().hex[:8]}"
+    cmd = sweep_cmd(uri, abl, "--storage", storage, "--study", study)
+    procs = [subprocess.Popen(cmd, cwd=tmp, env=worker_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[name], output_format="pandas")
+    parents = runs[runs["tags.role"] == "parent"]
+    variants = runs[runs["tags.role"] == "variant"]
+    assert len(parents) == 1 and parents["status"].item() == "FINISHED"  # one study, one parent, closed
+    assert len(variants) == 6 and (variants["status"] == "FINISHED").all()
+    assert variants["tags.config_hash"].nunique() == 6  # every variant exactly once: no duplicates, no gaps
+    assert (variants["tags.mlflow.parentRunId"] == parents["run_id"].item()).all()
+    assert variants["metrics.wer/test_en"].notna().all()
+    eng = sa.create_engine(storage)
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT status, worker FROM borealis_claims WHERE study = :s"), {"s": study}).all()
+    eng.dispose()
+    assert len(rows) == 6 and {r[0] for r in rows} == {"finished"}
+    return {r[1] for r in rows}
+
+
+def test_two_workers_split_a_sweep_sqlite(tmp_path, corpus):
+    workers = run_two_workers(tmp_path, corpus, f"sqlite:///{tmp_path}/studies.db", "tiny_workers")
+    assert 1 <= len(workers) <= 2
+
+
+def test_two_workers_split_a_sweep_postgres(tmp_path, corpus):
+    url = os.environ.get("BOREALIS_TEST_PG_URL")
+    if not url:
+        pytest.skip("BOREALIS_TEST_PG_URL is not set (make test starts a server with scripts/start_postgres.sh)")
+    run_two_workers(tmp_path, corpus, url, "tiny_workers_pg")

@@ -1,0 +1,50 @@
+"""Smoke run of the benchmark harness (tiny sizes): results are written with the expected keys.
+
+Never gates on timings: these machines are noisy and the quick sizes mean nothing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
+
+
+def _positive_numbers(d: dict, keys: list[str]) -> None:
+    for k in keys:
+        assert isinstance(d[k], (int, float)) and d[k] > 0, (k, d[k])
+
+
+def test_quick_benchmarks_write_results(tmp_path):
+    from borealis_eval.data.synth import synthesize_corpus
+
+    corpus = synthesize_corpus(tmp_path / "corpus", seed=3, sizes=SMALL, progress=False)
+    out = tmp_path / "results"
+    env = {**os.environ, "BENCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus),
+           "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "speechlm_decode,tracking_overhead",
+                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "speed-up of batch 8 over batch 1" in p.stdout  # each benchmark prints its ratio
+
+    for name in ("speechlm_decode", "tracking_overhead"):
+        r = json.loads((out / f"{name}.json").read_text())
+        assert {"name", "title", "ratio", "ratio_label", "target", "met", "sides", "summary", "command", "date",
+                "machine", "quick"} <= set(r)
+        assert r["quick"] is True and r["machine"]["cores"] > 0 and "--quick" in r["command"]
+        assert r["ratio"] > 0 and len(r["sides"]) == 2
+        for side in r["sides"].values():
+            _positive_numbers(side, ["peak_rss_mb", "process_wall_s"])
+
+    dec = json.loads((out / "speechlm_decode.json").read_text())["sides"]
+    for side in dec.values():
+        _positive_numbers(side, ["seconds", "tokens_per_s"])
+        assert side["generated_tokens_checked"] == side["new_tokens_per_utt"]  # equal work on both sides
+    trk = json.loads((out / "tracking_overhead.json").read_text())["sides"]
+    _positive_numbers(trk["no_logging"], ["train_seconds", "step_s"])
+    _positive_numbers(trk["mlflow_sqlite"], ["train_seconds", "tracking_seconds", "share"])
+    assert trk["mlflow_sqlite"]["loss_points_logged"] >= 1
+    assert not list(out.glob("*.tmp"))

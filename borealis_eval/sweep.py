@@ -279,12 +279,18 @@ def evaluate_baseline(res: Resources, cfg: ExperimentConfig, ref: str | None = N
     whisper = None
     results = []
     for es in res.eval_sets:
-        def fn(ids: list[str], lang: str, es=es) -> list[str]:
-            waves = [es.waves[i] for i in ids]
-            longest = min(30.0, max(len(w) for w in waves) / SAMPLE_RATE)  # long-form: per 30 s segment
+        item_lang = {it.id: it.language for it in es.items}
+
+        def fn(ids: list[str], lang: str, es=es, item_lang=item_lang) -> list[str]:
             nonlocal whisper
             whisper = whisper or WhisperTranscriber(ref, device=res.device)  # loaded only on a cache miss
-            return whisper.transcribe(waves, lang, cfg.eval.num_beams, token_cap(cfg, longest))
+            out: dict[str, str] = {}
+            for language in sorted({item_lang[i] for i in ids}):  # Whisper is told each clip's own language
+                group = [i for i in ids if item_lang[i] == language]
+                waves = [es.waves[i] for i in group]
+                longest = min(30.0, max(len(w) for w in waves) / SAMPLE_RATE)  # long-form: per 30 s segment
+                out.update(zip(group, whisper.transcribe(waves, language, cfg.eval.num_beams, token_cap(cfg, longest))))
+            return [out[i] for i in ids]
 
         records, secs = _decode_cached(res, es, f"whisper:{ref}", _decode_params(cfg), lambda es=es, fn=fn: decode_set(
             es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size, f"baseline {es.name}"))

@@ -17,7 +17,7 @@ raw = get_normalizer("raw")
 
 
 def test_registry_tags_and_lookup():
-    assert [n.name for n in NORMALIZERS] == ["raw", "basic", "english", "russian"]
+    assert [n.name for n in NORMALIZERS] == ["raw", "basic", "english", "russian", "auto"]
     assert english.tag == "english@1.0" and english.version == "1.0"
     assert get_normalizer("russian@1.0") is russian
     assert normalizer_for_language("en") is english
@@ -108,3 +108,12 @@ def test_normalizers_never_crash_and_are_stable(norm, text):
     assert isinstance(out, str)
     assert out == out.strip() and "  " not in out
     assert norm(out) == out  # idempotent: normalising twice changes nothing
+
+
+def test_auto_normaliser_picks_the_language_by_script():
+    from borealis_eval.evaluate.normalize import get_normalizer, normalizer_for_language
+
+    auto = normalizer_for_language("mixed")
+    assert auto.tag == "auto@1.0" and get_normalizer("auto@1.0") is auto
+    assert auto("Ёлка, 23 дня!") == get_normalizer("russian")("Ёлка, 23 дня!") == "елка двадцать три дня"
+    assert auto("It's 23 colours.") == get_normalizer("english")("It's 23 colours.")

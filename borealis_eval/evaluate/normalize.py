@@ -317,6 +317,18 @@ class RussianNormalizer(Normalizer):
         return unicodedata.normalize("NFC", text).replace("ё", "е")
 
 
+class AutoNormalizer(Normalizer):
+    """For sets that mix languages (e.g. webinars): each text by the script it is written in."""
+
+    name, version = "auto", "1.0"
+    description = "per text: russian@1.0 if it has more Cyrillic than Latin letters, else english@1.0"
+
+    def _apply(self, text: str) -> str:
+        cyr = sum("CYRILLIC" in unicodedata.name(c, "") for c in text if c.isalpha())
+        lat = sum("LATIN" in unicodedata.name(c, "") for c in text if c.isalpha())
+        return (RussianNormalizer() if cyr > lat else EnglishNormalizer())(text)
+
+
 # ---------------------------------------------------------------- registry
 
 NORMALIZERS: list[Normalizer] = [
@@ -324,9 +336,10 @@ NORMALIZERS: list[Normalizer] = [
     BasicNormalizer(),
     EnglishNormalizer(),
     RussianNormalizer(),
+    AutoNormalizer(),
 ]
 _REGISTRY: dict[str, Normalizer] = {n.name: n for n in NORMALIZERS}
-_BY_LANGUAGE = {"en": "english", "ru": "russian"}
+_BY_LANGUAGE = {"en": "english", "ru": "russian", "mixed": "auto"}
 
 
 def get_normalizer(name: str) -> Normalizer:
@@ -344,6 +357,6 @@ def get_normalizer(name: str) -> Normalizer:
 
 
 def normalizer_for_language(lang: str) -> Normalizer:
-    """en -> english, ru -> russian, anything else -> basic."""
+    """en -> english, ru -> russian, mixed (a set of several languages) -> auto, else basic."""
     return _REGISTRY[_BY_LANGUAGE.get(lang.lower().split("-")[0].split("_")[0], "basic")]
 

@@ -41,7 +41,9 @@ class SetResult:
 
 
 def set_language(items: list[AudioItem]) -> str:
-    return Counter(it.language for it in items).most_common(1)[0][0]
+    """The set's language, or 'mixed' when its items are in several (scored per text's script)."""
+    langs = Counter(it.language for it in items)
+    return next(iter(langs)) if len(langs) == 1 else "mixed"
 
 
 def decode_set(items: list[AudioItem], durations: dict[str, float], transcribe: TranscribeFn,

@@ -61,6 +61,11 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
 
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tiny_e2e"], output_format="pandas")
+    # every utterance is encoded exactly once for both variants: 2 x 16 train clips (each variant's
+    # 20 draws per language cover its pool) + 8 eval clips, one cache entry each
+    parent_row = runs[runs["tags.role"] == "parent"].iloc[0]
+    entries = list((tmp_path / "cache" / "features").rglob("*.safetensors"))
+    assert parent_row["metrics.cache/encoded"] == len(entries) == 40
     roles = runs["tags.role"].value_counts().to_dict()
     assert roles == {"parent": 1, "variant": 2, "baseline": 1}
     parent_id = runs.loc[runs["tags.role"] == "parent", "run_id"].item()

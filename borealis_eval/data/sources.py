@@ -65,11 +65,15 @@ def load_audio_set(spec: AudioSet) -> list[AudioItem]:
     else:
         items = _load_hf_audio(spec, src)
     items = [it for it in items if it.duration is None or spec.min_duration <= it.duration <= spec.max_duration]
-    if spec.max_samples is not None and len(items) > spec.max_samples:
-        rng = np.random.default_rng(0)  # deterministic subsample, order kept
-        keep = sorted(rng.choice(len(items), spec.max_samples, replace=False))
-        items = [items[i] for i in keep]
-    return items
+    return _subsample(items, spec.max_samples)
+
+
+def _subsample(items: list, n: int | None) -> list:
+    """A deterministic random subset of n items, in their original order (all if n is None)."""
+    if n is None or len(items) <= n:
+        return items
+    keep = sorted(np.random.default_rng(0).choice(len(items), n, replace=False))
+    return [items[i] for i in keep]
 
 
 def _hf_dataset(src: HFSource | HFTextSource):
@@ -116,6 +120,4 @@ def load_text_pool(pool: TextPool) -> list[TextItem]:
         ds = _hf_dataset(src)
         items = [TextItem(f"{src.id}-{i}", src.language, str(r[src.instruction_column]), str(r[src.answer_column]))
                  for i, r in enumerate(ds)]
-    if pool.max_samples is not None:
-        items = items[: pool.max_samples]
-    return items
+    return _subsample(items, pool.max_samples)

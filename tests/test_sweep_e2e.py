@@ -9,7 +9,7 @@ import yaml
 
 from borealis_eval.data.synth import synthesize_corpus
 
-SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
+from _tiny import SMALL  # the corpus sizes the scale-out tests use too
 
 
 @pytest.fixture(scope="module")

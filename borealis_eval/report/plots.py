@@ -28,6 +28,16 @@ class Plot:
     caption: str
 
 
+
+def _shared_legend(fig, axes) -> None:
+    """One legend below the subplots, each label once (subplots repeat the same lines)."""
+    labels = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    fig.legend(labels.values(), labels.keys(), loc="outside lower center",
+               ncol=min(len(labels), 4), fontsize="small", frameon=False)
+
 def draw_all(data: ReportData, plot_dir: Path) -> list[Plot]:
     """Draw every figure the data supports into ``plot_dir``; remove stale report PNGs."""
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -76,12 +86,7 @@ def wer_vs_text_fraction(data: ReportData, plot_dir: Path) -> Plot | None:
         ax.set_xlabel("text fraction")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("WER (%)")
-    labels = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="outside lower center",
-               ncol=min(len(labels), 4), fontsize="small", frameon=False)
+    _shared_legend(fig, axes)
     band = " Shaded: 95% CI." if data.ci("wer") is not None else ""
     return _save(fig, plot_dir, "wer_vs_text_fraction", "WER vs text fraction",
                  "WER per eval set against the plain-text fraction, one line per language mix "
@@ -157,12 +162,7 @@ def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
         ax.set_xlabel("RTFx (audio s / decoding s, log)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("WER (%)")
-    labels = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="outside lower center",
-               ncol=min(len(labels), 4), fontsize="small", frameon=False)
+    _shared_legend(fig, axes)
     return _save(fig, plot_dir, "rtfx_vs_wer", "RTFx vs WER",
                  "Decoding speed (RTFx, higher is faster) against WER per eval set; one point "
                  "per run, coloured by language mix; crosses: baseline Whisper.")

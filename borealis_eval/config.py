@@ -55,7 +55,9 @@ class SynthSource(Strict):
 
 
 class HFSource(Strict):
-    """A Hugging Face dataset by id/config/split, or a `load_from_disk` folder (id = path)."""
+    """Audio rows from a hub dataset by id/config/split (`hf`), a `load_from_disk` folder
+    (`hf_disk`), parquet files (`parquet`: a file or a folder) or an `audiofolder` (audio files
+    beside metadata.csv/.jsonl with a `file_name` column); for the local kinds `id` is the path."""
 
     kind: Literal["hf", "hf_disk", "parquet", "audiofolder"]
     id: str
@@ -66,20 +68,34 @@ class HFSource(Strict):
     text_column: str = "text"
     language_column: str | None = None
     language: str | None = None
+    # read rows as they arrive instead of preparing the whole set (hf, parquet): with max_samples
+    # the first N rows are taken, not a random subset
     streaming: bool = False
 
 
 class HFTextSource(Strict):
-    """Plain-text instruction pairs from a dataset or JSONL (instruction/answer columns)."""
+    """Plain-text instruction pairs from a hub dataset (`hf_text`), a `load_from_disk` folder
+    (`hf_disk`), or parquet / JSON(L) files (`parquet`, `json`: a file or a folder; id = path)."""
 
-    kind: Literal["hf_text"]
+    kind: Literal["hf_text", "hf_disk", "parquet", "json"]
     id: str
     config: str | None = None
     split: str = "train"
     revision: str | None = None
     instruction_column: str = "instruction"
+    input_column: str | None = None  # alpaca-style context, appended to the instruction when non-empty
     answer_column: str = "output"
-    language: str
+    # chat-format datasets: a column of [{role, content}, ...]; the last assistant turn is the
+    # answer and the user turn before it the instruction (instruction/answer columns are then unused)
+    messages_column: str | None = None
+    language: str | None = None  # every row's language; else read per row from language_column
+    language_column: str | None = None
+
+    @model_validator(mode="after")
+    def _language(self):
+        if self.language is None and self.language_column is None:
+            raise ValueError("set 'language' (one for all rows) or 'language_column' (per row)")
+        return self
 
 
 Source = Annotated[Union[ManifestSource, SynthSource, HFSource], Field(discriminator="kind")]
@@ -158,12 +174,82 @@ class ModelConfig(Strict):
     prompt: str = "Transcribe the audio."
 
 
+Range = tuple[float, float]
+PositiveRange = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+
+
+class _Aug(Strict):
+    p: float = Field(default=0.5, ge=0, le=1)  # probability that a training clip gets this effect
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, tuple) and len(v) == 2 and v[0] > v[1]:
+                raise ValueError(f"{name}: low > high ({v[0]:g} > {v[1]:g})")
+        return self
+
+
+class NoiseAug(_Aug):
+    snr_db: Range = (5.0, 20.0)
+    files: list[str] = Field(default_factory=list)  # noise recordings (files or folders); generated noise if empty
+
+
+class ReverbAug(_Aug):
+    p: float = Field(default=0.3, ge=0, le=1)
+    rt60: PositiveRange = (0.2, 0.8)  # seconds; synthetic room impulse responses
+
+
+class TelephoneAug(_Aug):
+    p: float = Field(default=0.2, ge=0, le=1)
+    band_hz: Range = (300.0, 3400.0)  # Butterworth band-pass edges
+    sample_rate: int = Field(default=8000, gt=0, le=16000)  # resampled down to this and back
+
+    @model_validator(mode="after")
+    def _band(self):
+        if not 0 < self.band_hz[0] < self.band_hz[1] < self.sample_rate / 2:
+            raise ValueError(f"band_hz must satisfy 0 < low < high < sample_rate/2 = {self.sample_rate / 2:g} "
+                             f"(got {self.band_hz[0]:g}, {self.band_hz[1]:g})")
+        return self
+
+
+class CodecAug(_Aug):
+    p: float = Field(default=0.2, ge=0, le=1)
+    bits: tuple[Annotated[int, Field(ge=2, le=16)], Annotated[int, Field(ge=2, le=16)]] = (4, 8)  # mu-law depth range
+
+
+class SpeedAug(_Aug):
+    p: float = Field(default=0.3, ge=0, le=1)
+    factor: PositiveRange = (0.9, 1.1)  # > 1 plays faster (shorter); pitch moves with it
+
+
+class GainAug(_Aug):
+    db: Range = (-6.0, 6.0)
+
+
+class AugmentConfig(Strict):
+    """Training-audio augmentation; seeded per (seed, epoch, clip) and logged. Augmented clips are
+    encoded on the fly (the feature cache holds only clean audio)."""
+
+    noise: NoiseAug | None = None
+    reverb: ReverbAug | None = None
+    telephone: TelephoneAug | None = None
+    codec: CodecAug | None = None
+    speed: SpeedAug | None = None
+    gain: GainAug | None = None
+    # curriculum: every probability ramps linearly from 0 to its configured p over this many epochs
+    curriculum_epochs: int = Field(default=0, ge=0)
+
+
 class DataConfig(Strict):
     train_sets: list[AudioSet] = Field(min_length=1)
     text_pool: TextPool | None = None
     language_mix: dict[str, float]
     text_fraction: float = 0.0
     num_examples: int = Field(default=2000, gt=0)  # size of the mixed training stream
+    augment: AugmentConfig | None = None
+    # a set whose unusable audio (missing, corrupt, empty, NaN, too long) exceeds this share fails the run
+    max_bad_share: float = Field(default=0.05, ge=0, le=1)
 
     @field_validator("text_fraction")
     @classmethod
@@ -234,6 +320,9 @@ class EvalConfig(Strict):
     max_tokens_per_second: float = Field(default=15.0, gt=0)
     num_beams: int = Field(default=1, gt=0)
     window_seconds: float = Field(default=30.0, gt=0)  # long-form window for the speech-LLM
+    # long audio for the speech-LLM: decode each window and join the texts ("window"), or splice
+    # every window's audio embeddings into one prompt and decode once ("concat")
+    long_form: Literal["window", "concat"] = "window"
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     bootstrap: int = Field(default=1000, ge=100)
 
@@ -480,7 +569,7 @@ def _validation_error(err: ValidationError, lines: _LineMap, prefix: list[str], 
     return ConfigError(f"{_where(lines, dotted)}: {path_s}: {msg}{shown}{context}{more}")
 
 
-_SOURCE_TAGS = {"manifest", "synth", "hf", "hf_disk", "parquet", "audiofolder", "hf_text"}
+_SOURCE_TAGS = {"manifest", "synth", "hf", "hf_disk", "parquet", "audiofolder", "hf_text", "json"}
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> list[str] | None:

@@ -10,12 +10,21 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 
 class AudioError(ValueError):
-    """An audio file is missing, unreadable, empty or contains NaN samples."""
+    """An audio clip that cannot be used; `kind` names why, for the run's bad-item list.
+
+    Kinds: missing, corrupt, empty, nan (NaN or inf samples), sample_rate (implausible rate),
+    too_long / too_short (outside the set's duration limits, found after reading the header).
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -54,23 +63,51 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
         raise
 
 
-def load_audio(path: str | os.PathLike, target_sr: int = 16_000) -> np.ndarray:
-    """Decode an audio file to float32 mono at ``target_sr`` (soundfile + soxr)."""
+def load_audio(src: str | os.PathLike | BinaryIO, target_sr: int = 16_000,
+               limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Decode a file (or file-like bytes) to float32 mono at ``target_sr`` (soundfile + soxr).
+
+    Channels are averaged (a speech encoder wants one channel; the mean keeps both sides of a
+    stereo recording). ``limits`` = (min, max) seconds is checked on the header, before
+    decoding, so an hour-long file in a set of short clips costs nothing.
+    """
     import soundfile as sf
     import soxr
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file is missing")
+    is_path = isinstance(src, (str, os.PathLike))
+    name = str(src) if is_path else "<bytes>"
+    if is_path and not os.path.isfile(src):
+        raise AudioError(f"{name}: audio file is missing", "missing")
+    if is_path and os.path.getsize(src) == 0:
+        raise AudioError(f"{name}: audio file is empty (0 bytes)", "empty")
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(name if is_path else src) as f:
+            sr, frames = f.samplerate, f.frames
+            _check_header(name, sr, frames, limits)
+            audio = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:  # libsndfile reports corrupt/unknown formats as several exception types
-        raise AudioError(f"{path}: unreadable or corrupt audio ({e})") from e
+        raise AudioError(f"{name}: unreadable or corrupt audio ({e})", "corrupt") from e
     if audio.shape[0] == 0:
-        raise AudioError(f"{path}: audio file is empty (0 samples)")
+        raise AudioError(f"{name}: audio is empty (0 samples)", "empty")
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if np.isnan(audio).any():
-        raise AudioError(f"{path}: audio contains NaN samples")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples", "nan")
     if sr != target_sr:
         audio = soxr.resample(audio, sr, target_sr)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _check_header(name, sr: int, frames: int, limits: tuple[float, float] | None) -> None:
+    """Reject what the header already condemns: no speech is recorded below 4 kHz or above
+    384 kHz (such a rate means a broken header), and clips outside the set's duration range."""
+    if not 4_000 <= sr <= 384_000:
+        raise AudioError(f"{name}: implausible sample rate {sr} Hz", "sample_rate")
+    if frames == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)", "empty")
+    seconds = frames / sr
+    if limits and seconds > limits[1]:
+        raise AudioError(f"{name}: {seconds:.1f} s is over the set's max_duration {limits[1]:g} s", "too_long")
+    if limits and seconds < limits[0]:
+        raise AudioError(f"{name}: {seconds:.2f} s is under the set's min_duration {limits[0]:g} s", "too_short")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, ROOT, machine
 
-BENCHMARKS = ["baseline_decode", "speechlm_decode", "train_cache", "sweep_scaling", "tracking_overhead"]
+BENCHMARKS = ["baseline_decode", "speechlm_decode", "train_cache", "sweep_scaling", "tracking_overhead",
+              "train_augment"]
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -82,7 +83,7 @@ def render_readme(out: Path = RESULTS) -> None:
         rows.append(f"| {i} | {r['title']}{quick} | {fmt_ratio(r)}<br>{r['ratio_label']} | {verdict(r)} | {sides} | "
                     f"{r['summary']} | `{r['command']}` | {r['date']} | {m['cores']} cores, {m['cpu']}, "
                     f"torch {m['torch']} ({m['torch_threads']} threads) |")
-    rows.append("| 6 | GPU check: bf16 train step + decode RTFx, whisper-base-sized encoder + ~0.5B Qwen3 "
+    rows.append(f"| {len(BENCHMARKS) + 1} | GPU check: bf16 train step + decode RTFx, whisper-base-sized encoder + ~0.5B Qwen3 "
                 "(benchmarks/gpu_check.py) | prepared, not run | no GPU lent to this task | | | "
                 "`python benchmarks/gpu_check.py --out gpu_check.json` | | |")
     text = README.read_text() if README.is_file() else f"{BEGIN}\n{END}\n"

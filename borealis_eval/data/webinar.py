@@ -12,46 +12,18 @@ import random
 
 import numpy as np
 
+from .augment import noise_at_snr, reverberate, speech_power, telephone_band
 from .espeak import TARGET_SR, synthesize
 from .sentences import SentenceBank
 
 SR = TARGET_SR
 
 
-def _fftconvolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
-    try:
-        from scipy.signal import fftconvolve
-        return fftconvolve(x, h)[: len(x)]
-    except ImportError:  # pragma: no cover - scipy ships with the project's stack
-        n = len(x) + len(h) - 1
-        size = 1 << (n - 1).bit_length()
-        return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]
-
-
-def reverberate(x: np.ndarray, rng: np.random.Generator, rt60: float) -> np.ndarray:
-    """Convolve with an exponentially decaying noise tail (direct path kept at unit gain)."""
-    t = np.arange(int(rt60 * SR)) / SR
-    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    ir *= 0.5 / np.sqrt(np.sum(ir**2))  # tail ~6 dB below the direct sound
-    ir[0] = 1.0
-    return _fftconvolve(x, ir).astype(np.float32)
-
-
-def telephone_band(x: np.ndarray) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-    sos = butter(4, [300, 3400], btype="bandpass", fs=SR, output="sos")
-    return sosfilt(sos, x).astype(np.float32)
-
-
 def add_noise_and_hum(x: np.ndarray, rng: np.random.Generator, snr_db: float) -> np.ndarray:
     """Brown-ish room noise at ``snr_db`` relative to the speech power, plus mains hum."""
-    active = x[np.abs(x) > 1e-3]
-    p_speech = float(np.mean(active**2)) if active.size else 1e-4
-    white = rng.standard_normal(len(x))
-    noise = white + 0.97 * np.concatenate([[0.0], white[:-1]])  # tilt towards low frequencies
-    noise *= np.sqrt(p_speech / 10 ** (snr_db / 10) / np.mean(noise**2))
+    noise = noise_at_snr(x, rng, snr_db)
     t = np.arange(len(x)) / SR
-    hum_amp = np.sqrt(p_speech) * 10 ** (-rng.uniform(22, 30) / 20)
+    hum_amp = np.sqrt(speech_power(x)) * 10 ** (-rng.uniform(22, 30) / 20)
     hum = hum_amp * (np.sin(2 * np.pi * 50 * t) + 0.5 * np.sin(2 * np.pi * 100 * t + 1.0)
                      + 0.25 * np.sin(2 * np.pi * 150 * t + 2.0))
     return (x + noise + hum).astype(np.float32)

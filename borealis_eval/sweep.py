@@ -37,26 +37,24 @@ from borealis_eval.claims import RECLAIMABLE_NOTE, Claim, ClaimStore, default_st
 
 from borealis_eval.config import (Ablation, ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant, flatten,
                                   load_ablation)
+from borealis_eval.data.augment import Augmenter
+from borealis_eval.data.augment_batches import AugmentBatches
 from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
-from borealis_eval.data.manifest import AudioError
 from borealis_eval.data.mixer import mix
-from borealis_eval.data.sources import AudioItem, TextItem, load_audio_set, load_text_pool
+from borealis_eval.data.sources import (AudioItem, BadDataError, TextItem, check_bad, load_audio_set, load_text_pool,
+                                        load_waves)
 from borealis_eval.evaluate.runner import (DecodeCache, SetResult, decode_set, metrics_for_mlflow, paired_rows, score_set, set_language,
                                           utt_scores, windows)
 from borealis_eval.evaluate.textskill import text_ability
 from borealis_eval.models.encoder import FrozenWhisperEncoder
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
-from borealis_eval.tracking import RunLogger, TrackingConfig, experiment_id, preflight
+from borealis_eval.tracking import RunLogger, StoreError, TrackingConfig, experiment_id, preflight
 from borealis_eval.paths import cache_root
-from borealis_eval.train import TrainingDiverged, TrainingInterrupted, train
+from borealis_eval.train import TrainingDiverged, TrainingInterrupted, TrainingOOM, is_oom, train
 
 log = logging.getLogger("borealis_eval")
 SAMPLE_RATE = 16_000
-
-
-class BadDataError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -104,28 +102,10 @@ class Resources:
         return self.tokenizers[key]
 
 
-def _load_waves(items: list[AudioItem], bad: list[dict], set_name: str) -> dict[str, np.ndarray]:
-    waves = {}
-    for it in items:
-        try:
-            w = it.load()
-            if w.size == 0:
-                raise AudioError(f"{it.id}: empty audio")
-            waves[it.id] = w
-        except (AudioError, OSError, RuntimeError) as e:
-            bad.append({"set": set_name, "id": it.id, "reason": str(e)})
-    return waves
-
-
-def _check_bad(bad: list[dict], total: int, max_share: float) -> None:
-    if total and len(bad) / total > max_share:
-        eg = "; ".join(f"{b['id']}: {b['reason']}" for b in bad[:3])
-        raise BadDataError(f"{len(bad)} of {total} audio items could not be used (> {max_share:.0%}): {eg}")
-
-
-def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05, all_train: bool = False) -> Resources:
+def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resources:
     """Load and encode what the variants need; `all_train` encodes every training clip (searches,
-    whose variants are not known in advance)."""
+    whose variants are not known in advance). Unusable clips and text rows are skipped and listed
+    in `bad_items`; a set with more of them than `data.max_bad_share` stops the sweep here."""
     base = variants[0].config
     for v in variants[1:]:
         if v.config.model.encoder != base.model.encoder or v.config.data.train_sets != base.data.train_sets:
@@ -137,7 +117,7 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05, all_
     bad: list[dict] = []
     train_items = [it for s in base.data.train_sets for it in load_audio_set(s)]
     pool = next((v.config.data.text_pool for v in variants if v.config.data.text_pool), None)
-    text_items = load_text_pool(pool) if pool else []
+    text_items = load_text_pool(pool, "text_pool", bad, base.data.max_bad_share) if pool else []
     encoder = FrozenWhisperEncoder(base.model.encoder, device=device)
     cache = FeatureCache(encoder.identity.key)
     res = Resources(base, device, train_items, text_items, [], encoder, cache, bad_items=bad)
@@ -151,26 +131,26 @@ def prepare_resources(variants: list[Variant], max_bad_share: float = 0.05, all_
     ids = sorted(needed)
     for s in range(0, len(ids), 512):  # bounded memory: waves of one chunk at a time
         chunk = [needed[i] for i in ids[s : s + 512]]
-        waves = _load_waves(chunk, bad, "train")
+        waves = load_waves(chunk, bad, "train")
         res.features.update(_half(encode_cached(encoder, waves, cache, base.eval.batch_size, "encoding train")))
     n_train_bad = sum(b["set"] == "train" for b in bad)
-    _check_bad([b for b in bad if b["set"] == "train"], len(ids), max_bad_share)
+    check_bad(bad, "train", len(ids), base.data.max_bad_share)
     if n_train_bad:
         res.train_items = [it for it in train_items if it.id in res.features or it.id not in needed]
 
-    load_eval_data(res, base, max_bad_share)
+    load_eval_data(res, base)
     return res
 
 
-def load_eval_data(res: Resources, base: ExperimentConfig, max_bad_share: float = 0.05, encode: bool = True) -> None:
+def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) -> None:
     """Eval sets: waves kept for the baseline, window features encoded once through the cache."""
     bad, encoder, cache = res.bad_items, res.encoder, res.cache
     for spec in base.eval.sets:
         items = load_audio_set(spec)
         if not items:
             raise BadDataError(f"eval set '{spec.name}' is empty")
-        waves = _load_waves(items, bad, spec.name)
-        _check_bad([b for b in bad if b["set"] == spec.name], len(items), max_bad_share)
+        waves = load_waves(items, bad, spec.name)
+        check_bad(bad, spec.name, len(items), base.data.max_bad_share)
         items = [it for it in items if it.id in waves]
         res.eval_sets.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
         if not encode:
@@ -179,7 +159,8 @@ def load_eval_data(res: Resources, base: ExperimentConfig, max_bad_share: float 
                for j, w in enumerate(windows(wave, base.eval.window_seconds))}
         res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
     for ts in base.eval.text_sets:
-        res.text_sets.append((ts.name, load_text_pool(TextPool(source=ts.source, max_samples=ts.max_samples))))
+        pool = TextPool(source=ts.source, max_samples=ts.max_samples)
+        res.text_sets.append((ts.name, load_text_pool(pool, ts.name, bad, base.data.max_bad_share)))
 
 
 def _half(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,7 +188,7 @@ def _decode_cached(res: Resources, es: EvalData, model_id: str | None, params: d
 def _decode_params(cfg: ExperimentConfig) -> dict:
     e = cfg.eval
     return {"max_new_tokens": e.max_new_tokens, "tps": e.max_tokens_per_second, "beams": e.num_beams,
-            "window": e.window_seconds}
+            "window": e.window_seconds, "long_form": e.long_form}
 
 
 def weights_id(model: torch.nn.Module) -> str:
@@ -228,6 +209,12 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, m
         n_win = {i: sum(1 for k in _window_keys(res, i)) for i in es.waves}
 
         def transcribe(ids: list[str], language: str, es=es, n_win=n_win) -> list[str]:
+            if cfg.eval.long_form == "concat":  # every window's encoder output in one prompt, one decode
+                exs = [Example(answer="", id=i, features=torch.cat(
+                    [res.features[k] for k in _window_keys(res, i)]).float().to(res.device)) for i in ids]
+                longest = max(x.features.shape[0] for x in exs) / 50  # encoder frames -> seconds
+                cap = token_cap(cfg, longest, windows=max(n_win[i] for i in ids))
+                return model.generate(exs, cap, cfg.eval.num_beams)
             keys = [(i, f"{i}#{j}") for i in ids for j in range(n_win[i])]
             exs = [Example(answer="", features=res.features[k].float().to(res.device), id=k) for _, k in keys]
             longest = max(x.features.shape[0] for x in exs) / 50  # encoder frames -> seconds
@@ -260,9 +247,10 @@ def evaluate_text_skill(model: SpeechLM, res: Resources, cfg: ExperimentConfig, 
     return out
 
 
-def token_cap(cfg: ExperimentConfig, seconds: float) -> int:
-    """New-token budget for audio of `seconds`: the runaway cap, never above max_new_tokens."""
-    return min(cfg.eval.max_new_tokens, int(cfg.eval.max_tokens_per_second * seconds) + 16)
+def token_cap(cfg: ExperimentConfig, seconds: float, windows: int = 1) -> int:
+    """New-token budget for audio of `seconds`: the runaway cap, never above max_new_tokens per
+    window (a concatenated long-form prompt of n windows gets n times the budget)."""
+    return min(cfg.eval.max_new_tokens * windows, int(cfg.eval.max_tokens_per_second * seconds) + 16)
 
 
 def _window_keys(res: Resources, item_id: str):
@@ -333,9 +321,16 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
     ]
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run.params({"model.trainable_params": n_params})
+    augment = None
+    if cfg.data.augment is not None:  # augmented clips are re-encoded on the fly; the others keep cached features
+        augment = AugmentBatches(Augmenter(cfg.data.augment, cfg.seed), res.encoder,
+                                 {e.id: e for e in m.examples if isinstance(e, AudioItem)}, len(examples))
     result = train(model, examples, cfg.train, cfg.seed, log=run.metrics, progress=progress,
                    checkpoint_dir=opts.checkpoint_dir, checkpoint_every=opts.checkpoint_every,
-                   should_stop=opts.should_stop, on_step=opts.on_step(model) if opts.on_step else None)
+                   should_stop=opts.should_stop, on_step=opts.on_step(model) if opts.on_step else None,
+                   batch_transform=augment)
+    if augment is not None:
+        run.metrics(augment.metrics())  # every rank takes part (counts are summed over ranks)
     if result.resumed_from:
         run.tags({"resumed_from_step": result.resumed_from})
     run.metrics({"train/first_loss": result.first_loss, "train/last_loss": result.last_loss,
@@ -499,9 +494,10 @@ def close_previous_attempt(client: MlflowClient, claim: Claim) -> None:
     except Exception:  # noqa: BLE001 - the run was never created or the store lost it
         return
     if run.info.status in ("RUNNING", "SCHEDULED"):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(claim.previous_heartbeat or 0))
-        client.set_tag(run.info.run_id, "error", f"worker {claim.previous_worker} stopped without reporting "
-                       f"(killed or lost; last heartbeat {when} UTC); variant taken over by a restarted worker")
+        if "error" not in run.data.tags:  # else the worker recorded why but could not close the run (store down)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(claim.previous_heartbeat or 0))
+            client.set_tag(run.info.run_id, "error", f"worker {claim.previous_worker} stopped without reporting "
+                           f"(killed or lost; last heartbeat {when} UTC); variant taken over by a restarted worker")
         client.set_terminated(run.info.run_id, "FAILED")
 
 
@@ -524,7 +520,12 @@ def execute_variant(ctx: StudyContext, v: Variant, res_fn: Callable[[], Resource
     ckdir = ctx.checkpoint_dir(key)
     with ctx.heartbeat(key):
         res = res_fn()
-        run = RunLogger.start(ctx.client, ctx.exp_id, v.name, tags, ctx.parent.run_id)
+        try:
+            run = RunLogger.start(ctx.client, ctx.exp_id, v.name, tags, ctx.parent.run_id)
+        except StoreError as e:
+            if ctx.store is not None:
+                ctx.store.interrupt(ctx.name, key, str(e))
+            raise
         if ctx.store is not None:
             ctx.store.set_run(ctx.name, key, run.run_id)
         if started is not None:
@@ -550,6 +551,11 @@ def execute_variant(ctx: StudyContext, v: Variant, res_fn: Callable[[], Resource
             if ctx.store is not None:
                 ctx.store.interrupt(ctx.name, key, str(e) or "interrupted")
             raise
+        except StoreError as e:  # the tracking store failed, not the variant: stop loudly, resumable (checkpoint kept)
+            _fail(run, e)
+            if ctx.store is not None:
+                ctx.store.interrupt(ctx.name, key, str(e))
+            raise
         except Exception as e:
             if type(e).__name__ == "TrialPruned":
                 run.tags({"optuna.pruned": "true"})
@@ -558,7 +564,7 @@ def execute_variant(ctx: StudyContext, v: Variant, res_fn: Callable[[], Resource
                 raise
             _fail(run, e)
             if ctx.store is not None:
-                ctx.store.fail(ctx.name, key, f"{type(e).__name__}: {e}")
+                ctx.store.fail(ctx.name, key, failure_reason(e))
             return None
 
 
@@ -766,9 +772,13 @@ def _run_baseline(ctx: StudyContext, key: str, cfg: ExperimentConfig, resources,
             _fail(run, e, "KILLED")
             ctx.store.interrupt(ctx.name, key, str(e) or "interrupted")
             raise
+        except StoreError as e:
+            _fail(run, e)
+            ctx.store.interrupt(ctx.name, key, str(e))
+            raise
         except Exception as e:
             _fail(run, e)
-            ctx.store.fail(ctx.name, key, f"{type(e).__name__}: {e}")
+            ctx.store.fail(ctx.name, key, failure_reason(e))
             return False
 
 
@@ -790,6 +800,8 @@ def _close_sweep(ctx: StudyContext, items, rows: dict[str, dict], resources, bas
     n_failed = sum(rows.get(k, {}).get("status") == "failed" for k, _ in items)
     ctx.parent.metrics({"sweep/finished": len(finished), "sweep/failed": n_failed})
     if done:
+        if "error" in ctx.client.get_run(ctx.parent.run_id).data.tags:  # left by an earlier, failed attempt
+            ctx.client.delete_tag(ctx.parent.run_id, "error")
         ctx.parent.end("FINISHED")
         ctx.store.close_study(ctx.name)
     else:  # the study stays open: a rerun retries the failed variants only
@@ -811,17 +823,30 @@ def _paired_vs_baseline(name: str, results: list[SetResult], systems: dict[str, 
     return out
 
 
+EVAL_OOM_HINT = ("out of memory outside training: lower eval.batch_size (eval.baseline.batch_size for the Whisper "
+                 "baseline) or eval.window_seconds")
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for the run's error tag and the claim: the exception, plus a hint for an out-of-memory."""
+    if is_oom(e) and not isinstance(e, TrainingOOM):  # training OOMs carry their own hint; first, as the
+        return f"{type(e).__name__} ({EVAL_OOM_HINT}): {e}"  # allocator's message is long and gets cut
+    return f"{type(e).__name__}: {e}"
+
+
 def _fail(run: RunLogger, e: BaseException, status: str | None = None) -> None:
     status = status or ("KILLED" if isinstance(e, (KeyboardInterrupt, TrainingInterrupted)) else "FAILED")
     extra = {}
-    if isinstance(e, TrainingDiverged):
+    if isinstance(e, (TrainingDiverged, TrainingOOM)):
         extra = {"error.step": e.step, "error.batch_ids": ",".join(e.ids[:50])}
+    elif is_oom(e):
+        extra = {"error.hint": EVAL_OOM_HINT}
     try:
-        run.tags({"error": f"{type(e).__name__}: {e}"[:5000], **extra})
+        run.tags({"error": failure_reason(e)[:5000], **extra})
         run.artifact_text("".join(traceback.format_exception(e)), "error.txt")
         run.end(status)
-    except Exception:  # noqa: BLE001 - never mask the original error
-        log.exception("could not record the failure in MLflow")
+    except Exception as err:  # noqa: BLE001 - never mask the original error
+        log.warning("could not record the failure in MLflow: %s", str(err).splitlines()[0] if str(err) else err)
 
 
 def check_model_refs(variants: list[Variant]) -> None:

@@ -3,10 +3,15 @@
 The embedded default is a sqlite store and an artifact folder next to mlflow.yaml; the same
 code points at a server through mlflow.yaml or MLFLOW_TRACKING_URI. Runs are driven through
 `MlflowClient` with explicit run ids (no global active-run state), so nesting is explicit.
+
+A store that fails mid-run fails loudly (StoreError, a TrackingError the CLI prints in one line)
+instead of losing data quietly: unsent metrics stay buffered, the training loop checkpoints first,
+and the sweep marks the variant's claim interrupted, so rerunning the same command resumes it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -27,6 +32,27 @@ DEFAULT_CONFIG = Path("mlflow.yaml")
 
 class TrackingError(RuntimeError):
     pass
+
+
+class StoreError(TrackingError):
+    """The tracking store failed after the run started (a write was refused or timed out)."""
+
+
+def _store_call(fn):
+    """RunLogger methods: a store failure becomes a StoreError that names the run and says how to recover."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *a, **k):
+        try:
+            return fn(self, *a, **k)
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - mlflow raises many types (MlflowException, OSError, sqlalchemy)
+            raise StoreError(
+                f"MLflow store {self.client.tracking_uri} failed while writing run {self.run_id} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); nothing finished is lost and "
+                "training is checkpointed: rerun the same command once the store is back to resume") from e
+    return wrapper
 
 
 @dataclass
@@ -72,7 +98,10 @@ def preflight(tc: TrackingConfig, timeout: float = 5.0) -> MlflowClient:
                 "start it, or unset MLFLOW_TRACKING_URI to use the embedded store in mlflow.yaml"
             ) from None
     elif tc.tracking_uri.startswith("sqlite:///"):
-        Path(tc.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(tc.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"MLflow store {tc.tracking_uri}: cannot create its folder ({e})") from None
     lock = nullcontext()
     if tc.tracking_uri.startswith("sqlite:///"):  # workers starting together: one creates the schema, not both
         lock = FileLock(tc.tracking_uri.removeprefix("sqlite:///") + ".lock")
@@ -107,8 +136,10 @@ def experiment_id(client: MlflowClient, tc: TrackingConfig, name: str, descripti
 class RunLogger:
     """One MLflow run with buffered metrics (one log_batch per flush, not one call per point)."""
 
-    def __init__(self, client: MlflowClient, run_id: str, flush_every: int = 200):
-        self.client, self.run_id, self.flush_every = client, run_id, flush_every
+    FLUSH_EVERY = 200  # metric points buffered before one log_batch
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_every: int | None = None):
+        self.client, self.run_id, self.flush_every = client, run_id, flush_every or self.FLUSH_EVERY
         self._metrics: list[Metric] = []
         self.log_seconds = 0.0
 
@@ -118,7 +149,12 @@ class RunLogger:
         tags = {k: str(v) for k, v in tags.items()}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-        run = client.create_run(exp_id, run_name=name, tags=tags)
+        try:
+            run = client.create_run(exp_id, run_name=name, tags=tags)
+        except Exception as e:  # noqa: BLE001 - see _store_call
+            raise StoreError(f"MLflow store {client.tracking_uri} failed creating run '{name}' "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); "
+                             "rerun the same command once the store is back") from e
         return cls(client, run.info.run_id)
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
@@ -127,6 +163,7 @@ class RunLogger:
         if len(self._metrics) >= self.flush_every:
             self.flush()
 
+    @_store_call
     def params(self, values: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in values.items()]
         t = time.perf_counter()
@@ -134,25 +171,30 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[s : s + 100])
         self.log_seconds += time.perf_counter() - t
 
+    @_store_call
     def tags(self, values: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
+    @_store_call
     def flush(self) -> None:
         t = time.perf_counter()
         while self._metrics:
-            chunk, self._metrics = self._metrics[:1000], self._metrics[1000:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            self.client.log_batch(self.run_id, metrics=self._metrics[:1000])
+            del self._metrics[:1000]  # only once stored: a failed write keeps them for the next flush
         self.log_seconds += time.perf_counter() - t
 
+    @_store_call
     def artifact_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
     def artifact_json_lines(self, rows: list[dict], path: str) -> None:
         self.artifact_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), path)
 
+    @_store_call
     def artifact_file(self, local: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local), folder)
 
+    @_store_call
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
         self.client.set_terminated(self.run_id, status)

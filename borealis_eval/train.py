@@ -8,10 +8,15 @@ Checkpoints (optional): every `checkpoint_every` steps the main process writes t
 weights, optimizer, scheduler, step, losses and RNG states to `checkpoint_dir/state.pt`
 atomically (temp file + os.replace); a later call with the same directory resumes from it.
 `should_stop()` (e.g. a signal flag) makes the loop checkpoint and raise TrainingInterrupted.
+The logged curve points are part of the checkpoint and replayed on resume, so a resumed run has
+the whole curve; if the metrics sink fails (tracking store down) the loop checkpoints first, so
+a rerun loses no training. A checkpoint that does not load (truncated, corrupt) is set aside and
+training starts over rather than trusting it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -29,6 +34,8 @@ from transformers import get_cosine_schedule_with_warmup
 from borealis_eval.config import TrainConfig
 from borealis_eval.models.speech_lm import Example, SpeechLM
 
+log_ = logging.getLogger("borealis_eval")
+
 
 class TrainingDiverged(RuntimeError):
     """Loss or gradients became NaN/inf; carries the step and the batch's example ids."""
@@ -37,6 +44,26 @@ class TrainingDiverged(RuntimeError):
         self.step, self.ids = step, ids
         super().__init__(f"{what} is not finite at step {step} (batch ids: {', '.join(ids[:8])}"
                          f"{' ...' if len(ids) > 8 else ''})")
+
+
+class TrainingOOM(RuntimeError):
+    """Out of memory in a training step; the message says which settings to change."""
+
+    def __init__(self, step: int, cfg: TrainConfig, ids: list[str], cause: BaseException):
+        self.step, self.ids = step, ids
+        bs, ga = cfg.batch_size, cfg.grad_accum
+        fix = (f"lower train.batch_size and raise train.grad_accum by the same factor (the effective batch "
+               f"{bs * ga} stays), e.g. batch_size: {max(1, bs // 2)}, grad_accum: {ga * 2}" if bs > 1 else
+               "train.batch_size is already 1: use a smaller model, LoRA (model.llm.train: lora) or bf16")
+        super().__init__(f"out of memory at step {step} (train.batch_size={bs}, train.grad_accum={ga}): {fix} "
+                         f"[{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}]")
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA OOM, a host allocation failure, or a CPU allocator 'can't allocate memory' RuntimeError."""
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in ("out of memory", "can't allocate memory"))
 
 
 class TrainingInterrupted(RuntimeError):
@@ -75,22 +102,36 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, core: SpeechLM, opt, sched, step: int, losses: list[float]) -> None:
+def save_checkpoint(directory: Path, core: SpeechLM, opt, sched, step: int, losses: list[float],
+                    history: list | None = None) -> None:
     """Atomic: a kill at any moment leaves either the previous checkpoint or this one, never half."""
     directory.mkdir(parents=True, exist_ok=True)
-    state = {"step": step, "losses": losses, "rng": _rng_state(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(),
+    state = {"step": step, "losses": losses, "history": history or [], "rng": _rng_state(),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "model": {k: t.detach().cpu() for k, t in core.trainable_state_dict().items()}}
     tmp = directory / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, directory / CHECKPOINT)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves the previous checkpoint and no debris
 
 
 def load_checkpoint(directory: Path | None) -> dict | None:
+    """The saved state, or None; an unreadable file is renamed `state.pt.corrupt` and ignored."""
     path = directory / CHECKPOINT if directory else None
     if path is None or not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or not {"step", "model", "optimizer", "scheduler"} <= set(state):
+            raise ValueError("not a training checkpoint")
+        return state
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a damaged file
+        os.replace(path, path.with_name(CHECKPOINT + ".corrupt"))
+        log_.warning("checkpoint %s does not load (%s: %s); set aside as %s.corrupt, training starts over",
+                     path, type(e).__name__, str(e)[:200], CHECKPOINT)
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -111,13 +152,14 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 
 def _batches(examples: list[Example], batch_size: int, rank: int, world: int):
-    """Endless stream of batches; each process takes every world-th batch."""
+    """Endless stream of (positions, batch); each process takes every world-th batch. A position
+    counts examples from the start of the stream (position // len(examples) is the epoch)."""
     i = 0
     n = len(examples)
     while True:
-        batch = [examples[(i + j) % n] for j in range(batch_size)]
         if (i // batch_size) % world == rank:
-            yield batch
+            positions = list(range(i, i + batch_size))
+            yield positions, [examples[p % n] for p in positions]
         i += batch_size
 
 
@@ -126,8 +168,14 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
           accelerator: Accelerator | None = None, progress: bool = True,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
           should_stop: Callable[[], str | None] | None = None,
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks)."""
+          on_step: Callable[[int], None] | None = None,
+          batch_transform: Callable[[list[Example], list[int]], list[Example]] | None = None) -> TrainResult:
+    """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks).
+
+    `batch_transform(batch, positions)` may replace a batch's examples before the step (e.g.
+    augmented audio encoded on the fly); it must be a pure function of its arguments, so the
+    batches stay a pure function of the step and a resumed run replays them exactly.
+    """
     if not examples:
         raise ValueError("no training examples")
     seed_everything(seed)
@@ -143,6 +191,7 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
 
     stream = _batches(examples, cfg.batch_size, acc.process_index, acc.num_processes)
     losses: list[float] = []
+    history: list[tuple[int, dict[str, float]]] = []  # every logged (step, metrics) point
     start = 0
     ckpt = load_checkpoint(checkpoint_dir)
     if ckpt is not None:
@@ -152,7 +201,10 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         core.load_state_dict(ckpt["model"], strict=False)
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        start, losses = ckpt["step"], list(ckpt["losses"])
+        start, losses, history = ckpt["step"], list(ckpt["losses"]), list(ckpt.get("history", []))
+        if log is not None:  # a resumed run (a new MLflow run) gets the curve from step 1, not from `start`
+            for at, point in history:
+                log(point, at)
         for _ in range(start * cfg.grad_accum):  # the batch stream is a pure function of the step
             next(stream)
         _set_rng_state(ckpt["rng"])
@@ -161,33 +213,49 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
                leave=False, initial=start, total=cfg.steps)
     pending: list[float] = []
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, barrier: bool = True) -> None:
         if checkpoint_dir is not None and acc.is_main_process:
-            save_checkpoint(checkpoint_dir, core, opt, sched, step, losses)
-        acc.wait_for_everyone()
+            save_checkpoint(checkpoint_dir, core, opt, sched, step, losses, history)
+        if barrier:
+            acc.wait_for_everyone()
 
     for step in bar:
         for _ in range(cfg.grad_accum):
-            batch = next(stream)
-            with acc.accumulate(model), acc.autocast():
-                loss = model(batch) if acc.num_processes > 1 else core(batch)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(step, "loss", [e.id for e in batch])
-                acc.backward(loss)
-                if acc.sync_gradients:
-                    norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                    if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
-                        raise TrainingDiverged(step, "gradient norm", [e.id for e in batch])
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+            positions, batch = next(stream)
+            try:
+                if batch_transform is not None:  # e.g. augmentation re-encodes audio: it can run out of memory too
+                    batch = batch_transform(batch, positions)
+                with acc.accumulate(model), acc.autocast():
+                    loss = model(batch) if acc.num_processes > 1 else core(batch)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(step, "loss", [e.id for e in batch])
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                        if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                            raise TrainingDiverged(step, "gradient norm", [e.id for e in batch])
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+            except Exception as e:
+                if is_oom(e):
+                    raise TrainingOOM(step, cfg, [x.id for x in batch], e) from e
+                raise
             pending.append(loss.detach().float().item())
         step_loss = float(np.mean(pending[-cfg.grad_accum:]))
         losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             window = losses[-cfg.log_every:]
-            log({"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]}, step + 1)
+            point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]}
+            history.append((step + 1, point))
+            try:
+                log(point, step + 1)
+            except Exception:
+                # The metrics sink failed (e.g. the tracking store went away): keep the training done so
+                # far, this point included, so a rerun resumes here. No barrier: only the main process logs.
+                checkpoint(step + 1, barrier=False)
+                raise
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
             checkpoint(step + 1)
         if on_step is not None:

@@ -59,6 +59,12 @@ def run_two_workers(tmp: Path, corpus: Path, storage: str, name: str):
         rows = c.execute(sa.text("SELECT status, worker FROM borealis_claims WHERE study = :s"), {"s": study}).all()
     eng.dispose()
     assert len(rows) == 6 and {r[0] for r in rows} == {"finished"}
+    # both workers encoded into one feature cache: every entry is whole, no temporary file is left over
+    from safetensors.torch import load_file
+
+    entries = list((tmp / "cache" / "features").rglob("*.safetensors"))
+    assert entries and not [e for e in entries if e.name.startswith(".")]
+    assert all(load_file(str(e))["x"].numel() > 0 for e in entries)
     return {r[1] for r in rows}
 
 

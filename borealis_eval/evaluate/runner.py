@@ -141,13 +141,20 @@ class DecodeCache:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, ValueError):
+            records, seconds = data["records"], float(data["seconds"])
+            if not isinstance(records, list):
+                raise TypeError("records is not a list")
+        except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: decode again
             return None
         self.hits += 1
-        return data["records"], data["seconds"]
+        return records, seconds
 
     def put(self, key: str, records: list[dict], seconds: float) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"records": records, "seconds": seconds}, f, ensure_ascii=False)
-        os.replace(tmp, os.path.join(self.dir, key + ".json"))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"records": records, "seconds": seconds}, f, ensure_ascii=False)
+            os.replace(tmp, os.path.join(self.dir, key + ".json"))
+        finally:
+            if os.path.exists(tmp):  # a failed write leaves no debris
+                os.unlink(tmp)

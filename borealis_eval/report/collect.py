@@ -167,7 +167,7 @@ def load_report_data(
         )
     table = pd.DataFrame([_describe(r) for r in children]).set_index("run_id")
     finished_mask = table["status"] == FINISHED
-    unfinished = table.loc[~finished_mask, ["role", "variant", "status"]].reset_index()
+    unfinished = table.loc[~finished_mask, ["role", "variant", "status", "error"]].reset_index()
     finished = [r for r in children if r.info.status == FINISHED]
     if not finished:
         raise ReportError(
@@ -257,6 +257,7 @@ def _describe(run: Run) -> dict:
         "model": tags.get("model", ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,
+        "error": (tags.get("error") or "").splitlines()[0][:300] if tags.get("error") else "",
     }
 
 

@@ -619,9 +619,16 @@ def _axis_value_label(v: Any) -> str:
         return mix_label(v)
     if isinstance(v, float):
         return f"{v:g}"
+    if v is None:
+        return "off"  # e.g. data.augment: [null, {...}]
     if not isinstance(v, (dict, list)):
         return str(v)
-    return hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    digest = hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    if isinstance(v, dict):  # a section: name its parts, the digest keeps two variants of the same parts apart
+        parts = "+".join(str(k) for k, x in v.items() if x is not None)
+        if parts and len(parts) <= 40:
+            return f"{parts}~{digest}"
+    return digest
 
 
 def load_ablation(path: str | Path) -> tuple[Ablation, list[Variant]]:

@@ -27,16 +27,18 @@ from .webinar import plan_webinar, render_webinar
 
 log = logging.getLogger(__name__)
 
-VERSION = "synth-ruen-2"  # 2: test sets in three strata (voice / word / shape)
+VERSION = "synth-ruen-3"  # 2: test sets in three strata (voice / word / shape); 3: webinars of 1-1.5 min
 DEFAULT_SIZES = {
     "train": 1200,  # per language
     "dev": 100,  # per language
-    "test_ru": 80,
-    "test_en": 80,
+    "test_ru": 64,
+    "test_en": 64,
     "webinar": 4,  # alternating en, ru
     "text_train": 3000,  # at least one pair per held-out word/template, both languages
     "text_heldout": 200,
 }
+# planned webinar length; espeak lands a few seconds under the plan, so recordings come out 60-85 s
+WEBINAR_PLAN_SECONDS = (64.0, 88.0)
 # espeak voice variants never heard in training audio (in any language)
 HELDOUT_VARIANTS = ("m5", "m7", "f4")
 TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m6", "f1", "f2", "f3")
@@ -169,7 +171,8 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
             lang = ("en", "ru")[i % 2]
             rid = f"webinar-{lang}-{i:03d}"
             plan = plan_webinar(bank, "webinar", lang, rng, voices(lang, False), voices(lang, True),
-                                telephone=(i // 2) % 2 == 1)
+                                telephone=(i // 2) % 2 == 1, min_seconds=WEBINAR_PLAN_SECONDS[0],
+                                max_seconds=WEBINAR_PLAN_SECONDS[1])
             web_tasks.append({"kind": "webinar", "plan": plan, "id": rid, "language": lang,
                               "audio": f"audio/webinar/{rid}.wav", "path": str(tmp / "audio" / "webinar" / f"{rid}.wav")})
         shards = [payload[k::N_SHARDS] for k in range(N_SHARDS)] + [[w] for w in web_tasks]

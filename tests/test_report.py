@@ -196,7 +196,7 @@ def test_markdown_tables(built):
     assert failures[0].count("empty %") == 1 and "len_ratio_mean" in failures[0]
     assert "| 2.0 | 1.05 |" in failures[2]  # rate as percent, ratio as is
     text = _section(md, "Text ability (held-out text-only instructions)")
-    assert "chrF heldout" in text[0] and "| 55 | 15.0 |" in next(r for r in text if BEST in r)
+    assert "chrF heldout" in text[0] and "| 55.0 | 15.0 |" in next(r for r in text if BEST in r)
     assert "RTFx test_ru" in _section(md, "Speed and capping")[0]
     assert "WER and CER are logged as fractions" in md and "russian@1.0" in md
 

@@ -509,7 +509,8 @@ def _per_set_table(data: ReportData, links: Links, families: dict[str, str], tit
         cells = _id_cells(data, run_id, links)
         for (fam, _), v in zip(keys, values):
             cells.append(Cell(_share(v) if fam in ("capped_rate", "text_exact") else
-                              _pct(v) if fam.startswith("wer") else _num(v)))
+                              _pct(v) if fam.startswith("wer") else
+                              ("" if pd.isna(v) else f"{v:.1f}") if fam == "text_chrf" else _num(v)))
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     return Table(title, ID_COLUMNS + columns, rows, note, len(ID_COLUMNS))
 

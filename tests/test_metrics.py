@@ -225,6 +225,16 @@ def test_failure_metrics_crafted():
     assert math.isnan(failure_metrics(["hallo"], ["hallo"], "xx")["wrong_script_rate"])
 
 
+def test_wrong_script_rate_of_a_mixed_set_checks_each_utterance_against_its_own_language():
+    refs = ["привет мир", "hello world", "добрый день", "good day"]
+    hyps = ["привет мир", "привет мир", "good day", "good day"]  # 2nd and 3rd in the other script
+    m = failure_metrics(refs, hyps, "mixed", languages=["ru", "en", "ru", "en"])
+    assert m["wrong_script_rate"] == 0.5
+    assert math.isnan(failure_metrics(refs, hyps, "mixed")["wrong_script_rate"])  # no languages: unknown
+    with pytest.raises(ValueError, match="languages"):
+        failure_metrics(refs, hyps, "mixed", languages=["ru"])
+
+
 # ---------------------------------------------------------------- text ability
 
 

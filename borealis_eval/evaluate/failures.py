@@ -93,12 +93,14 @@ def failure_metrics(
     language: str,
     max_hyp_ratio: float = 3.0,
     normalizer: Normalizer | None = None,
+    languages: Sequence[str] | None = None,
 ) -> dict:
     """Failure metrics over raw reference/hypothesis pairs of one language.
 
     Texts are normalised with ``normalizer`` (default: the language's normaliser); the script
-    check reads the raw hypothesis. ``max_hyp_ratio`` is the ``cap_hypothesis`` factor used to
-    report ``capped_rate``.
+    check reads the raw hypothesis, against each utterance's own language when ``languages`` is
+    given (a mixed set), else against ``language``. ``max_hyp_ratio`` is the ``cap_hypothesis``
+    factor used to report ``capped_rate``.
     """
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
@@ -111,11 +113,14 @@ def failure_metrics(
     utts = score_utterances(n_refs, n_hyps, alignment=False)
 
     ratios = np.array([u.hyp_words / u.ref_words for u in utts if u.ref_words > 0], dtype=float)
-    script = SCRIPT_BY_LANGUAGE.get(language.lower().split("-")[0])
-    if script is None:
-        wrong_script = float("nan")
+    langs = list(languages) if languages is not None else [language] * n
+    if len(langs) != n:
+        raise ValueError(f"{n} utterances but {len(langs)} languages")
+    scripts = [SCRIPT_BY_LANGUAGE.get(str(lang).lower().split("-")[0]) for lang in langs]
+    if any(sc is None for sc in scripts):
+        wrong_script = float("nan")  # a language whose script is unknown: no honest rate
     else:
-        shares = [script_share(h or "", script) for h in hyps]
+        shares = [script_share(h or "", sc) for h, sc in zip(hyps, scripts)]
         wrong_script = sum(s is not None and s < 0.5 for s in shares) / n
     capped = sum(
         cap_hypothesis(h, u.ref_words, factor=max_hyp_ratio) != h for h, u in zip(n_hyps, utts)

@@ -37,7 +37,7 @@ from borealis_eval.claims import RECLAIMABLE_NOTE, Claim, ClaimStore, default_st
 
 from borealis_eval.config import (Ablation, ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant, flatten,
                                   load_ablation)
-from borealis_eval.data.augment import Augmenter
+from borealis_eval.data.augment import Augmenter, noise_files
 from borealis_eval.data.augment_batches import AugmentBatches
 from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
 from borealis_eval.data.mixer import mix
@@ -862,6 +862,10 @@ def check_model_refs(variants: list[Variant]) -> None:
             refs.add(v.config.eval.baseline.ref)
     for r in sorted(refs):
         check_available(r)
+    for v in variants:  # noise recordings named for augmentation exist (else every such variant fails late)
+        aug = v.config.data.augment
+        if aug is not None and aug.noise is not None and aug.noise.files:
+            noise_files(aug.noise.files)
 
 
 def dry_run(path: str | Path) -> tuple[Ablation, list[dict]]:

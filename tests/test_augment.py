@@ -265,3 +265,18 @@ def test_tiny_sweep_with_augmentation_logs_counts(tmp_path, monkeypatch):
     assert 0 < row["metrics.augment/clips"] and row["metrics.augment/seconds"] > 0
     assert row["metrics.augment/reverb"] + row["metrics.augment/speed"] > 0
     assert row["params.data.augment.noise.p"] == "1.0"
+
+
+def test_missing_noise_files_stop_the_sweep_before_any_work(tmp_path, monkeypatch):
+    from _tiny import tiny_ablation
+    from borealis_eval.sweep import run_sweep
+
+    monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    path = tiny_ablation(tmp_path, tmp_path / "no-corpus-needed", "tiny_noise_files", steps=2)
+    abl = yaml.safe_load(path.read_text())
+    abl["base"]["data"]["augment"] = {"noise": {"p": 1.0, "files": [str(tmp_path / "noises")]}}
+    path.write_text(yaml.safe_dump(abl))
+    with pytest.raises(AudioError, match=r"augment\.noise\.files: .*noises is neither a file nor a folder"):
+        run_sweep(path, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False)
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing was encoded

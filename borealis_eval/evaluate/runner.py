@@ -78,7 +78,7 @@ def score_set(name: str, records: list[dict], language: str, decode_seconds: flo
         s = score_records(records, alt, n_boot=100)
         m[f"wer_{alt}"] = float(s["wer"])
     fails = failure_metrics([r["ref"] for r in records], [r["hyp"] for r in records], language,
-                            languages=[r["language"] for r in records] if language == "mixed" else None)
+                            languages=[r.get("language", "") for r in records] if language == "mixed" else None)
     m.update({f"fail_{k}": float(v) for k, v in fails.items() if k != "n_utts" and isinstance(v, (int, float))})
     audio = sum(r["duration"] for r in records)
     if decode_seconds:

@@ -67,6 +67,40 @@ def _side_cell(name: str, s: dict, keys: list[str]) -> str:
     return f"{name}: {t}, peak RSS {s.get('peak_rss_mb', float('nan')):.0f} MB"
 
 
+def _gpu_rows(out: Path, first: int) -> list[str]:
+    """The GPU checks (run by hand on a lent GPU: `benchmarks/gpu_check.py`, `gpu_harness_check.py`)."""
+    rows = []
+    g = out / "gpu_check.json"
+    if g.is_file():
+        r = json.loads(g.read_text())
+        rows.append(f"| {first} | GPU check: bf16 train step + decode, whisper-base-sized encoder + "
+                    f"{r['llm_params'] / 1e6:.0f}M Qwen3 (vocab 151,936), random init (benchmarks/gpu_check.py) | "
+                    f"{r['train_step_cached_s'] / r['train_step_with_encoder_s']:.2f}<br>cached / with-encoder step "
+                    f"time | no target | step {r['train_step_cached_s']:.3f} s cached, {r['train_step_with_encoder_s']:.3f}"
+                    f" s with the encoder (batch {r['train_batch']} x {r['audio_seconds_per_clip']:g} s); decode RTFx "
+                    f"{r['decode_rtfx']:.0f} (batch {r['decode_batch']}, {r['decode_new_tokens']} new tokens); peak GPU "
+                    f"memory {r['peak_gpu_mem_gib']} GiB | encoder {r['encoder_share_of_step']:.0%} of a step | "
+                    f"`python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json` | {r['date']} | {r['device']}, "
+                    f"torch {r['torch']} |")
+    else:
+        rows.append(f"| {first} | GPU check (benchmarks/gpu_check.py) | not run | no GPU lent | | | "
+                    "`python benchmarks/gpu_check.py` | | |")
+    h = out / "gpu_harness.json"
+    if h.is_file():
+        r = json.loads(h.read_text())
+        rows.append(f"| {first + 1} | GPU harness path: the project's encoder, SpeechLM, train() (bf16 autocast), "
+                    f"checkpoint + resume, generate() on CUDA; {r['llm_params_m']:.0f}M Qwen3, vocab 1,500 "
+                    f"(benchmarks/gpu_harness_check.py) | {'ok' if r['ok'] else 'FAILED'} | no target | train() "
+                    f"{r['step_s']:.3f} s/step (loss {r['first_loss']:.2f} -> {r['last_loss']:.2f} in {r['steps']} "
+                    f"steps); checkpoint {r['checkpoint_gib']} GiB, resumed at step {r['resumed_from']}; decode "
+                    f"{r['decode_tokens_per_s']:.0f} tok/s (batch {r['decode_batch']}); peak GPU memory "
+                    f"{r.get('peak_gpu_mem_gib')} GiB | 4 steps with 2 checkpoints "
+                    f"{r['train_4_steps_with_2_checkpoints_s']:.1f} s | "
+                    f"`python3 benchmarks/gpu_harness_check.py --out $OUT/gpu_harness.json` | {r.get('date', '')} | "
+                    f"{r['device']}, torch {r['torch']} |")
+    return rows
+
+
 def render_readme(out: Path = RESULTS) -> None:
     rows = ["| # | benchmark | ratio | verdict | sides (timing, peak RSS) | details | command | date | machine |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -83,9 +117,7 @@ def render_readme(out: Path = RESULTS) -> None:
         rows.append(f"| {i} | {r['title']}{quick} | {fmt_ratio(r)}<br>{r['ratio_label']} | {verdict(r)} | {sides} | "
                     f"{r['summary']} | `{r['command']}` | {r['date']} | {m['cores']} cores, {m['cpu']}, "
                     f"torch {m['torch']} ({m['torch_threads']} threads) |")
-    rows.append(f"| {len(BENCHMARKS) + 1} | GPU check: bf16 train step + decode RTFx, whisper-base-sized encoder + ~0.5B Qwen3 "
-                "(benchmarks/gpu_check.py) | prepared, not run | no GPU lent to this task | | | "
-                "`python benchmarks/gpu_check.py --out gpu_check.json` | | |")
+    rows += _gpu_rows(out, len(BENCHMARKS) + 1)
     text = README.read_text() if README.is_file() else f"{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)

@@ -48,3 +48,17 @@ def test_quick_benchmarks_write_results(tmp_path):
     _positive_numbers(trk["mlflow_sqlite"], ["train_seconds", "tracking_seconds", "share"])
     assert trk["mlflow_sqlite"]["loss_points_logged"] >= 1
     assert not list(out.glob("*.tmp"))
+
+
+def test_gpu_scripts_smoke_on_cpu(tmp_path):
+    """The GPU checks run by hand on a lent GPU; their --smoke mode keeps the code path alive on CPU."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
+    for script, name in (("gpu_check.py", "gpu_check.json"), ("gpu_harness_check.py", "gpu_harness.json")):
+        p = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke", "--out", str(tmp_path / name)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    h = json.loads((tmp_path / "gpu_harness.json").read_text())
+    assert h["ok"] and h["checkpoint_written"] and h["resumed_from"] == 4  # checkpoint + resume through train()
+    _positive_numbers(h, ["step_s", "decode_tokens_per_s"])
+    g = json.loads((tmp_path / "gpu_check.json").read_text())
+    _positive_numbers(g, ["train_step_cached_s", "decode_rtfx"])

@@ -10,7 +10,7 @@ RNG state included); `SpeechLM.generate` decodes a batch greedily. Random weight
 synthetic clips: nothing is downloaded. Needs torch, transformers, accelerate, tokenizers,
 pydantic, PyYAML, filelock, tqdm.
 
-    python benchmarks/gpu_harness_check.py [--out FILE]   # on the GPU machine
+    python benchmarks/gpu_harness_check.py [--lora] [--out FILE]   # on the GPU machine
     python benchmarks/gpu_harness_check.py --smoke         # tiny sizes on CPU: the code path only
 """
 
@@ -44,6 +44,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results")) / "gpu_harness.json")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--lora", action="store_true", help="LoRA r16 on q/k/v/o (llm.dtype auto: bf16 weights on CUDA)")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type != "cuda" and not a.smoke:
@@ -80,11 +81,14 @@ def main() -> int:
     tok = train_bpe_tokenizer(texts * 4, vocab)
     mcfg = ModelConfig(encoder=EncoderConfig(config=enc_cfg, short_input=True),
                        adapter=AdapterConfig(downsample_k=4, hidden_sizes=[2 * llm_cfg["hidden_size"]]),
-                       llm=LLMConfig(config=llm_cfg, tokenizer=TokenizerTrain(vocab_size=vocab), train="full",
-                                     dtype="float32"))
+                       llm=LLMConfig(config=llm_cfg, tokenizer=TokenizerTrain(vocab_size=vocab),
+                                     train="lora" if a.lora else "full", dtype="auto"))
     torch.manual_seed(0)
-    model = SpeechLM.from_config(mcfg, encoder.dim, tok).to(dev)
+    model = SpeechLM.from_config(mcfg, encoder.dim, tok, device=dev).to(dev)
+    out["mode"] = "lora" if a.lora else "full"
     out["llm_params_m"] = round(sum(p.numel() for p in model.llm.parameters()) / 1e6, 1)
+    out["trainable_params_m"] = round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
+    out["llm_weight_dtype"] = str(model.llm.get_input_embeddings().weight.dtype)
     examples = [Example(answer=x, features=f.to(torch.float16).cpu(), id=f"clip{i}")  # as the sweep holds them
                 for i, (x, f) in enumerate(zip(texts, feats))]
     tc = TrainConfig(steps=steps, batch_size=8, lr=3e-4, warmup_ratio=0.1, log_every=max(1, steps // 3),

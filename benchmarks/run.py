@@ -85,18 +85,24 @@ def _gpu_rows(out: Path, first: int) -> list[str]:
     else:
         rows.append(f"| {first} | GPU check (benchmarks/gpu_check.py) | not run | no GPU lent | | | "
                     "`python benchmarks/gpu_check.py` | | |")
-    h = out / "gpu_harness.json"
-    if h.is_file():
+    for i, name in enumerate(("gpu_harness.json", "gpu_harness_lora.json"), first + 1):
+        h = out / name
+        if not h.is_file():
+            continue
         r = json.loads(h.read_text())
-        rows.append(f"| {first + 1} | GPU harness path: the project's encoder, SpeechLM, train() (bf16 autocast), "
-                    f"checkpoint + resume, generate() on CUDA; {r['llm_params_m']:.0f}M Qwen3, vocab 1,500 "
-                    f"(benchmarks/gpu_harness_check.py) | {'ok' if r['ok'] else 'FAILED'} | no target | train() "
+        mode = r.get("mode", "full")
+        rows.append(f"| {i} | GPU harness path ({mode}): the project's encoder, SpeechLM, train() (bf16 autocast), "
+                    f"checkpoint + resume, generate() on CUDA; {r['llm_params_m']:.0f}M Qwen3 "
+                    f"({r.get('llm_weight_dtype', 'torch.float32').removeprefix('torch.')} weights, "
+                    f"{r.get('trainable_params_m', r['llm_params_m']):g}M trainable), vocab 1,500 "
+                    f"(benchmarks/gpu_harness_check.py{' --lora' if mode == 'lora' else ''}) | "
+                    f"{'ok' if r['ok'] else 'FAILED'} | no target | train() "
                     f"{r['step_s']:.3f} s/step (loss {r['first_loss']:.2f} -> {r['last_loss']:.2f} in {r['steps']} "
                     f"steps); checkpoint {r['checkpoint_gib']} GiB, resumed at step {r['resumed_from']}; decode "
                     f"{r['decode_tokens_per_s']:.0f} tok/s (batch {r['decode_batch']}); peak GPU memory "
                     f"{r.get('peak_gpu_mem_gib')} GiB | 4 steps with 2 checkpoints "
-                    f"{r['train_4_steps_with_2_checkpoints_s']:.1f} s | "
-                    f"`python3 benchmarks/gpu_harness_check.py --out $OUT/gpu_harness.json` | {r.get('date', '')} | "
+                    f"{r['train_4_steps_with_2_checkpoints_s']:.1f} s | `python3 benchmarks/gpu_harness_check.py"
+                    f"{' --lora' if mode == 'lora' else ''} --out $OUT/{name}` | {r.get('date', '')} | "
                     f"{r['device']}, torch {r['torch']} |")
     return rows
 

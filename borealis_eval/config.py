@@ -156,6 +156,7 @@ class LLMConfig(Strict):
     tokenizer: str | TokenizerTrain | None = None  # ref, or train one; default: the LLM's own
     train: Literal["frozen", "lora", "full"] = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    # LLM weights: "auto" = bf16 on a GPU when frozen or LoRA, else fp32 (see speech_lm.llm_dtype)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")

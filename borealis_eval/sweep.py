@@ -313,7 +313,7 @@ def run_variant(v: Variant, res: Resources, run: RunLogger, progress: bool = Tru
     run.metrics({f"data/{k}": x for k, x in m.stats.items()})
     tok = res.tokenizer_for(cfg.model.llm)
     torch.manual_seed(cfg.seed)
-    model = SpeechLM.from_config(cfg.model, res.encoder.dim, tok).to(res.device)
+    model = SpeechLM.from_config(cfg.model, res.encoder.dim, tok, device=res.device).to(res.device)
     examples = [
         Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)
         else Example(answer=e.answer, instruction=e.instruction, id=e.id)
@@ -895,7 +895,7 @@ def load_variant_from_run(run_id: str, tracking_uri: str | None = None, device: 
         raise ValueError(f"run {run_id}: not a finished variant run with config, weights and tokenizer ({e})") from None
     cfg = ExperimentConfig.model_validate(yaml.safe_load(Path(cfg_path).read_text(encoding="utf-8")))
     encoder = FrozenWhisperEncoder(cfg.model.encoder, device=device)
-    model = SpeechLM.from_config(cfg.model, encoder.dim, AutoTokenizer.from_pretrained(tok_dir))
+    model = SpeechLM.from_config(cfg.model, encoder.dim, AutoTokenizer.from_pretrained(tok_dir), device=device)
     state = load_file(weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     trainable = set(model.trainable_state_dict())

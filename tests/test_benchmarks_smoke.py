@@ -62,3 +62,12 @@ def test_gpu_scripts_smoke_on_cpu(tmp_path):
     _positive_numbers(h, ["step_s", "decode_tokens_per_s"])
     g = json.loads((tmp_path / "gpu_check.json").read_text())
     _positive_numbers(g, ["train_step_cached_s", "decode_rtfx"])
+
+
+def test_gpu_harness_check_lora_smoke_on_cpu(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "benchmarks/gpu_harness_check.py", "--smoke", "--lora", "--out",
+                        str(tmp_path / "h.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    h = json.loads((tmp_path / "h.json").read_text())
+    assert h["mode"] == "lora" and h["ok"] and h["llm_weight_dtype"] == "torch.float32"  # auto: fp32 on CPU

@@ -136,3 +136,29 @@ def test_pretrained_llm_with_lora_trains_only_adapter_and_lora():
     assert all(math.isfinite(x) for x in res.losses)
     assert torch.equal(frozen_before, m.llm.get_input_embeddings().weight)  # base weights untouched
     assert "Paris" in m.generate(exs[1:], max_new_tokens=12)[0]  # the pretrained LLM still answers text
+
+
+@pytest.mark.parametrize("dtype,train_mode,device,expected", [
+    ("auto", "lora", "cpu", torch.float32), ("auto", "lora", "cuda", torch.bfloat16),
+    ("auto", "frozen", "cuda", torch.bfloat16), ("auto", "full", "cuda", torch.float32),
+    ("bfloat16", "full", "cpu", torch.bfloat16), ("float32", "lora", "cuda", torch.float32),
+])
+def test_llm_dtype_follows_the_config(dtype, train_mode, device, expected):
+    from borealis_eval.models.speech_lm import llm_dtype
+
+    cfg = LLMConfig(config=TINY_LLM, tokenizer={"vocab_size": 300}, train=train_mode, dtype=dtype)
+    assert llm_dtype(cfg, device) == expected
+
+
+def test_bf16_llm_weights_with_an_fp32_adapter_train(tok):
+    """`llm.dtype: bfloat16` is honoured (it used to be ignored) while the adapter keeps fp32."""
+    cfg = ModelConfig(encoder=EncoderConfig(config=TINY_ENC), adapter=AdapterConfig(downsample_k=2, hidden_sizes=[48]),
+                      llm=LLMConfig(config=TINY_LLM, tokenizer={"vocab_size": 300}, train="full", dtype="bfloat16"))
+    torch.manual_seed(0)
+    m = SpeechLM.from_config(cfg, enc_dim=32, tokenizer=tok)
+    assert m.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in m.adapter.parameters())
+    exs = [Example(answer=t, features=torch.randn(20, 32), id=str(i)) for i, t in enumerate(TEXTS[:8])]
+    loss = m(exs[:4])
+    loss.backward()
+    assert torch.isfinite(loss) and m.adapter.mlp[0].weight.grad is not None

@@ -33,6 +33,16 @@ class Example:
     id: str = ""
 
 
+def llm_dtype(cfg: LLMConfig, device: str | torch.device = "cpu") -> torch.dtype:
+    """`llm.dtype`: float32 / bfloat16 as written; "auto" keeps bf16 weights where they are not
+    trained (frozen or LoRA) on a GPU - half the memory, and autocast computes in bf16 anyway -
+    and fp32 everywhere else (full fine-tunes keep fp32 master weights; CPUs are slow in bf16)."""
+    if cfg.dtype != "auto":
+        return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    on_gpu = torch.device(device).type == "cuda"
+    return torch.bfloat16 if on_gpu and cfg.train in ("frozen", "lora") else torch.float32
+
+
 def build_llm(cfg: LLMConfig, tokenizer, dtype: torch.dtype = torch.float32) -> nn.Module:
     if cfg.ref is not None:
         from borealis_eval.models.refs import resolve
@@ -80,13 +90,14 @@ class SpeechLM(nn.Module):
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, enc_dim: int, tokenizer=None, dtype: torch.dtype = torch.float32):
+    def from_config(cls, cfg: ModelConfig, enc_dim: int, tokenizer=None, device: str | torch.device = "cpu"):
+        """The LLM's weights take `llm.dtype` (see `llm_dtype`); the adapter always trains in fp32."""
         if tokenizer is None:
             tokenizer = load_tokenizer(cfg.llm.tokenizer if isinstance(cfg.llm.tokenizer, str) else cfg.llm.ref)
-        llm = build_llm(cfg.llm, tokenizer, dtype)
+        llm = build_llm(cfg.llm, tokenizer, llm_dtype(cfg.llm, device))
         hidden = llm.get_input_embeddings().embedding_dim
         a = cfg.adapter
-        adapter = Adapter(enc_dim, hidden, a.downsample_k, a.hidden_sizes, a.activation, a.dropout).to(dtype)
+        adapter = Adapter(enc_dim, hidden, a.downsample_k, a.hidden_sizes, a.activation, a.dropout)
         return cls(llm, tokenizer, adapter, cfg.prompt)
 
     # ------------------------------------------------------------ prompt pieces

@@ -1,15 +1,22 @@
-"""Shared tiny-model ablation for the scale-out tests (random 1-layer models, a few steps)."""
+"""Shared tiny-model ablation for the tests (random 1-layer models, a few steps)."""
 
 from pathlib import Path
 
 import yaml
 
+from borealis_eval.config import deep_merge
+
 SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
 
 
+def manifest(corpus: Path, split: str) -> dict:
+    return {"kind": "manifest", "path": str(corpus / f"{split}.jsonl")}
+
+
 def tiny_ablation(tmp: Path, corpus: Path, name: str = "tiny_scale", grid: dict | None = None, search: dict | None = None,
-                  steps: int = 4, baseline: bool = False) -> Path:
-    man = lambda split: {"kind": "manifest", "path": str(corpus / f"{split}.jsonl")}  # noqa: E731
+                  steps: int = 4, baseline: bool = False, overrides: dict | None = None) -> Path:
+    """Write the ablation to tmp/<name>.yaml; `overrides` is merged in as an `extends` child would be."""
+    man = lambda split: manifest(corpus, split)  # noqa: E731
     abl = {
         "name": name,
         "description": "tiny scale-out test",
@@ -37,6 +44,8 @@ def tiny_ablation(tmp: Path, corpus: Path, name: str = "tiny_scale", grid: dict 
         abl["grid"] = grid
     if search:
         abl["search"] = search
+    if overrides:
+        abl = deep_merge(abl, overrides)
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(abl, allow_unicode=True))
     return p

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
 from borealis_eval.data.synth import synthesize_corpus
 
-from _tiny import SMALL  # the corpus sizes the scale-out tests use too
+from _tiny import SMALL, manifest, tiny_ablation  # the corpus sizes and ablation the scale-out tests use too
 
 
 @pytest.fixture(scope="module")
@@ -18,35 +17,21 @@ def corpus(tmp_path_factory):
 
 
 def write_ablation(tmp: Path, corpus: Path, baseline: bool = True) -> Path:
-    man = lambda split: {"kind": "manifest", "path": str(corpus / f"{split}.jsonl")}  # noqa: E731
-    abl = {
-        "name": "tiny_e2e",
+    """The shared tiny ablation, a little wider, over two text fractions, scored on both test sets."""
+    return tiny_ablation(tmp, corpus, "tiny_e2e", grid={"data.text_fraction": [0.0, 0.25]}, baseline=baseline, overrides={
         "description": "Does plain text in training change WER on tiny random models?",
         "base": {
-            "seed": 0,
-            "model": {
-                "encoder": {"config": {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
-                                       "encoder_ffn_dim": 64, "num_mel_bins": 80}, "short_input": True},
-                "adapter": {"downsample_k": 4, "hidden_sizes": [32]},
-                "llm": {"config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                   "num_key_value_heads": 1, "intermediate_size": 64},
-                        "tokenizer": {"vocab_size": 400}, "train": "full"},
-            },
-            "data": {"train_sets": [{"name": "train", "source": man("train")}],
-                     "text_pool": {"source": man("text_train")},
-                     "language_mix": {"ru": 0.5, "en": 0.5}, "num_examples": 40},
-            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 2},
-            "eval": {"sets": [{"name": "test_ru", "source": man("test_ru")},
-                              {"name": "test_en", "source": man("test_en")}],
-                     "text_sets": [{"name": "heldout", "source": man("text_heldout")}],
-                     "batch_size": 4, "max_new_tokens": 8, "bootstrap": 100,
-                     "baseline": {"enabled": baseline, "ref": "bundled:whisper-tiny.en", "batch_size": 4}},
+            "model": {"encoder": {"config": {"d_model": 32, "encoder_ffn_dim": 64}},
+                      "adapter": {"hidden_sizes": [32]},
+                      "llm": {"config": {"hidden_size": 32, "intermediate_size": 64}, "tokenizer": {"vocab_size": 400}}},
+            "data": {"num_examples": 40},
+            "train": {"batch_size": 4, "threads": None},
+            "eval": {"sets": [{"name": "test_ru", "source": manifest(corpus, "test_ru")},
+                              {"name": "test_en", "source": manifest(corpus, "test_en")}],
+                     "text_sets": [{"name": "heldout", "source": manifest(corpus, "text_heldout")}],
+                     "max_new_tokens": 8},
         },
-        "grid": {"data.text_fraction": [0.0, 0.25]},
-    }
-    p = tmp / "tiny.yaml"
-    p.write_text(yaml.safe_dump(abl, allow_unicode=True))
-    return p
+    })
 
 
 def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, corpus, monkeypatch):

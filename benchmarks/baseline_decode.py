@@ -6,7 +6,8 @@ and the same new-token cap per clip (the cap the harness gives the clip's batch:
 min(max_new_tokens, 15 tokens/s x longest clip + 16)). Both sides exclude one untimed warm-up.
 - harness: `sweep.evaluate_baseline` unchanged (duration-sorted batches of
   `eval.baseline.batch_size`, `WhisperTranscriber`), with an empty decode cache;
-- pipeline: `pipeline("automatic-speech-recognition", model=<folder>)` called clip by clip.
+- pipeline: `pipeline("automatic-speech-recognition", model=<folder>)` called clip by clip
+  (`_pipeline_transcriber`), interleaved batch by batch with the harness (`side_interleaved`).
 WER of both under the English normaliser (`score_records`).
 """
 
@@ -24,19 +25,42 @@ def _records(es, hyps: dict[str, str]) -> list[dict]:
     return [{"id": it.id, "ref": it.text, "hyp": hyps[it.id]} for it in es.items]
 
 
+def _batches(cfg, es) -> list[list]:
+    """The duration-sorted batches of `eval.baseline.batch_size` the harness decodes."""
+    order = sorted(es.items, key=lambda it: -es.durations[it.id])
+    bs = cfg.eval.baseline.batch_size
+    return [order[s : s + bs] for s in range(0, len(order), bs)]
+
+
 def _caps(cfg, es) -> dict[str, int]:
     """Per clip, the token cap of the batch the harness decodes it in."""
     from borealis_eval.sweep import token_cap
 
-    dur = es.durations
-    order = sorted(es.items, key=lambda it: -dur[it.id])
-    bs = cfg.eval.baseline.batch_size
     caps = {}
-    for s in range(0, len(order), bs):
-        batch = order[s : s + bs]
-        cap = token_cap(cfg, min(30.0, max(dur[it.id] for it in batch)))
+    for batch in _batches(cfg, es):
+        cap = token_cap(cfg, min(30.0, max(es.durations[it.id] for it in batch)))
         caps.update({it.id: cap for it in batch})
     return caps
+
+
+def _pipeline_transcriber(cfg, es, caps: dict[str, int]):
+    """A transformers ASR pipeline on the same model, called clip by clip with the harness's settings."""
+    import torch
+    from transformers import pipeline
+
+    from benchmarks.common import SAMPLE_RATE
+    from borealis_eval.models.refs import resolve
+
+    pipe = pipeline("automatic-speech-recognition", model=resolve(cfg.eval.baseline.ref).path_or_id,
+                    device="cpu", dtype=torch.float32)
+
+    def transcribe(item_id: str) -> str:
+        out = pipe({"raw": es.waves[item_id], "sampling_rate": SAMPLE_RATE},
+                   generate_kwargs={"language": "en", "task": "transcribe", "num_beams": cfg.eval.num_beams,
+                                    "do_sample": False, "max_new_tokens": caps[item_id]})
+        return out["text"].strip()
+
+    return transcribe
 
 
 def side_harness(n_clips: int) -> dict:
@@ -65,54 +89,22 @@ def side_harness(n_clips: int) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def side_pipeline(n_clips: int) -> dict:
-    import torch
-    from transformers import pipeline
-
-    from benchmarks.common import SAMPLE_RATE, cpu_config, eval_set
-    from borealis_eval.evaluate.metrics import score_records
-    from borealis_eval.models.refs import resolve
-
-    cfg = cpu_config()
-    es = eval_set(cfg, "test_en", n_clips)
-    caps = _caps(cfg, es)
-    t = time.perf_counter()
-    pipe = pipeline("automatic-speech-recognition", model=resolve(cfg.eval.baseline.ref).path_or_id,
-                    device="cpu", dtype=torch.float32)
-
-    def transcribe(item_id: str) -> str:
-        out = pipe({"raw": es.waves[item_id], "sampling_rate": SAMPLE_RATE},
-                   generate_kwargs={"language": "en", "task": "transcribe", "num_beams": cfg.eval.num_beams,
-                                    "do_sample": False, "max_new_tokens": caps[item_id]})
-        return out["text"].strip()
-
-    transcribe(min(es.items, key=lambda it: len(es.waves[it.id])).id)  # warm-up, untimed
-    hyps, secs = {}, 0.0
-    for it in es.items:
-        t0 = time.perf_counter()
-        hyps[it.id] = transcribe(it.id)
-        secs += time.perf_counter() - t0
-    wall = time.perf_counter() - t
-    audio = sum(len(w) for w in es.waves.values()) / SAMPLE_RATE
-    return {"clips": len(es.items), "audio_seconds": round(audio, 2), "rtfx": round(audio / secs, 3),
-            "decode_seconds": round(secs, 3), "wall_incl_load_warmup_s": round(wall, 3), "batch_size": 1,
-            "wer": score_records(_records(es, hyps), "english", n_boot=100)["wer"], "hyps": hyps,
-            "torch_threads": torch.get_num_threads()}
-
-
 def side_profile(n_clips: int) -> dict:
-    """Where the harness's time goes: one batch of its longest clips, encoder alone vs transcribe."""
+    """Where the harness's time goes: one batch of its longest clips, encoder alone vs transcribe.
+
+    A by-hand probe behind the README's log-mel figure, not part of `run()`:
+    `python -m benchmarks._side baseline_decode profile '{"n_clips": 24}'`."""
     import torch
 
     from benchmarks.common import cpu_config, eval_set
     from borealis_eval.models.baseline import WhisperTranscriber
-    from borealis_eval.models.refs import resolve  # noqa: F401 - resolves the bundled import
+    from borealis_eval.sweep import token_cap
 
     cfg = cpu_config()
     es = eval_set(cfg, "test_en", n_clips)
     bs = cfg.eval.baseline.batch_size
     batch = sorted(es.waves.values(), key=len, reverse=True)[:bs]
-    cap = min(cfg.eval.max_new_tokens, int(cfg.eval.max_tokens_per_second * len(batch[0]) / 16_000) + 16)
+    cap = token_cap(cfg, len(batch[0]) / 16_000)
     w = WhisperTranscriber(cfg.eval.baseline.ref)
     w.transcribe(batch[:2], "en", 1, cap)  # warm-up
     t = time.perf_counter()
@@ -135,32 +127,19 @@ def side_interleaved(n_clips: int) -> dict:
     other jobs on a shared machine falls on both sides alike. The harness side is
     `WhisperTranscriber.transcribe` on exactly the batches and caps `evaluate_baseline` forms."""
     import torch
-    from transformers import pipeline
 
     from benchmarks.common import SAMPLE_RATE, cpu_config, eval_set, peak_rss_mb
     from borealis_eval.evaluate.metrics import score_records
     from borealis_eval.models.baseline import WhisperTranscriber
-    from borealis_eval.models.refs import resolve
 
     cfg = cpu_config()
     es = eval_set(cfg, "test_en", n_clips)
     caps = _caps(cfg, es)
-    dur = es.durations
-    order = sorted(es.items, key=lambda it: -dur[it.id])
-    bs = cfg.eval.baseline.batch_size
-    batches = [order[s : s + bs] for s in range(0, len(order), bs)]
+    batches = _batches(cfg, es)
     whisper = WhisperTranscriber(cfg.eval.baseline.ref)
     whisper.transcribe([es.waves[it.id] for it in batches[-1][:2]], "en", 1, caps[batches[-1][0].id])  # warm-up
     rss_harness = peak_rss_mb()
-    pipe = pipeline("automatic-speech-recognition", model=resolve(cfg.eval.baseline.ref).path_or_id,
-                    device="cpu", dtype=torch.float32)
-
-    def one(item_id: str) -> str:
-        out = pipe({"raw": es.waves[item_id], "sampling_rate": SAMPLE_RATE},
-                   generate_kwargs={"language": "en", "task": "transcribe", "num_beams": cfg.eval.num_beams,
-                                    "do_sample": False, "max_new_tokens": caps[item_id]})
-        return out["text"].strip()
-
+    one = _pipeline_transcriber(cfg, es, caps)
     one(batches[-1][0].id)  # warm-up
     rss_both = peak_rss_mb()
     hyps = {"harness": {}, "pipeline": {}}

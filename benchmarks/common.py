@@ -46,12 +46,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_mb() -> float:
+def _proc_status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (KiB there) in MB; NaN where there is none."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb() -> float:
+    """Resident set size now."""
+    return _proc_status_mb("VmRSS")
+
+
+def hwm_mb() -> float:
+    """The RSS high-water mark since the last `reset_peak_rss()` (unlike ru_maxrss, which never resets)."""
+    return _proc_status_mb("VmHWM")
 
 
 def reset_peak_rss() -> bool:

@@ -30,8 +30,7 @@ def augment_config():
 def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, augment: bool) -> dict:
     import torch
 
-    from benchmarks.common import corpus_tokenizer, cpu_config, reset_peak_rss, rss_mb, speech_lm, train_items
-    from benchmarks.train_cache import _vm_hwm_mb
+    from benchmarks.common import corpus_tokenizer, cpu_config, hwm_mb, reset_peak_rss, rss_mb, speech_lm, train_items
     from borealis_eval.data.augment import Augmenter
     from borealis_eval.data.augment_batches import AugmentBatches
     from borealis_eval.data.features import FeatureCache, encode_cached
@@ -59,7 +58,7 @@ def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, augment: 
     rss_before, peak_reset = rss_mb(), reset_peak_rss()
     h = hook()
     res = train(model, examples, tc.model_copy(update={"steps": steps}), cfg.seed, progress=False, batch_transform=h)
-    loop_peak = _vm_hwm_mb() if peak_reset else float("nan")
+    loop_peak = hwm_mb() if peak_reset else float("nan")
     out = {"steps": steps, "batch_size": batch_size, "seconds": round(res.seconds, 4),
            "step_s": round(res.seconds / steps, 5), "torch_threads": torch.get_num_threads(),
            "rss_before_loop_mb": round(rss_before, 1), "loop_peak_rss_mb": round(loop_peak, 1),

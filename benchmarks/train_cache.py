@@ -35,7 +35,7 @@ def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, cached: b
 
     import torch
 
-    from benchmarks.common import corpus_tokenizer, cpu_config, reset_peak_rss, rss_mb, speech_lm, train_items
+    from benchmarks.common import corpus_tokenizer, cpu_config, hwm_mb, reset_peak_rss, rss_mb, speech_lm, train_items
     from borealis_eval.data.features import FeatureCache, encode_cached
     from borealis_eval.models.encoder import FrozenWhisperEncoder, encoder_frames
     from borealis_eval.models.speech_lm import Example
@@ -76,7 +76,7 @@ def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, cached: b
     for i in range(steps):
         _step(model, opt, params, examples(batches[i % len(batches)]), cfg.train.max_grad_norm)
     secs = time.perf_counter() - t
-    loop_peak = _vm_hwm_mb() if peak_reset else float("nan")
+    loop_peak = hwm_mb() if peak_reset else float("nan")
 
     # tokens per step (untimed): every LLM input position, and the supervised answer tokens
     n_in = n_ans = 0
@@ -102,14 +102,6 @@ def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, cached: b
         res = train(model, exs, tc, cfg.seed, log=None, progress=False)
         out["harness_train_step_s"] = round(res.seconds / steps, 5)
     return out
-
-
-def _vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(quick: bool = False) -> dict:

@@ -86,6 +86,14 @@ class Chromium:
                 return reply["result"]
             self.events.append(reply)
 
+    def new_page(self) -> str:
+        """A blank tab with Page, Runtime and Log events on; returns its session id."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable", session=session)
+        return session
+
     def wait_event(self, method: str) -> dict:
         for i, event in enumerate(self.events):
             if event.get("method") == method:
@@ -151,10 +159,7 @@ def report(tmp_path_factory):
 def test_html_report_in_headless_chromium(report, tmp_path):
     browser = Chromium(tmp_path / "profile")
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            browser.send(f"{domain}.enable", session=session)
+        session = browser.new_page()
         browser.send("Emulation.setDeviceMetricsOverride",
                      {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
                      session=session)
@@ -200,10 +205,7 @@ def test_broken_image_is_detected(report, tmp_path):
     page.write_text(broken, encoding="utf-8")
     browser = Chromium(tmp_path / "profile")
     try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            browser.send(f"{domain}.enable", session=session)
+        session = browser.new_page()
         browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
         browser.wait_event("Page.loadEventFired")
         state = browser.send("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True},

@@ -38,6 +38,12 @@ class StoreError(TrackingError):
     """The tracking store failed after the run started (a write was refused or timed out)."""
 
 
+def _brief(e: BaseException) -> str:
+    """'Type: first line of the message' (store drivers attach pages of SQL and tracebacks)."""
+    first = str(e).splitlines()[0][:300] if str(e) else ""
+    return f"{type(e).__name__}: {first}"
+
+
 def _store_call(fn):
     """RunLogger methods: a store failure becomes a StoreError that names the run and says how to recover."""
 
@@ -50,7 +56,7 @@ def _store_call(fn):
         except Exception as e:  # noqa: BLE001 - mlflow raises many types (MlflowException, OSError, sqlalchemy)
             raise StoreError(
                 f"MLflow store {self.client.tracking_uri} failed while writing run {self.run_id} "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); nothing finished is lost and "
+                f"({_brief(e)}); nothing finished is lost and "
                 "training is checkpointed: rerun the same command once the store is back to resume") from e
     return wrapper
 
@@ -152,8 +158,7 @@ class RunLogger:
         try:
             run = client.create_run(exp_id, run_name=name, tags=tags)
         except Exception as e:  # noqa: BLE001 - see _store_call
-            raise StoreError(f"MLflow store {client.tracking_uri} failed creating run '{name}' "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); "
+            raise StoreError(f"MLflow store {client.tracking_uri} failed creating run '{name}' ({_brief(e)}); "
                              "rerun the same command once the store is back") from e
         return cls(client, run.info.run_id)
 

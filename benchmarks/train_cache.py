@@ -31,7 +31,6 @@ def _step(model, opt, params, batch, max_norm):
 
 
 def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, cached: bool) -> dict:
-    from collections import defaultdict
 
     import torch
 
@@ -58,13 +57,8 @@ def side_train(n_clips: int, batch_size: int, steps: int, warmup: int, cached: b
     def examples(batch):
         if cached:
             return [Example(answer=it.text, features=feats[it.id], id=it.id) for it in batch]
-        groups = defaultdict(list)  # encode_batch takes clips of one padded length
-        for it in batch:
-            groups[encoder.padded_length(len(waves[it.id]))].append(it)
-        out = {}
-        for group in groups.values():
-            out.update(zip([it.id for it in group], encoder.encode_batch([waves[it.id] for it in group])))
-        return [Example(answer=it.text, features=out[it.id], id=it.id) for it in batch]
+        encoded = encoder.encode_many([waves[it.id] for it in batch])
+        return [Example(answer=it.text, features=x, id=it.id) for it, x in zip(batch, encoded)]
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr)

@@ -274,8 +274,11 @@ def test_feature_cache_crash_mid_write_and_truncated_entry_are_recomputed(tmp_pa
     from borealis_eval.data import features
     from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
 
-    class Encoder:  # the FeatureCache contract: padded_length + encode_batch
+    from borealis_eval.models.encoder import FrozenWhisperEncoder
+
+    class Encoder:  # the FeatureCache contract: padded_length + encode_batch (encode_many builds on them)
         calls = 0
+        encode_many = FrozenWhisperEncoder.encode_many
 
         def padded_length(self, n):
             return n

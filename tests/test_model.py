@@ -57,10 +57,7 @@ def test_encoder_output_sliced_to_real_length(short):
     enc = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=short, bucket_seconds=1.0))
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 12345)]
-    groups = {}
-    for w in waves:
-        groups.setdefault(enc.padded_length(len(w)), []).append(w)
-    outs = [o for ws in groups.values() for o in enc.encode_batch(ws)]
+    outs = enc.encode_many(waves)  # two padded lengths: grouped into one encode_batch each
     assert sorted(o.shape[0] for o in outs) == sorted(encoder_frames(len(w)) for w in waves)
     assert encoder_frames(16000) == 50 and encoder_frames(12345) == math.ceil(12345 / 320)
     assert all(o.shape[1] == 32 for o in outs)
@@ -162,3 +159,14 @@ def test_bf16_llm_weights_with_an_fp32_adapter_train(tok):
     loss = m(exs[:4])
     loss.backward()
     assert torch.isfinite(loss) and m.adapter.mlp[0].weight.grad is not None
+
+
+def test_encode_many_keeps_input_order_across_length_groups_and_batches():
+    enc = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=True, bucket_seconds=1.0))
+    rng = np.random.default_rng(2)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (30000, 8000, 31000, 9000, 29000)]
+    seen: list[list[int]] = []
+    outs = enc.encode_many(waves, batch_size=2, on_batch=lambda idx, feats: seen.append(list(idx)))
+    for w, o in zip(waves, outs):  # short input does not depend on the batch: compare with one clip alone
+        assert torch.allclose(o, enc.encode_batch([w])[0], atol=1e-5)
+    assert seen == [[1, 3], [0, 2], [4]]  # shortest padded length first, at most 2 per batch

@@ -56,15 +56,9 @@ class AugmentBatches:
         return out
 
     def _encode(self, waves: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
-        """Encoder features in the cache's precision (fp16), clips grouped by padded length as encode_cached does."""
-        groups: dict[int, list[int]] = {}
-        for j, w in waves.items():
-            groups.setdefault(self.encoder.padded_length(len(w)), []).append(j)
-        out = {}
-        for js in groups.values():
-            for j, x in zip(js, self.encoder.encode_batch([waves[j] for j in js])):
-                out[j] = x.to(torch.float16)
-        return out
+        """Encoder features in the cache's precision (fp16)."""
+        feats = self.encoder.encode_many(list(waves.values()))
+        return {j: x.to(torch.float16) for j, x in zip(waves, feats)}
 
     def _wave(self, item_id: str) -> np.ndarray:
         """The clean wave, from a least-recently-used store bounded to `max_wave_bytes`."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,25 +70,26 @@ def encode_cached(encoder: FrozenWhisperEncoder, waves: dict[str, np.ndarray], c
     """Features for every clip ({item id: wave} -> {item id: [frames, d]}), cache first."""
     keys = {i: audio_hash(w) for i, w in waves.items()}
     out: dict[str, torch.Tensor] = {}
-    todo: dict[int, list[str]] = defaultdict(list)
+    misses: list[str] = []
     for item_id, key in keys.items():
         hit = cache.get(key)
         if hit is not None:
             out[item_id] = hit
             cache.stats.hits += 1
         else:
-            todo[encoder.padded_length(len(waves[item_id]))].append(item_id)
-    n_todo = sum(len(v) for v in todo.values())
-    with tqdm(total=n_todo, desc=desc, unit="clip", disable=n_todo == 0, leave=False) as bar:
-        for _, ids in sorted(todo.items()):
-            for s in range(0, len(ids), batch_size):
-                chunk = ids[s : s + batch_size]
-                for item_id, x in zip(chunk, encoder.encode_batch([waves[i] for i in chunk])):
-                    cache.put(keys[item_id], x)
-                    cache.stats.encoded += 1
-                    cache.stats.encoded_keys.append(keys[item_id])
-                    out[item_id] = x.to(torch.float16).float()  # same precision as a cache hit
-                bar.update(len(chunk))
+            misses.append(item_id)
+    with tqdm(total=len(misses), desc=desc, unit="clip", disable=not misses, leave=False) as bar:
+
+        def store(indices: list[int], feats: list[torch.Tensor]) -> None:  # cached batch by batch: an
+            for i, x in zip(indices, feats):  # interruption keeps what was encoded
+                item_id = misses[i]
+                cache.put(keys[item_id], x)
+                cache.stats.encoded += 1
+                cache.stats.encoded_keys.append(keys[item_id])
+                out[item_id] = x.to(torch.float16).float()  # same precision as a cache hit
+            bar.update(len(indices))
+
+        encoder.encode_many([waves[i] for i in misses], batch_size, store)
     return out
 
 

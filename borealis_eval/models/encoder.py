@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -85,6 +87,27 @@ class FrozenWhisperEncoder(nn.Module):
             return full
         bucket = int(self.cfg.bucket_seconds * SAMPLE_RATE)
         return min(full, max(bucket, math.ceil(n_samples / bucket) * bucket))
+
+    def encode_many(self, waves: list[np.ndarray], batch_size: int | None = None,
+                    on_batch: Callable[[list[int], list[torch.Tensor]], None] | None = None) -> list[torch.Tensor]:
+        """Clips of any lengths -> their features in input order. Clips are grouped by padded
+        length (shortest group first; `encode_batch` takes one length) and each group is encoded
+        in batches of at most `batch_size` (the whole group if None); `on_batch(indices, feats)`
+        sees every batch as soon as it is done (e.g. to cache it before the next one)."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, w in enumerate(waves):
+            groups[self.padded_length(len(w))].append(i)
+        out: list[torch.Tensor | None] = [None] * len(waves)
+        for _, idx in sorted(groups.items()):
+            step = batch_size or len(idx)
+            for s in range(0, len(idx), step):
+                chunk = idx[s : s + step]
+                feats = self.encode_batch([waves[i] for i in chunk])
+                for i, x in zip(chunk, feats):
+                    out[i] = x
+                if on_batch is not None:
+                    on_batch(chunk, feats)
+        return out  # type: ignore[return-value] - every slot is filled
 
     @torch.inference_mode()
     def encode_batch(self, waves: list[np.ndarray]) -> list[torch.Tensor]:

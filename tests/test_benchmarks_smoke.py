@@ -25,12 +25,12 @@ def test_quick_benchmarks_write_results(tmp_path):
     out = tmp_path / "results"
     env = {**os.environ, "BENCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus),
            "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
-    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "speechlm_decode,tracking_overhead",
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "speechlm_decode,tracking_overhead,train_cache",
                         "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "speed-up of batch 8 over batch 1" in p.stdout  # each benchmark prints its ratio
 
-    for name in ("speechlm_decode", "tracking_overhead"):
+    for name in ("speechlm_decode", "tracking_overhead", "train_cache"):
         r = json.loads((out / f"{name}.json").read_text())
         assert {"name", "title", "ratio", "ratio_label", "target", "met", "sides", "summary", "command", "date",
                 "machine", "quick"} <= set(r)
@@ -47,6 +47,9 @@ def test_quick_benchmarks_write_results(tmp_path):
     _positive_numbers(trk["no_logging"], ["train_seconds", "step_s"])
     _positive_numbers(trk["mlflow_sqlite"], ["train_seconds", "tracking_seconds", "share"])
     assert trk["mlflow_sqlite"]["loss_points_logged"] >= 1
+    cache = json.loads((out / "train_cache.json").read_text())["sides"]
+    _positive_numbers(cache["cached_features"], ["step_s", "harness_train_step_s"])
+    _positive_numbers(cache["reencode_every_step"], ["step_s"])
     assert not list(out.glob("*.tmp"))
 
 

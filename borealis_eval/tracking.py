@@ -27,15 +27,9 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from borealis_eval.errors import StoreError, TrackingError
+
 DEFAULT_CONFIG = Path("mlflow.yaml")
-
-
-class TrackingError(RuntimeError):
-    pass
-
-
-class StoreError(TrackingError):
-    """The tracking store failed after the run started (a write was refused or timed out)."""
 
 
 def _brief(e: BaseException) -> str:
@@ -198,6 +192,10 @@ class RunLogger:
     @_store_call
     def artifact_file(self, local: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local), folder)
+
+    @_store_call
+    def artifact_dir(self, local: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local), folder)
 
     @_store_call
     def end(self, status: str = "FINISHED") -> None:

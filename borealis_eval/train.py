@@ -6,7 +6,7 @@ owns devices and DDP, so the same code runs under `accelerate launch`.
 
 Checkpoints (optional): every `checkpoint_every` steps the main process writes the trainable
 weights, optimizer, scheduler, step, losses and RNG states to `checkpoint_dir/state.pt`
-atomically (temp file + os.replace); a later call with the same directory resumes from it.
+atomically (atomic.py); a later call with the same directory resumes from it.
 `should_stop()` (e.g. a signal flag) makes the loop checkpoint and raise TrainingInterrupted.
 The logged curve points are part of the checkpoint and replayed on resume, so a resumed run has
 the whole curve; if the metrics sink fails (tracking store down) the loop checkpoints first, so
@@ -31,47 +31,17 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from borealis_eval.atomic import atomic_path
 from borealis_eval.config import TrainConfig
+from borealis_eval.errors import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainingOOM,
+    is_oom,
+)
 from borealis_eval.models.speech_lm import Example, SpeechLM
 
 log_ = logging.getLogger("borealis_eval")
-
-
-class TrainingDiverged(RuntimeError):
-    """Loss or gradients became NaN/inf; carries the step and the batch's example ids."""
-
-    def __init__(self, step: int, what: str, ids: list[str]):
-        self.step, self.ids = step, ids
-        super().__init__(f"{what} is not finite at step {step} (batch ids: {', '.join(ids[:8])}"
-                         f"{' ...' if len(ids) > 8 else ''})")
-
-
-class TrainingOOM(RuntimeError):
-    """Out of memory in a training step; the message says which settings to change."""
-
-    def __init__(self, step: int, cfg: TrainConfig, ids: list[str], cause: BaseException):
-        self.step, self.ids = step, ids
-        bs, ga = cfg.batch_size, cfg.grad_accum
-        fix = (f"lower train.batch_size and raise train.grad_accum by the same factor (the effective batch "
-               f"{bs * ga} stays), e.g. batch_size: {max(1, bs // 2)}, grad_accum: {ga * 2}" if bs > 1 else
-               "train.batch_size is already 1: use a smaller model, LoRA (model.llm.train: lora) or bf16")
-        super().__init__(f"out of memory at step {step} (train.batch_size={bs}, train.grad_accum={ga}): {fix} "
-                         f"[{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}]")
-
-
-def is_oom(e: BaseException) -> bool:
-    """CUDA OOM, a host allocation failure, or a CPU allocator 'can't allocate memory' RuntimeError."""
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(e, RuntimeError) and any(m in str(e) for m in ("out of memory", "can't allocate memory"))
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on request (a signal); the checkpoint at `step` is on disk."""
-
-    def __init__(self, step: int, reason: str):
-        self.step, self.reason = step, reason
-        super().__init__(f"{reason}; stopped at step {step} (checkpoint saved)")
 
 
 @dataclass
@@ -109,12 +79,8 @@ def save_checkpoint(directory: Path, core: SpeechLM, opt, sched, step: int, loss
     state = {"step": step, "losses": losses, "history": history or [], "rng": _rng_state(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "model": {k: t.detach().cpu() for k, t in core.trainable_state_dict().items()}}
-    tmp = directory / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(directory / CHECKPOINT) as tmp:  # a failed write leaves the previous checkpoint, no debris
         torch.save(state, tmp)
-        os.replace(tmp, directory / CHECKPOINT)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write leaves the previous checkpoint and no debris
 
 
 def load_checkpoint(directory: Path | None) -> dict | None:

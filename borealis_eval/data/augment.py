@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .manifest import AudioError, load_audio
+from borealis_eval.audio import SAMPLE_RATE
+from borealis_eval.errors import AudioError
+
+from .manifest import load_audio
 
 if TYPE_CHECKING:
     from borealis_eval.config import AugmentConfig
 
-SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 EFFECTS = ("speed", "reverb", "noise", "telephone", "codec", "gain")  # the order they are applied in
 

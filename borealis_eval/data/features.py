@@ -9,8 +9,6 @@ Long recordings are cut into windows by the caller; each window is its own entry
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from borealis_eval.atomic import atomic_path
 from borealis_eval.models.encoder import FrozenWhisperEncoder
 from borealis_eval.paths import cache_root
 
@@ -53,16 +52,8 @@ class FeatureCache:
             return None
 
     def put(self, key: str, x: torch.Tensor) -> None:
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file({"x": x.to(torch.float16).contiguous()}, tmp)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self.path(key)) as tmp:
+            save_file({"x": x.to(torch.float16).contiguous()}, str(tmp))
 
 
 def encode_cached(encoder: FrozenWhisperEncoder, waves: dict[str, np.ndarray], cache: FeatureCache,

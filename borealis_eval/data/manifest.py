@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-
-class AudioError(ValueError):
-    """An audio clip that cannot be used; `kind` names why, for the run's bad-item list.
-
-    Kinds: missing, corrupt, empty, nan (NaN or inf samples), sample_rate (implausible rate),
-    too_long / too_short (outside the set's duration limits, found after reading the header).
-    """
-
-    def __init__(self, message: str, kind: str = "corrupt"):
-        super().__init__(message)
-        self.kind = kind
+from borealis_eval import atomic
+from borealis_eval.audio import SAMPLE_RATE
+from borealis_eval.errors import AudioError, DataError
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -39,7 +30,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
             if "audio" in row:
                 row["audio_path"] = str(base / row["audio"])
             rows.append(row)
@@ -47,23 +38,12 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write rows as JSONL atomically (temp file + os.replace); drops the derived "audio_path"."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                row = {k: v for k, v in row.items() if k != "audio_path"}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write rows as JSONL atomically (see atomic.py); drops the derived "audio_path"."""
+    atomic.write_text(path, "".join(json.dumps({k: v for k, v in row.items() if k != "audio_path"},
+                                               ensure_ascii=False) + "\n" for row in rows))
 
 
-def load_audio(src: str | os.PathLike | BinaryIO, target_sr: int = 16_000,
+def load_audio(src: str | os.PathLike | BinaryIO, target_sr: int = SAMPLE_RATE,
                limits: tuple[float, float] | None = None) -> np.ndarray:
     """Decode a file (or file-like bytes) to float32 mono at ``target_sr`` (soundfile + soxr).
 

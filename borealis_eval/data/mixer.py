@@ -14,10 +14,7 @@ import numpy as np
 
 from borealis_eval.config import LANGUAGES
 from borealis_eval.data.sources import AudioItem, TextItem
-
-
-class MixError(ValueError):
-    pass
+from borealis_eval.errors import MixError
 
 
 def largest_remainder(total: int, weights: dict[str, float]) -> dict[str, int]:

@@ -18,17 +18,21 @@ from typing import Callable
 
 import numpy as np
 
-from borealis_eval.config import AudioSet, HFSource, HFTextSource, ManifestSource, SynthSource, TextPool
-from borealis_eval.data.manifest import AudioError, load_audio, read_manifest
+from borealis_eval.audio import SAMPLE_RATE
+from borealis_eval.config import (
+    AudioSet,
+    HFSource,
+    HFTextSource,
+    ManifestSource,
+    SynthSource,
+    TextPool,
+)
+from borealis_eval.data.manifest import load_audio, read_manifest
+from borealis_eval.errors import AudioError, BadDataError, DataError
 
 log = logging.getLogger("borealis_eval")
-SAMPLE_RATE = 16_000
 # outside the set's own duration limits: listed with the bad items, but a choice, not a defect
 FILTERED_KINDS = ("too_long", "too_short")
-
-
-class BadDataError(RuntimeError):
-    """More of a set is unusable than `data.max_bad_share` allows."""
 
 
 @dataclass
@@ -68,6 +72,12 @@ class TextItem:
 
 
 # ------------------------------------------------------------------ bad items
+def set_language(items: list[AudioItem]) -> str:
+    """The set's language, or 'mixed' when its items are in several (scored per text's script)."""
+    langs = Counter(it.language for it in items)
+    return next(iter(langs)) if len(langs) == 1 else "mixed"
+
+
 def load_waves(items: list[AudioItem], bad: list[dict], set_name: str) -> dict[str, np.ndarray]:
     """Decode items, id -> wave. An unusable clip is skipped and appended to `bad` as
     {set, id, kind, reason} (the run logs them as data/bad_items.jsonl): one broken file in a
@@ -127,7 +137,7 @@ def load_audio_set(spec: AudioSet) -> list[AudioItem]:
 def _manifest_path(name: str, src: ManifestSource | SynthSource) -> Path:
     path = Path(src.path) if isinstance(src, ManifestSource) else _synth_folder(src) / f"{src.split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"set '{name}': manifest {path} not found")
+        raise DataError(f"set '{name}': manifest {path} not found")
     return path
 
 
@@ -139,7 +149,7 @@ def _manifest_audio(spec: AudioSet, path: Path) -> list[AudioItem]:
                           duration=r.get("duration"), speaker=str(r.get("speaker", "")),
                           audio_path=r.get("audio_path"), limits=limits) for r in read_manifest(path)]
     except KeyError as e:
-        raise ValueError(f"set '{spec.name}': manifest {path}: a row has no {e} field") from None
+        raise DataError(f"set '{spec.name}': manifest {path}: a row has no {e} field") from None
 
 
 def _synth_folder(src: SynthSource) -> Path:
@@ -169,7 +179,7 @@ def _hf_dataset(src: HFSource | HFTextSource):
     if src.kind in ("parquet", "json"):
         path = Path(src.id)
         if not path.exists():
-            raise FileNotFoundError(f"{src.kind} source {src.id} not found")
+            raise DataError(f"{src.kind} source {src.id} not found")
         files = {"data_files": {src.split: str(path)}} if path.is_file() else {"data_dir": str(path)}
         return datasets.load_dataset(src.kind, split=src.split, streaming=streaming, **files)
     return datasets.load_dataset(src.id, src.config, split=src.split, revision=src.revision, streaming=streaming)
@@ -185,7 +195,7 @@ def _audiofolder(src: HFSource):
     folder = root / src.split if (root / src.split).is_dir() else root
     meta = [folder / f"metadata.{ext}" for ext in ("csv", "jsonl") if (folder / f"metadata.{ext}").is_file()]
     if not meta:
-        raise FileNotFoundError(f"audiofolder {folder}: no metadata.csv or metadata.jsonl (file_name + text columns)")
+        raise DataError(f"audiofolder {folder}: no metadata.csv or metadata.jsonl (file_name + text columns)")
     ds = (datasets.Dataset.from_csv if meta[0].suffix == ".csv" else datasets.Dataset.from_json)(str(meta[0]))
     _require_columns(ds, str(meta[0]), ["file_name"])
     audio = [{"bytes": None, "path": str(folder / f)} for f in ds["file_name"]]
@@ -196,7 +206,7 @@ def _require_columns(ds, where: str, columns: list[str | None]) -> None:
     names = ds.column_names  # None for a streamed set whose features are unknown
     missing = [c for c in columns if c and names is not None and c not in names]
     if missing:
-        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))} (columns: {', '.join(names)}); "
+        raise DataError(f"{where}: no column {', '.join(map(repr, missing))} (columns: {', '.join(names)}); "
                          f"map them with the source's *_column fields")
 
 
@@ -221,7 +231,7 @@ def _load_hf_audio(spec: AudioSet, src: HFSource) -> list[AudioItem]:
 def _audio_item(spec: AudioSet, src: HFSource, i: int, row: dict, audio: dict | Callable[[], dict]) -> AudioItem:
     lang = spec.language or src.language or (row.get(src.language_column) if src.language_column else None)
     if not lang:
-        raise ValueError(f"set '{spec.name}': no language: set `language:` or `source.language_column`")
+        raise DataError(f"set '{spec.name}': no language: set `language:` or `source.language_column`")
     eager = isinstance(audio, dict)
     return AudioItem(
         id=str(row.get("id", f"{spec.name}-{i}")), text=str(row[src.text_column] or ""), language=lang,

@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from borealis_eval.errors import WeightImportError as BundledModelError
 from borealis_eval.paths import cache_root
 
 _MARKER = ".borealis_complete"
-
-
-class BundledModelError(RuntimeError):
-    """A bundled model is unknown or its source package is not installed."""
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from borealis_eval.errors import WeightImportError
+
 # CTranslate2 DataType enum ids.
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _CT2_BINARY_VERSION = 6
-
-
-class WeightImportError(RuntimeError):
-    """A bundled weight package is missing, corrupted or not what this importer expects."""
 
 
 @dataclass(frozen=True)
@@ -441,7 +439,11 @@ def _build_configs(d: _Dims, ids: _SpecialIds, ct2_config: dict, multilingual: b
 
 
 def _save_tokenizer_and_processor(aux: Path, out: Path, ids: _SpecialIds, n_mels: int, multilingual: bool) -> None:
-    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
 
     tmp = out / "_tok_src"
     tmp.mkdir()

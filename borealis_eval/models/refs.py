@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from borealis_eval.errors import ModelRefError
+
 ACCEPTED_FORMS = "hf:<repo id>[@<revision>] (e.g. hf:openai/whisper-base), bundled:<name>, or a path to an existing local folder"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-class ModelRefError(ValueError):
-    """A model reference is malformed, unknown, or cannot be loaded on this machine."""
 
 
 @dataclass(frozen=True)

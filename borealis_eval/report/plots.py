@@ -6,7 +6,6 @@ figure, e.g. a heatmap with a single language mix).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from borealis_eval.atomic import atomic_path
 from borealis_eval.report.collect import ReportData, cell_means
 
 DPI = 110
@@ -26,7 +26,6 @@ class Plot:
     title: str
     path: Path  # absolute PNG path
     caption: str
-
 
 
 def _shared_legend(fig, axes) -> None:
@@ -181,7 +180,6 @@ def _cmap_colors(n: int) -> list:
 def _save(fig: Figure, plot_dir: Path, stem: str, title: str, caption: str) -> Plot:
     FigureCanvasAgg(fig)
     path = plot_dir / f"{stem}.png"
-    tmp = path.with_name(f".{stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     return Plot(stem, title, path, caption)

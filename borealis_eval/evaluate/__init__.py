@@ -1,17 +1,9 @@
-"""Scoring: normalisers, WER/CER with confidence intervals and paired tests, failure metrics."""
+"""Scoring: normalisers, the scoring protocol, WER/CER with intervals and paired tests, failure metrics."""
 
-from .failures import cap_hypothesis, failure_metrics
-from .metrics import (
-    CorpusScore,
-    PairedResult,
-    UttScore,
-    bootstrap_ci,
-    corpus_score,
-    paired_test,
-    score_records,
-    score_utterances,
-)
+from .failures import failure_metrics
+from .metrics import CorpusScore, PairedResult, UttScore, bootstrap_ci, corpus_score, paired_test, score_utterances
 from .normalize import NORMALIZERS, Normalizer, get_normalizer, normalizer_for_language
+from .protocol import cap_hypothesis, score, score_records, utt_scores
 from .textskill import text_ability
 
 __all__ = [
@@ -27,7 +19,9 @@ __all__ = [
     "get_normalizer",
     "normalizer_for_language",
     "paired_test",
+    "score",
     "score_records",
     "score_utterances",
     "text_ability",
+    "utt_scores",
 ]

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import math
 import unicodedata
 import zlib
 from typing import Sequence
@@ -26,8 +25,9 @@ import numpy as np
 
 from .metrics import score_utterances
 from .normalize import Normalizer, normalizer_for_language
+from .protocol import cap_hypothesis
 
-__all__ = ["failure_metrics", "cap_hypothesis", "is_loop", "script_share", "SCRIPT_BY_LANGUAGE"]
+__all__ = ["failure_metrics", "is_loop", "script_share", "SCRIPT_BY_LANGUAGE"]
 
 LOOP_MIN_REPEATS = 4
 LOOP_MAX_NGRAM = 4
@@ -40,19 +40,6 @@ SCRIPT_BY_LANGUAGE = {
     **dict.fromkeys(("en", "de", "fr", "es", "it", "pt", "nl", "pl", "cs", "tr", "sv", "fi"),
                     "LATIN"),
 }
-
-
-def cap_hypothesis(text: str, ref_len: int, factor: float = 3, min_words: int = 10) -> str:
-    """Truncate a runaway hypothesis to ``max(factor * ref_len, min_words)`` words.
-
-    Applied at scoring time (the stored prediction stays raw), so a single decoding loop of
-    hundreds of words cannot dominate a corpus WER. Text under the cap is returned unchanged.
-    """
-    limit = max(int(math.ceil(factor * ref_len)), min_words)
-    words = text.split()
-    if len(words) <= limit:
-        return text
-    return " ".join(words[:limit])
 
 
 def _has_ngram_loop(words: Sequence[str]) -> bool:

@@ -16,12 +16,10 @@ Conventions (hold for every number this module returns):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import jiwer
 import numpy as np
-
-from .normalize import Normalizer, get_normalizer
 
 __all__ = [
     "UttScore",
@@ -31,7 +29,6 @@ __all__ = [
     "corpus_score",
     "bootstrap_ci",
     "paired_test",
-    "score_records",
 ]
 
 Op = tuple[str, "str | None", "str | None"]  # ("equal"|"substitute"|"delete"|"insert", ref, hyp)
@@ -277,64 +274,3 @@ def paired_test(
         flips = int(np.count_nonzero(deltas <= 0 if delta > 0 else deltas >= 0))
         p = min(1.0, 2.0 * (flips + 1) / (n_boot + 1))
     return PairedResult(float(delta), float(lo), float(hi), p, len(utts_a), metric)
-
-
-# ---------------------------------------------------------------- convenience
-
-
-def score_records(
-    records: Iterable[Mapping[str, str]],
-    normalizer: Normalizer | str,
-    *,
-    cap_factor: float | None = 3.0,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> dict:
-    """Normalise raw ``ref``/``hyp`` with one normaliser, score, and summarise as flat metrics.
-
-    Runaway hypotheses are truncated with ``failures.cap_hypothesis`` (``cap_factor`` times the
-    reference length, at least 10 words; ``None`` disables) so one decoding loop cannot dominate
-    the corpus WER; ``capped_rate`` and the uncapped ``wer_uncapped`` are reported beside it.
-    Keys follow the MLflow metric names (``wer``, ``wer_ci_low``, ...) plus ``normalizer``.
-    """
-    from .failures import cap_hypothesis  # failures builds on this module; import late
-
-    norm = get_normalizer(normalizer) if isinstance(normalizer, str) else normalizer
-    records = list(records)
-    if not records:
-        raise ValueError("score_records: no records")
-    refs = [norm(r["ref"]) for r in records]
-    hyps = [norm(r["hyp"] or "") for r in records]
-    capped = hyps
-    if cap_factor is not None:
-        capped = [cap_hypothesis(h, len(r.split()), factor=cap_factor) for r, h in zip(refs, hyps)]
-    n_capped = sum(a != b for a, b in zip(hyps, capped))
-
-    utts = score_utterances(refs, capped, alignment=False)
-    total = corpus_score(utts)
-    wer_lo, wer_hi = bootstrap_ci(utts, "wer", n_boot, alpha, seed)
-    cer_lo, cer_hi = bootstrap_ci(utts, "cer", n_boot, alpha, seed)
-    wer_uncapped = (
-        corpus_score(score_utterances(refs, hyps, alignment=False)).wer if n_capped else total.wer
-    )
-    return {
-        "wer": total.wer,
-        "cer": total.cer,
-        "wer_ci_low": wer_lo,
-        "wer_ci_high": wer_hi,
-        "cer_ci_low": cer_lo,
-        "cer_ci_high": cer_hi,
-        "n_utts": total.n_utts,
-        "ref_words": total.ref_words,
-        "hyp_words": total.hyp_words,
-        "sub": total.sub,
-        "dele": total.dele,
-        "ins": total.ins,
-        "hits": total.hits,
-        "ref_chars": total.ref_chars,
-        "char_edits": total.char_edits,
-        "capped_rate": n_capped / len(records),
-        "wer_uncapped": wer_uncapped,
-        "normalizer": norm.tag,
-    }

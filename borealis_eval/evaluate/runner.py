@@ -7,27 +7,20 @@ leaderboards do. Scoring normalises only here, never the stored hypotheses.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from borealis_eval.paths import cache_root
-
+from borealis_eval import records
 from borealis_eval.data.sources import AudioItem
-from borealis_eval.evaluate.failures import cap_hypothesis, failure_metrics
-from borealis_eval.evaluate.metrics import UttScore, paired_test, score_records, score_utterances
+from borealis_eval.evaluate.failures import failure_metrics
+from borealis_eval.evaluate.metrics import UttScore, paired_test
 from borealis_eval.evaluate.normalize import normalizer_for_language
+from borealis_eval.evaluate.protocol import score_records
 
-SAMPLE_RATE = 16_000
 TranscribeFn = Callable[[list[str], str], list[str]]  # (item ids, language) -> raw texts
 
 
@@ -38,12 +31,6 @@ class SetResult:
     records: list[dict]
     metrics: dict[str, float]
     normalizer: str
-
-
-def set_language(items: list[AudioItem]) -> str:
-    """The set's language, or 'mixed' when its items are in several (scored per text's script)."""
-    langs = Counter(it.language for it in items)
-    return next(iter(langs)) if len(langs) == 1 else "mixed"
 
 
 def decode_set(items: list[AudioItem], durations: dict[str, float], transcribe: TranscribeFn,
@@ -89,21 +76,8 @@ def score_set(name: str, records: list[dict], language: str, decode_seconds: flo
 
 def metrics_for_mlflow(res: SetResult) -> dict[str, float]:
     """'wer' -> 'wer/<set>' etc.; NaN metrics are dropped (MLflow stores them, plots choke)."""
-    return {f"{k}/{res.name}": v for k, v in res.metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-
-
-def windows(wave: np.ndarray, seconds: float) -> list[np.ndarray]:
-    """Cut long audio into consecutive windows of at most `seconds` (the last may be shorter)."""
-    n = int(seconds * SAMPLE_RATE)
-    return [wave[s : s + n] for s in range(0, max(1, len(wave)), n)] if len(wave) > n else [wave]
-
-
-def utt_scores(records: list[dict], language: str) -> list[UttScore]:
-    """Per-utterance scores under the set's protocol (normaliser + the same hypothesis cap)."""
-    norm = normalizer_for_language(language)
-    refs = [norm(r["ref"]) for r in records]
-    hyps = [cap_hypothesis(norm(r["hyp"] or ""), len(ref.split())) for r, ref in zip(records, refs)]
-    return score_utterances(refs, hyps, alignment=False)
+    return {records.set_metric(k, res.name): v for k, v in res.metrics.items()
+            if not (isinstance(v, float) and math.isnan(v))}
 
 
 def paired_rows(systems: dict[str, list[UttScore]], n_boot: int = 1000) -> list[dict]:
@@ -116,46 +90,3 @@ def paired_rows(systems: dict[str, list[UttScore]], n_boot: int = 1000) -> list[
             rows.append({"a": a, "b": b, "delta_wer": r.delta, "ci_low": r.ci_low, "ci_high": r.ci_high,
                          "p_value": r.p_value, "n": r.n})
     return rows
-
-
-class DecodeCache:
-    """Raw hypotheses keyed by model identity, eval-set content and decoding parameters.
-
-    Re-scoring (another normaliser, another statistic) never decodes again; a cache entry is
-    one JSONL file written atomically, so a crash never leaves a partial entry that looks valid.
-    """
-
-    def __init__(self, root: "os.PathLike | None" = None):
-        self.dir = os.fspath(root or cache_root() / "decodes")
-        os.makedirs(self.dir, exist_ok=True)
-        self.hits = 0
-
-    @staticmethod
-    def key(model_id: str, set_name: str, items: list[AudioItem], audio_keys: list[str], params: dict) -> str:
-        h = hashlib.sha1(json.dumps({"model": model_id, "set": set_name, "params": params}, sort_keys=True).encode())
-        for it, a in zip(items, audio_keys):
-            h.update(f"{it.id}\0{it.text}\0{a}\n".encode())
-        return h.hexdigest()
-
-    def get(self, key: str) -> tuple[list[dict], float] | None:
-        path = os.path.join(self.dir, key + ".json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            records, seconds = data["records"], float(data["seconds"])
-            if not isinstance(records, list):
-                raise TypeError("records is not a list")
-        except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: decode again
-            return None
-        self.hits += 1
-        return records, seconds
-
-    def put(self, key: str, records: list[dict], seconds: float) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"records": records, "seconds": seconds}, f, ensure_ascii=False)
-            os.replace(tmp, os.path.join(self.dir, key + ".json"))
-        finally:
-            if os.path.exists(tmp):  # a failed write leaves no debris
-                os.unlink(tmp)

@@ -1,7 +1,7 @@
 """Read one sweep (parent run + child runs) from an MLflow store into pandas tables.
 
 Nothing here formats or plots; the report is rebuilt from what the tracking store holds,
-following the layout in notes/CONTRACT.md. Metric keys are grouped generically as
+following the layout in records.py (the names writers use). Metric keys are grouped generically as
 ``<family>/<column>`` (split on the last ``/``), so a new metric family logged by another
 module (``fail_...``, ``rtfx/...``) shows up in the report without changes here.
 """
@@ -18,6 +18,9 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from borealis_eval import records
+from borealis_eval.errors import ReportError
+
 #: Families whose values are error rates (fractions in the store, percent in the report).
 RATE_FAMILIES = ("wer", "cer")
 #: Also fractions of WER, shown in percent points: protocol variants and paired deltas.
@@ -32,12 +35,8 @@ HANDLED_FAMILIES = ("train", "data", "system", "rtfx", "capped_rate", "wer_raw",
                     "wer_uncapped", "delta_wer_vs_baseline", "p_vs_baseline", "text_chrf",
                     "text_exact") + COUNT_FAMILIES
 CI_SUFFIXES = ("_ci_low", "_ci_high")
-LOSS_KEY = "train/loss"
+LOSS_KEY = records.TRAIN_LOSS
 FINISHED = "FINISHED"
-
-
-class ReportError(RuntimeError):
-    """The store does not hold what a report needs (missing experiment, parent, runs)."""
 
 
 @dataclass
@@ -70,11 +69,11 @@ class ReportData:
 
     @property
     def baselines(self) -> pd.DataFrame:
-        return self.runs[self.runs["role"] == "baseline"]
+        return self.runs[self.runs["role"] == records.BASELINE]
 
     @property
     def variants(self) -> pd.DataFrame:
-        return self.runs[self.runs["role"] == "variant"]
+        return self.runs[self.runs["role"] == records.VARIANT]
 
     def family(self, name: str) -> pd.DataFrame:
         """Family table restricted to the finished runs, in report row order (may be empty)."""
@@ -158,8 +157,8 @@ def load_report_data(
     exp_id = experiment.experiment_id
     parent = _find_parent(client, exp_id, experiment_name, parent_run_id)
 
-    children = _search_all(client, exp_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    children = [r for r in children if r.data.tags.get("role") in ("variant", "baseline")]
+    children = _search_all(client, exp_id, f"tags.{records.PARENT_RUN} = '{parent.info.run_id}'")
+    children = [r for r in children if r.data.tags.get(records.ROLE) in (records.VARIANT, records.BASELINE)]
     if not children:
         raise ReportError(
             f"parent run {parent.info.run_id} of experiment {experiment_name!r} has no child "
@@ -184,14 +183,11 @@ def load_report_data(
         for r in finished
         if LOSS_KEY in r.data.metrics
     }
-    description = experiment.tags.get("borealis.description") or parent.data.tags.get(
-        "borealis.description", ""
-    )
+    description = experiment.tags.get(records.DESCRIPTION) or parent.data.tags.get(records.DESCRIPTION, "")
     normalizers: dict[str, str] = {}
     for r in finished:
-        for key, value in r.data.tags.items():
-            if key.startswith("normalizer/"):
-                normalizers.setdefault(key.split("/", 1)[1], value)
+        for set_name, tag in records.normalizers_of(r.data.tags).items():
+            normalizers.setdefault(set_name, tag)
     return ReportData(
         tracking_uri=client.tracking_uri,
         experiment_id=exp_id,
@@ -202,7 +198,7 @@ def load_report_data(
             "run_name": parent.info.run_name,
             "start_time": pd.to_datetime(parent.info.start_time, unit="ms", utc=True),
             "status": parent.info.status,
-            "ablation": parent.data.tags.get("borealis.ablation", ""),
+            "ablation": parent.data.tags.get(records.ABLATION, ""),
         },
         runs=runs,
         unfinished=unfinished,
@@ -225,7 +221,7 @@ def _find_parent(client: MlflowClient, exp_id: str, exp_name: str, run_id: str |
             raise ReportError(f"run {run_id} does not belong to experiment {exp_name!r}")
         return run
     found = client.search_runs(
-        [exp_id], "tags.role = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+        [exp_id], f"tags.{records.ROLE} = '{records.PARENT}'", order_by=["attributes.start_time DESC"], max_results=1
     )
     if not found:
         raise ReportError(
@@ -246,25 +242,25 @@ def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[R
 
 def _describe(run: Run) -> dict:
     tags = run.data.tags
-    fraction = pd.to_numeric(tags.get("text_fraction", ""), errors="coerce")
+    fraction = pd.to_numeric(tags.get(records.TEXT_FRACTION, ""), errors="coerce")
     return {
         "run_id": run.info.run_id,
-        "role": tags.get("role", ""),
-        "variant": tags.get("variant") or run.info.run_name or run.info.run_id[:8],
-        "language_mix": tags.get("language_mix", ""),
+        "role": tags.get(records.ROLE, ""),
+        "variant": tags.get(records.VARIANT_NAME) or run.info.run_name or run.info.run_id[:8],
+        "language_mix": tags.get(records.LANGUAGE_MIX, ""),
         "text_fraction": float(fraction),
-        "seed": tags.get("seed", ""),
-        "model": tags.get("model", ""),
+        "seed": tags.get(records.SEED, ""),
+        "model": tags.get(records.MODEL, ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,
-        "error": (tags.get("error") or "").splitlines()[0][:300] if tags.get("error") else "",
+        "error": (tags.get(records.ERROR) or "").splitlines()[0][:300] if tags.get(records.ERROR) else "",
     }
 
 
 def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     key = pd.DataFrame(
         {
-            "baseline_first": runs["role"] != "baseline",
+            "baseline_first": runs["role"] != records.BASELINE,
             "mix": runs["language_mix"],
             "fraction": runs["text_fraction"].fillna(-1.0),
             "seed": pd.to_numeric(runs["seed"], errors="coerce").fillna(-1),
@@ -284,7 +280,7 @@ def _group_families(metrics: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], flo
     """
     groups: dict[str, dict[str, str]] = {}
     for key in metrics.columns:
-        family, _, column = key.rpartition("/")
+        family, column = records.split_metric(key)
         groups.setdefault(family, {})[column] = key
     families = {
         fam: metrics[list(cols.values())].set_axis(list(cols), axis=1).sort_index(axis=1)
@@ -315,15 +311,15 @@ def _paired(client: MlflowClient, parent_id: str, eval_sets: list[str]) -> pd.Da
     """The parent's ``paired/<set>.jsonl`` rows (every pair of systems), deltas in percent."""
     columns = ["set", "a", "b", "delta_wer", "ci_low", "ci_high", "p_value", "n"]
     try:
-        names = {Path(a.path).name for a in client.list_artifacts(parent_id, "paired")}
+        names = {Path(a.path).name for a in client.list_artifacts(parent_id, records.PAIRED_DIR)}
     except Exception:  # a store without artifact access still renders the metric tables
         return pd.DataFrame(columns=columns)
     frames = []
     with tempfile.TemporaryDirectory(prefix="borealis-report-") as tmp, quiet_downloads():
         for s in eval_sets:
-            if f"{s}.jsonl" not in names:
+            if Path(records.paired(s)).name not in names:
                 continue
-            local = client.download_artifacts(parent_id, f"paired/{s}.jsonl", tmp)
+            local = client.download_artifacts(parent_id, records.paired(s), tmp)
             frame = pd.read_json(local, lines=True)
             if not frame.empty:
                 frames.append(frame.assign(set=s))

@@ -1,6 +1,6 @@
 """Error analysis from per-utterance predictions: worst utterances and WER slices.
 
-Reads ``predictions/<set>.jsonl`` (raw hypotheses, see notes/CONTRACT.md) of a few runs only
+Reads ``predictions/<set>.jsonl`` (raw hypotheses, see records.py) of a few runs only
 (the best variant and the baselines), re-scores them under the logged protocol (the set's
 normaliser, the same hypothesis cap) with word alignments, and keeps what the report shows.
 """
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from borealis_eval.evaluate.failures import cap_hypothesis
-from borealis_eval.evaluate.metrics import UttScore, score_utterances
+from borealis_eval import records
+from borealis_eval.evaluate import protocol
+from borealis_eval.evaluate.metrics import UttScore
 from borealis_eval.evaluate.normalize import Normalizer, get_normalizer, normalizer_for_language
 from borealis_eval.report.collect import ReportData, quiet_downloads
 
@@ -133,15 +134,15 @@ def _systems(data: ReportData) -> dict[str, str]:
 
 def _download(client: MlflowClient, run_id: str, sets: list[str], dst: Path) -> dict[str, list[dict]]:
     try:
-        names = {Path(a.path).name for a in client.list_artifacts(run_id, "predictions")}
+        names = {Path(a.path).name for a in client.list_artifacts(run_id, records.PREDICTIONS_DIR)}
     except Exception:  # artifacts unreachable: the report still shows the metric tables
         return {}
     dst.mkdir(parents=True, exist_ok=True)
     out = {}
     for s in sets:
-        if f"{s}.jsonl" not in names:
+        if Path(records.predictions(s)).name not in names:
             continue
-        local = Path(client.download_artifacts(run_id, f"predictions/{s}.jsonl", str(dst)))
+        local = Path(client.download_artifacts(run_id, records.predictions(s), str(dst)))
         with local.open(encoding="utf-8") as f:
             out[s] = [json.loads(line) for line in f if line.strip()]
     return out
@@ -160,9 +161,7 @@ def _normalizer(data: ReportData, eval_set: str, records: list[dict]) -> Normali
 
 def _score(records: list[dict], norm: Normalizer) -> pd.DataFrame:
     """Per-utterance scores with alignments under the scoring protocol (normalise, cap)."""
-    refs = [norm(r.get("ref") or "") for r in records]
-    hyps = [cap_hypothesis(norm(r.get("hyp") or ""), len(ref.split())) for r, ref in zip(records, refs)]
-    scores = score_utterances(refs, hyps, alignment=True)
+    scores = protocol.score(records, norm, alignment=True).utts
     frame = pd.DataFrame({
         "id": [str(r.get("id", "")) for r in records],
         "speaker": [str(r.get("speaker") or "?") for r in records],

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,13 +12,14 @@ import jinja2
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from borealis_eval import atomic, records
 from borealis_eval.report.collect import ReportData, cell_means, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
 from borealis_eval.report.plots import Plot, draw_all
 
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
 TEMPLATES = Path(__file__).parent / "templates"
-ARTIFACT_PATH = "report"
+ARTIFACT_PATH = records.REPORT_DIR
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,8 @@ def build_report(
     env = _environment()
     md = out_dir / "report.md"
     html = out_dir / "report.html"
-    _write_atomic(md, env.get_template("report.md.j2").render(r=context))
-    _write_atomic(html, env.get_template("report.html.j2").render(r=context))
+    atomic.write_text(md, env.get_template("report.md.j2").render(r=context))
+    atomic.write_text(html, env.get_template("report.html.j2").render(r=context))
 
     if log_artifact:
         client = MlflowClient(tracking_uri=data.tracking_uri)
@@ -657,13 +656,3 @@ def _environment() -> jinja2.Environment:
     env.filters["md_code"] = lambda s: "`` " + str(s).replace("`", "'") + " ``"
     return env
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

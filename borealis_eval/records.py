@@ -1,0 +1,180 @@
+"""What a study writes to MLflow, named in one place: every writer and the report's reader use this.
+
+Experiment: one per ablation ``name``; tags ``borealis.description`` and ``mlflow.note.content``
+(the question).
+
+Runs (all in that experiment):
+- parent (one per sweep/search study): tags ``role=parent``, ``borealis.ablation`` (file),
+  ``borealis.description``, ``borealis.fingerprint`` (variant set), ``borealis.study``;
+  searches add ``kind=search`` and, when done, ``best.trial``, ``best.run_id``, ``best.params``.
+  Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
+  ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
+  ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``.
+  Metrics: ``data/bad_items``, ``data/train_items``, ``data/text_items``, ``cache/encoded``,
+  ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
+- variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name),
+  ``config_hash``, ``language_mix`` (e.g. ru50_en50), ``text_fraction``, ``seed``,
+  ``axis.<dotted path>`` per grid axis, ``borealis.study``, ``attempt`` (1 for the first try),
+  ``previous_attempt_run`` on a retry, ``resumed_from_step`` after a resume,
+  ``normalizer/<set>`` (e.g. ``english@1.0``); searches add ``optuna.trial``, ``optuna.study``,
+  ``optuna.pruned=true`` (status KILLED). Params: the flattened resolved config plus
+  ``model.trainable_params``.
+  Metrics: ``train/loss`` and ``train/lr`` (per logged step), ``train/first_loss``,
+  ``train/last_loss``, ``train/seconds``, ``train/steps_per_second``; ``data/count_<lang>``,
+  ``data/count_text``, ``data/count_total``, ``data/text_fraction_realised``; per eval set S the
+  set metrics below as ``<name>/S``; ``delta_wer_vs_baseline/S``, ``p_vs_baseline/S``;
+  ``text_chrf/<text set>``, ``text_exact/<text set>``; ``augment/*`` with augmentation.
+  Artifacts: ``config/resolved.yaml``, ``predictions/S.jsonl`` (rows ``{id, language, duration,
+  speaker, ref, hyp}``, raw hypotheses), ``predictions/text_<name>.jsonl``,
+  ``weights/trainable.safetensors``, ``tokenizer/``, ``error.txt`` (traceback) on failure.
+- baseline (nested): tags ``role=baseline``, ``variant=baseline``, ``model`` (reference),
+  ``config_hash`` (the baseline's claim key), ``borealis.study``, ``normalizer/<set>``; params
+  ``baseline.*``; the same per-set metrics and predictions as a variant.
+- a run that did not finish: status FAILED (an error) or KILLED (a signal), tag ``error`` =
+  ``<ExceptionType>: <message>``; training faults add ``error.step`` (0-based) and
+  ``error.batch_ids``; an out-of-memory outside training adds ``error.hint``.
+
+Set metrics (``<name>/<set>``; rates are fractions): wer, cer, wer_ci_low, wer_ci_high,
+cer_ci_low, cer_ci_high, n_utts, ref_words, hyp_words, sub, dele, ins, hits, ref_chars,
+char_edits, capped_rate, wer_uncapped, wer_raw, wer_basic, fail_* (failures.py), rtfx,
+audio_seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# ---------------------------------------------------------------- roles and tags
+PARENT, VARIANT, BASELINE = "parent", "variant", "baseline"
+
+ROLE = "role"
+VARIANT_NAME = "variant"
+CONFIG_HASH = "config_hash"
+LANGUAGE_MIX = "language_mix"
+TEXT_FRACTION = "text_fraction"
+SEED = "seed"
+MODEL = "model"
+KIND = "kind"
+STUDY = "borealis.study"
+ABLATION = "borealis.ablation"
+DESCRIPTION = "borealis.description"
+FINGERPRINT = "borealis.fingerprint"
+NOTE = "mlflow.note.content"
+PARENT_RUN = "mlflow.parentRunId"
+ATTEMPT = "attempt"
+PREVIOUS_ATTEMPT = "previous_attempt_run"
+RESUMED_FROM = "resumed_from_step"
+ERROR = "error"
+ERROR_STEP = "error.step"
+ERROR_BATCH_IDS = "error.batch_ids"
+ERROR_HINT = "error.hint"
+OPTUNA_TRIAL = "optuna.trial"
+OPTUNA_STUDY = "optuna.study"
+OPTUNA_PRUNED = "optuna.pruned"
+BEST_TRIAL = "best.trial"
+BEST_RUN = "best.run_id"
+BEST_PARAMS = "best.params"
+
+_AXIS = "axis."
+_NORMALIZER = "normalizer/"
+
+
+def axis_tag(dotted: str) -> str:
+    return _AXIS + dotted
+
+
+def axis_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def normalizer_tag(set_name: str) -> str:
+    return _NORMALIZER + set_name
+
+
+def normalizers_of(tags: dict[str, str]) -> dict[str, str]:
+    """{eval set: normaliser tag} from a run's tags."""
+    return {k.removeprefix(_NORMALIZER): v for k, v in tags.items() if k.startswith(_NORMALIZER)}
+
+
+# ---------------------------------------------------------------- metrics
+TRAIN_LOSS = "train/loss"
+TRAIN_LR = "train/lr"
+TRAIN_FIRST_LOSS = "train/first_loss"
+TRAIN_LAST_LOSS = "train/last_loss"
+TRAIN_SECONDS = "train/seconds"
+TRAIN_STEPS_PER_SECOND = "train/steps_per_second"
+TRAINABLE_PARAMS = "model.trainable_params"
+OBJECTIVE = "objective"
+
+
+def set_metric(name: str, set_name: str) -> str:
+    """'wer', 'test_ru' -> 'wer/test_ru'."""
+    return f"{name}/{set_name}"
+
+
+def split_metric(key: str) -> tuple[str, str]:
+    """'wer/test_ru' -> ('wer', 'test_ru'); a key without '/' -> ('', key). Splits on the last '/'."""
+    family, _, column = key.rpartition("/")
+    return family, column
+
+
+def data_metric(name: str) -> str:
+    return f"data/{name}"
+
+
+def delta_vs_baseline(set_name: str) -> str:
+    return set_metric("delta_wer_vs_baseline", set_name)
+
+
+def p_vs_baseline(set_name: str) -> str:
+    return set_metric("p_vs_baseline", set_name)
+
+
+def text_chrf(name: str) -> str:
+    return set_metric("text_chrf", name)
+
+
+def text_exact(name: str) -> str:
+    return set_metric("text_exact", name)
+
+
+# ---------------------------------------------------------------- artifacts
+RESOLVED_CONFIG = "config/resolved.yaml"
+WEIGHTS_DIR = "weights"
+WEIGHTS_FILE = "trainable.safetensors"
+TOKENIZER_DIR = "tokenizer"
+ERROR_TEXT = "error.txt"
+BAD_ITEMS = "data/bad_items.jsonl"
+REPORT_DIR = "report"
+BEST_TRIALS = "search/best_trials.jsonl"
+PREDICTIONS_DIR = "predictions"
+PAIRED_DIR = "paired"
+
+
+def predictions(set_name: str) -> str:
+    return f"{PREDICTIONS_DIR}/{set_name}.jsonl"
+
+
+def text_predictions(name: str) -> str:
+    return f"{PREDICTIONS_DIR}/text_{name}.jsonl"
+
+
+def paired(set_name: str) -> str:
+    return f"{PAIRED_DIR}/{set_name}.jsonl"
+
+
+def ablation_copy(filename: str) -> str:
+    return f"ablation/{filename}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b.c': value} (a run's params); lists and empty mappings become JSON strings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    return out

@@ -1,0 +1,140 @@
+"""Dotted-path overrides and grid cells: one way to set `a.b.c` in a config, for every caller.
+
+The grid, searches and the CLI's `--set a.b=c` all go through `apply_overrides`, which refuses
+a path that names no field, or that runs through a value that is not a mapping (e.g. setting
+`data.augment.noise.p` where `data.augment` is null), instead of silently dropping the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import types
+import typing
+from typing import Any, Union
+
+from pydantic import BaseModel
+
+from borealis_eval.config.schema import ExperimentConfig, Variant, mix_label
+from borealis_eval.errors import ConfigError
+
+
+class UnknownPath(ConfigError):
+    """A dotted path that names no field of the experiment config."""
+
+    def __init__(self, dotted: str, problem: str):
+        self.dotted, self.problem = dotted, problem
+        super().__init__(f"{dotted}: {problem}")
+
+
+class BlockedPath(ConfigError):
+    """A dotted path that runs through a value that is not a mapping (e.g. a section set to null)."""
+
+    def __init__(self, dotted: str, blocked: list[str], value: Any):
+        self.dotted, self.blocked, self.value = dotted, blocked, value
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        super().__init__(f"{'.'.join(blocked)}: must be a mapping to set '{dotted}' (got {shown[:80]}); "
+                         f"give the whole section instead, e.g. {blocked[-1]}: {{...}}")
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` (a raw, unvalidated experiment mapping) with each dotted path set.
+
+    Missing intermediate mappings are created; a path naming no field raises `UnknownPath`,
+    one running through a non-mapping value raises `BlockedPath`. The caller validates.
+    """
+    out = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        problem = check_path(dotted)
+        if problem:
+            raise UnknownPath(dotted, problem)
+        parts = dotted.split(".")
+        d = out
+        for i, p in enumerate(parts[:-1]):
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise BlockedPath(dotted, parts[: i + 1], d)
+        d[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`--set a.b=c` -> ('a.b', c); the value is read as YAML (numbers, lists, mappings, null)."""
+    import yaml
+
+    dotted, sep, raw = text.partition("=")
+    if not sep or not dotted.strip():
+        raise ConfigError(f"--set {text!r}: expected PATH=VALUE, e.g. --set train.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return dotted.strip(), value
+
+
+def cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's axis values, the last axis varying fastest."""
+    axes = list(grid.items())
+    return [dict(zip([a for a, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+
+
+def variant_name(cell: dict[str, Any]) -> str:
+    """`language_mix=ru50_en50__text_fraction=0.15`; 'base' for an empty grid."""
+    return "__".join(f"{d.split('.')[-1]}={axis_label(v)}" for d, v in cell.items()) or "base"
+
+
+def _section(ann: Any) -> type[BaseModel] | type[dict] | None:
+    """The section model a field holds (Optional unwrapped), `dict` for free-form mappings, else None."""
+    args = typing.get_args(ann) if typing.get_origin(ann) in (Union, types.UnionType) else (ann,)
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(models) == 1:
+        return models[0]
+    if any(a is dict or typing.get_origin(a) is dict for a in args):
+        return dict
+    return None
+
+
+def check_path(dotted: str) -> str | None:
+    """What is wrong with `dotted` as a field path of ExperimentConfig, or None."""
+    model: Any = ExperimentConfig
+    for part in dotted.split("."):
+        if model is dict:  # free-form mapping (e.g. model.encoder.config): validated later
+            return None
+        if model is None:
+            return f"'{part}' is below a field that is not a section"
+        if part not in model.model_fields:
+            return f"unknown field '{part}' (allowed here: {', '.join(sorted(model.model_fields))})"
+        model = _section(model.model_fields[part].annotation)
+    return None
+
+
+def axis_label(v: Any) -> str:
+    """A short, readable label of an axis value (mixes as ru50_en50, sections by their parts)."""
+    if isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values()):
+        return mix_label(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    if v is None:
+        return "off"  # e.g. data.augment: [null, {...}]
+    if not isinstance(v, (dict, list)):
+        return str(v)
+    digest = hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    if isinstance(v, dict):  # a section: name its parts, the digest keeps two variants of the same parts apart
+        parts = "+".join(str(k) for k, x in v.items() if x is not None)
+        if parts and len(parts) <= 40:
+            return f"{parts}~{digest}"
+    return digest
+
+
+def variants_table(variants: list[Variant]) -> list[dict[str, Any]]:
+    """Rows for `sweep --dry-run`: one per variant, axes as columns."""
+    rows = []
+    for i, v in enumerate(variants):
+        row: dict[str, Any] = {"#": i, "variant": v.name}
+        row.update({k: axis_label(x) for k, x in v.axes.items()})
+        row["steps"] = v.config.train.steps
+        row["config_hash"] = v.config_hash
+        rows.append(row)
+    return rows

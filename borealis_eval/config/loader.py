@@ -1,0 +1,198 @@
+"""Reading ablation files: YAML with `extends`, line numbers, precise errors, grid expansion.
+
+Every error names the file, the line where known, the dotted field path, the bad value and
+what is allowed, in one line (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from borealis_eval.config.grid import BlockedPath, UnknownPath, apply_overrides, cells, check_path, variant_name
+from borealis_eval.config.schema import Ablation, ExperimentConfig, Variant
+from borealis_eval.errors import ConfigError
+
+
+def _fmt_value(v: Any) -> str:
+    s = json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+class _LineMap:
+    """Dotted path -> line number, read from the YAML node tree of each file in the chain."""
+
+    def __init__(self):
+        self.files: list[tuple[Path, yaml.Node | None]] = []
+
+    def add(self, path: Path, text: str):
+        try:
+            node = yaml.compose(text)
+        except (yaml.YAMLError, RecursionError):
+            node = None
+        self.files.append((path, node))
+
+    def find(self, dotted: list[str]) -> tuple[Path, int | None]:
+        for path, node in self.files:  # child first, then the files it extends
+            line = _node_line(node, dotted)
+            if line is not None:
+                return path, line
+        return self.files[0][0], None
+
+
+def _node_line(node, parts: list[str]) -> int | None:
+    best = None
+    for part in parts:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == part), None)
+            if hit is None:
+                return best
+            best = hit[0].start_mark.line + 1
+            node = hit[1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            best = node.start_mark.line + 1
+        else:
+            return best
+    return best
+
+
+def _where(lines: _LineMap, dotted: list[str]) -> str:
+    path, line = lines.find(dotted)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str, Any]:
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"{chain[0]}: 'extends' cycle: {cycle}")
+    where = f" (extended by {chain[-1]})" if chain else ""
+    try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found{where}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # name too long, NUL byte, unreadable, not UTF-8
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: cannot read file{where}: {e}") from None
+    lines.add(path, text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{loc}: malformed YAML: {problem}") from None
+    except ValueError as e:  # a scalar YAML resolves but cannot build, e.g. the date 2020-13-01
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    if data is None:
+        raise ConfigError(f"{path}: file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping with name/description/base/grid, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{_where(lines, ['extends'])}: extends: must be a relative file path, got {_fmt_value(parent)}")
+    try:
+        parent_path = (path.parent / parent).resolve()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{_where(lines, ['extends'])}: extends: bad file path {_fmt_value(parent)}: {e}") from None
+    base = _read_yaml(parent_path, (*chain, path), lines)
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively; anything else (lists included) in `over` replaces.
+
+    A mapping whose `kind` differs from the inherited one (a data source of another type)
+    replaces it whole: merging fields of two different source types would be meaningless.
+    """
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("kind", out[k].get("kind")) == out[k].get("kind"):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _validation_error(err: ValidationError, lines: _LineMap, prefix: list[str], context: str = "") -> ConfigError:
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union")))]
+    # pydantic puts the union tag into the location (e.g. source.synth.split): drop tag names
+    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
+    dotted = [*prefix, *loc]
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    shown = "" if e["type"] == "missing" else f" (got {_fmt_value(e.get('input'))})"
+    path_s = ".".join(dotted) or "(top level)"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return ConfigError(f"{_where(lines, dotted)}: {path_s}: {msg}{shown}{context}{more}")
+
+
+_SOURCE_TAGS = {"manifest", "synth", "hf", "hf_disk", "parquet", "audiofolder", "hf_text", "json"}
+
+
+def _get_dotted(d: dict[str, Any], parts: list[str]) -> Any:
+    for p in parts:
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Ablation, list[Variant]]:
+    """Load, merge `extends`, apply `overrides` (dotted path -> value, the CLI's --set) to `base`,
+    validate, and expand the grid into variants."""
+    path = Path(path).resolve()
+    lines = _LineMap()
+    raw = _read_yaml(path, (), lines)
+    try:
+        abl = Ablation.model_validate(raw)
+    except ValidationError as err:
+        raise _validation_error(err, lines, []) from None
+    if overrides:
+        try:
+            abl.base = apply_overrides(abl.base, overrides)
+        except (UnknownPath, BlockedPath) as e:
+            raise ConfigError(f"{path}: --set {e}") from None
+
+    for dotted, values in abl.grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: grid axis is empty; give a non-empty list of values")
+        problem = check_path(dotted)
+        if problem:
+            raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: {problem}")
+
+    variants: list[Variant] = []
+    seen: dict[str, str] = {}
+    for cell in cells(abl.grid):
+        ctx = f" in grid cell {json.dumps(cell, ensure_ascii=False, default=str)}" if cell else ""
+        try:
+            merged = apply_overrides(abl.base, cell)
+        except BlockedPath as e:
+            at = ["base", *e.blocked]
+            raise ConfigError(f"{_where(lines, at)}: {'.'.join(at)}: must be a mapping for grid axis '{e.dotted}' "
+                              f"(got {_fmt_value(_get_dotted(abl.base, e.blocked))})") from None
+        try:
+            cfg = ExperimentConfig.model_validate(merged)
+        except ValidationError as err:
+            raise _validation_error(err, lines, ["base"], ctx) from None
+        name = variant_name(cell)
+        v = Variant(name=name, axes=cell, config=cfg)
+        if v.config_hash in seen:
+            raise ConfigError(f"{_where(lines, ['grid'])}: grid: cells {seen[v.config_hash]} and {name} give the same config")
+        if name in seen.values():  # e.g. {ru: 1.0} and {ru: 1.0, en: 0.0}: run names must be unique
+            raise ConfigError(f"{_where(lines, ['grid'])}: grid: two cells are both named {name}; make their values distinct")
+        seen[v.config_hash] = name
+        variants.append(v)
+    return abl, variants

@@ -1,0 +1,464 @@
+"""The typed ablation config: one pydantic model per section, validated in one place.
+
+An `ExperimentConfig` is one fully resolved variant (model, data, train, eval, seed); an
+`Ablation` is the file: name, the question (`description`), `base`, `grid` and `search`.
+Unknown keys are rejected everywhere (`Strict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LANGUAGES = ("ru", "en")
+
+__all__ = [
+    "Ablation",
+    "AdapterConfig",
+    "AudioSet",
+    "AugmentConfig",
+    "BaselineConfig",
+    "CodecAug",
+    "DataConfig",
+    "EncoderConfig",
+    "EvalConfig",
+    "EvalSet",
+    "ExperimentConfig",
+    "GainAug",
+    "HFSource",
+    "HFTextSource",
+    "LANGUAGES",
+    "LLMConfig",
+    "LoraConfig",
+    "ManifestSource",
+    "ModelConfig",
+    "NoiseAug",
+    "PositiveRange",
+    "Range",
+    "ReverbAug",
+    "SearchAxis",
+    "SearchConfig",
+    "SearchObjective",
+    "SearchPrune",
+    "Source",
+    "SpeedAug",
+    "Strict",
+    "SynthSource",
+    "TelephoneAug",
+    "TextPool",
+    "TextSet",
+    "TextSource",
+    "TokenizerTrain",
+    "TrainConfig",
+    "Variant",
+    "config_hash",
+    "mix_label",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- data sources
+class ManifestSource(Strict):
+    """A JSONL manifest (see README: id, audio, text, language, duration, speaker)."""
+
+    kind: Literal["manifest"]
+    path: str
+
+
+class SynthSource(Strict):
+    """A split of the project's synthetic corpus, generated on first use."""
+
+    kind: Literal["synth"]
+    corpus: str = "data/synth/cpu-v1"
+    split: str
+    seed: int = 0
+
+
+class HFSource(Strict):
+    """Audio rows from a hub dataset by id/config/split (`hf`), a `load_from_disk` folder
+    (`hf_disk`), parquet files (`parquet`: a file or a folder) or an `audiofolder` (audio files
+    beside metadata.csv/.jsonl with a `file_name` column); for the local kinds `id` is the path."""
+
+    kind: Literal["hf", "hf_disk", "parquet", "audiofolder"]
+    id: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    audio_column: str = "audio"
+    text_column: str = "text"
+    language_column: str | None = None
+    language: str | None = None
+    # read rows as they arrive instead of preparing the whole set (hf, parquet): with max_samples
+    # the first N rows are taken, not a random subset
+    streaming: bool = False
+
+
+class HFTextSource(Strict):
+    """Plain-text instruction pairs from a hub dataset (`hf_text`), a `load_from_disk` folder
+    (`hf_disk`), or parquet / JSON(L) files (`parquet`, `json`: a file or a folder; id = path)."""
+
+    kind: Literal["hf_text", "hf_disk", "parquet", "json"]
+    id: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    instruction_column: str = "instruction"
+    input_column: str | None = None  # alpaca-style context, appended to the instruction when non-empty
+    answer_column: str = "output"
+    # chat-format datasets: a column of [{role, content}, ...]; the last assistant turn is the
+    # answer and the user turn before it the instruction (instruction/answer columns are then unused)
+    messages_column: str | None = None
+    language: str | None = None  # every row's language; else read per row from language_column
+    language_column: str | None = None
+
+    @model_validator(mode="after")
+    def _language(self):
+        if self.language is None and self.language_column is None:
+            raise ValueError("set 'language' (one for all rows) or 'language_column' (per row)")
+        return self
+
+
+Source = Annotated[Union[ManifestSource, SynthSource, HFSource], Field(discriminator="kind")]
+TextSource = Annotated[Union[ManifestSource, SynthSource, HFTextSource], Field(discriminator="kind")]
+
+
+class AudioSet(Strict):
+    name: str
+    source: Source
+    language: str | None = None  # overrides the rows' language when set
+    max_samples: int | None = Field(default=None, gt=0)
+    min_duration: float = Field(default=0.0, ge=0)
+    max_duration: float = Field(default=30.0, gt=0)
+
+
+class TextPool(Strict):
+    source: TextSource
+    max_samples: int | None = Field(default=None, gt=0)
+
+
+# ---------------------------------------------------------------- sections
+class EncoderConfig(Strict):
+    ref: str | None = None  # hf:<id>[@rev] | local folder | bundled:<name>
+    config: dict[str, Any] | None = None  # WhisperConfig kwargs for a random tiny encoder
+    short_input: bool = False  # feed only the real mel frames, not 30 s of padding
+    bucket_seconds: float = Field(default=2.0, gt=0)  # short-input length rounding
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.ref is None) == (self.config is None):
+            raise ValueError("set exactly one of 'ref' (a model reference) or 'config' (random init)")
+        return self
+
+
+class AdapterConfig(Strict):
+    downsample_k: int = Field(default=4, ge=1)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [2560])
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class LoraConfig(Strict):
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class TokenizerTrain(Strict):
+    """Train a byte-level BPE tokenizer on the corpus text (for LLMs trained from scratch)."""
+
+    vocab_size: int = Field(default=2000, ge=300)
+
+
+class LLMConfig(Strict):
+    ref: str | None = None
+    config: dict[str, Any] | None = None  # Qwen3Config kwargs for an LLM trained from scratch
+    tokenizer: str | TokenizerTrain | None = None  # ref, or train one; default: the LLM's own
+    train: Literal["frozen", "lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    # LLM weights: "auto" = bf16 on a GPU when frozen or LoRA, else fp32 (see speech_lm.llm_dtype)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.ref is None) == (self.config is None):
+            raise ValueError("set exactly one of 'ref' (a model reference) or 'config' (random init)")
+        if self.config is not None and self.tokenizer is None:
+            raise ValueError("an LLM built from 'config' needs a 'tokenizer' (a ref, or {vocab_size: N} to train one)")
+        return self
+
+
+class ModelConfig(Strict):
+    encoder: EncoderConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    llm: LLMConfig
+    prompt: str = "Transcribe the audio."
+
+
+Range = tuple[float, float]
+PositiveRange = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+
+
+class _Aug(Strict):
+    p: float = Field(default=0.5, ge=0, le=1)  # probability that a training clip gets this effect
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, tuple) and len(v) == 2 and v[0] > v[1]:
+                raise ValueError(f"{name}: low > high ({v[0]:g} > {v[1]:g})")
+        return self
+
+
+class NoiseAug(_Aug):
+    snr_db: Range = (5.0, 20.0)
+    files: list[str] = Field(default_factory=list)  # noise recordings (files or folders); generated noise if empty
+
+
+class ReverbAug(_Aug):
+    p: float = Field(default=0.3, ge=0, le=1)
+    rt60: PositiveRange = (0.2, 0.8)  # seconds; synthetic room impulse responses
+
+
+class TelephoneAug(_Aug):
+    p: float = Field(default=0.2, ge=0, le=1)
+    band_hz: Range = (300.0, 3400.0)  # Butterworth band-pass edges
+    sample_rate: int = Field(default=8000, gt=0, le=16000)  # resampled down to this and back
+
+    @model_validator(mode="after")
+    def _band(self):
+        if not 0 < self.band_hz[0] < self.band_hz[1] < self.sample_rate / 2:
+            raise ValueError(f"band_hz must satisfy 0 < low < high < sample_rate/2 = {self.sample_rate / 2:g} "
+                             f"(got {self.band_hz[0]:g}, {self.band_hz[1]:g})")
+        return self
+
+
+class CodecAug(_Aug):
+    p: float = Field(default=0.2, ge=0, le=1)
+    bits: tuple[Annotated[int, Field(ge=2, le=16)], Annotated[int, Field(ge=2, le=16)]] = (4, 8)  # mu-law depth range
+
+
+class SpeedAug(_Aug):
+    p: float = Field(default=0.3, ge=0, le=1)
+    factor: PositiveRange = (0.9, 1.1)  # > 1 plays faster (shorter); pitch moves with it
+
+
+class GainAug(_Aug):
+    db: Range = (-6.0, 6.0)
+
+
+class AugmentConfig(Strict):
+    """Training-audio augmentation; seeded per (seed, epoch, clip) and logged. Augmented clips are
+    encoded on the fly (the feature cache holds only clean audio)."""
+
+    noise: NoiseAug | None = None
+    reverb: ReverbAug | None = None
+    telephone: TelephoneAug | None = None
+    codec: CodecAug | None = None
+    speed: SpeedAug | None = None
+    gain: GainAug | None = None
+    # curriculum: every probability ramps linearly from 0 to its configured p over this many epochs
+    curriculum_epochs: int = Field(default=0, ge=0)
+
+
+class DataConfig(Strict):
+    train_sets: list[AudioSet] = Field(min_length=1)
+    text_pool: TextPool | None = None
+    language_mix: dict[str, float]
+    text_fraction: float = 0.0
+    num_examples: int = Field(default=2000, gt=0)  # size of the mixed training stream
+    augment: AugmentConfig | None = None
+    # a set whose unusable audio (missing, corrupt, empty, NaN, too long) exceeds this share fails the run
+    max_bad_share: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("text_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not (0.0 <= v < 1.0) or math.isnan(v):
+            raise ValueError("text_fraction must be in [0, 1)")  # the caller appends the value
+        return v
+
+    @field_validator("language_mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("language_mix is empty; give weights like {ru: 0.5, en: 0.5}")
+        bad = [k for k, w in v.items() if not (w >= 0) or math.isinf(w)]
+        if bad:
+            raise ValueError(f"language_mix weights must be >= 0 (bad: {bad})")
+        total = sum(v.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"language_mix weights must sum to 1, got {total:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_needed(self):
+        if self.text_fraction > 0 and self.text_pool is None:
+            raise ValueError("text_fraction > 0 needs a 'text_pool'")
+        return self
+
+
+class TrainConfig(Strict):
+    steps: int = Field(default=1000, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    lr: float = Field(default=1e-4, gt=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    log_every: int = Field(default=10, gt=0)
+    max_answer_tokens: int = Field(default=128, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # torch CPU threads
+
+
+class EvalSet(AudioSet):
+    max_duration: float = Field(default=600.0, gt=0)
+
+
+class TextSet(Strict):
+    """Held-out plain-text instruction pairs: does the LLM keep its text skills?"""
+
+    name: str
+    source: TextSource
+    max_samples: int | None = Field(default=None, gt=0)
+
+
+class BaselineConfig(Strict):
+    enabled: bool = True
+    ref: str = "hf:openai/whisper-large-v3"
+    batch_size: int = Field(default=8, gt=0)
+
+
+class EvalConfig(Strict):
+    sets: list[EvalSet] = Field(min_length=1)
+    text_sets: list[TextSet] = Field(default_factory=list)
+    batch_size: int = Field(default=8, gt=0)
+    max_new_tokens: int = Field(default=128, gt=0)
+    # runaway cap: at most this many new tokens per second of audio (+16), so a looping decoder
+    # stops near the length any real transcript could have instead of at max_new_tokens
+    max_tokens_per_second: float = Field(default=15.0, gt=0)
+    num_beams: int = Field(default=1, gt=0)
+    window_seconds: float = Field(default=30.0, gt=0)  # long-form window for the speech-LLM
+    # long audio for the speech-LLM: decode each window and join the texts ("window"), or splice
+    # every window's audio embeddings into one prompt and decode once ("concat")
+    long_form: Literal["window", "concat"] = "window"
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    bootstrap: int = Field(default=1000, ge=100)
+
+
+class ExperimentConfig(Strict):
+    """One fully resolved variant."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig
+    seed: int = 0
+
+
+class SearchAxis(Strict):
+    """One search dimension: a range (`low`/`high`, optional `log`/`step`; ints if both are ints) or `choices`."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(default=None, gt=0)
+    choices: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either 'low' and 'high' (a range) or 'choices' (a list)")
+        if self.choices is None:
+            if not self.low < self.high:  # type: ignore[operator]
+                raise ValueError(f"'low' must be below 'high' (got {self.low:g} and {self.high:g})")
+            if self.log and self.low <= 0:  # type: ignore[operator]
+                raise ValueError("a 'log' range needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("'log' and 'step' cannot be combined")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return (self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+                and (self.step is None or isinstance(self.step, int)))
+
+
+class SearchObjective(Strict):
+    """Mean `metric` over `sets` (default: every eval set); `cost: train_seconds` adds a 2nd objective."""
+
+    sets: list[str] = Field(default_factory=list)
+    metric: Literal["wer", "cer"] = "wer"
+    cost: Literal["train_seconds"] | None = None
+
+
+class SearchPrune(Strict):
+    """Report `metric` on eval set `set` every `every` steps; the pruner stops hopeless trials."""
+
+    set: str
+    every: int = Field(default=50, gt=0)
+
+
+class SearchConfig(Strict):
+    n_trials: int = Field(default=20, gt=0)
+    objective: SearchObjective = Field(default_factory=SearchObjective)
+    space: dict[str, SearchAxis] = Field(min_length=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    pruner: Literal["median", "none"] = "none"
+    prune: SearchPrune | None = None
+    storage: str | None = None  # Optuna RDB URL; default: borealis-studies.db beside the MLflow store
+
+    @model_validator(mode="after")
+    def _pruning(self):
+        if self.pruner != "none" and self.prune is None:
+            raise ValueError("pruner needs 'prune: {set: <eval set>, every: N}' (what to report while training)")
+        if self.pruner != "none" and self.objective.cost is not None:
+            raise ValueError("pruning works with one objective only; drop 'objective.cost' or set pruner: none")
+        return self
+
+
+class Ablation(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
+
+
+class Variant(BaseModel):
+    name: str
+    axes: dict[str, Any]
+    config: ExperimentConfig
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def language_mix_label(self) -> str:
+        return mix_label(self.config.data.language_mix)
+
+
+def mix_label(mix: dict[str, float]) -> str:
+    """{ru: 0.5, en: 0.5} -> 'ru50_en50'; stable order (LANGUAGES first, then other codes sorted)."""
+    def order(kv):
+        return (LANGUAGES.index(kv[0]) if kv[0] in LANGUAGES else len(LANGUAGES), str(kv[0]))
+
+    return "_".join(f"{k}{round(v * 100):d}" for k, v in sorted(mix.items(), key=order) if v > 0)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+

@@ -11,7 +11,7 @@ for one machine, PostgreSQL for several) and coordinate through two tables:
   over a row that is reclaimable: failed before this worker started, interrupted by a signal,
   or claimed by a worker whose heartbeat is stale (or, on the same host, whose pid is gone).
 
-Nothing here knows about training; sweep.py and search.py drive it.
+Nothing here knows about training; study.py drives it for sweep.py and search.py.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ CLAIMS = sa.Table(
     sa.Column("study", sa.String(255), primary_key=True),
     sa.Column("config_hash", sa.String(64), primary_key=True),
     sa.Column("variant", sa.String(512), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # claimed | finished | failed | interrupted
+    sa.Column("status", sa.String(16), nullable=False),  # claimed | finished | failed | interrupted | pruned
     sa.Column("worker", sa.String(255), nullable=False),
     sa.Column("run_id", sa.String(64)),
     sa.Column("heartbeat", sa.Float, nullable=False),
@@ -218,6 +218,10 @@ class ClaimStore:
 
     def interrupt(self, study: str, config_hash: str, reason: str) -> None:
         self._update(study, config_hash, status="interrupted", reason=reason[:2000])
+
+    def prune(self, study: str, config_hash: str) -> None:
+        """A search trial stopped early by its pruner: settled, never retried."""
+        self._update(study, config_hash, status="pruned", reason="pruned")
 
     def rows(self, study: str) -> list[dict]:
         with self.engine.begin() as c:

@@ -1,7 +1,8 @@
 """`borealis-eval`: sweep, report, data, models, score, cache, runs, ui.
 
-User errors (bad config, missing data, unreachable store, offline hub reference) print one
-line `error: ...` and exit 2; `--debug` shows the traceback instead.
+User errors (`errors.UserError`: bad config, missing data, unreachable store, offline hub
+reference) print one line `error: ...` and exit 2; `--debug` shows the traceback instead.
+Anything else is a bug and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -29,17 +30,24 @@ def _table(rows: list[dict], title: str | None = None) -> Table:
 
 
 # ------------------------------------------------------------------ commands
+def _overrides(a) -> dict:
+    """`--set a.b=c` options as {dotted path: value}."""
+    from borealis_eval.config import parse_assignment
+
+    return dict(parse_assignment(s) for s in getattr(a, "set", None) or [])
+
+
 def cmd_sweep(a) -> int:
     from borealis_eval.sweep import dry_run, run_sweep
 
     if a.dry_run:
-        abl, rows = dry_run(a.file)
+        abl, rows = dry_run(a.file, _overrides(a))
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
         console.print(_table(rows, f"{len(rows)} variants (dry run: nothing trained)"))
         return 0
     res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
                     new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
-                    stale_after=a.stale_after)
+                    stale_after=a.stale_after, overrides=_overrides(a))
     if not res.experiment:  # a non-main rank under `accelerate launch`: the main process reports
         return 0
     skipped = f", {len(res.skipped)} done earlier or by other workers" if res.skipped else ""
@@ -72,9 +80,9 @@ def cmd_report(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from borealis_eval.sweep import evaluate_model
+    from borealis_eval.rescore import evaluate_model
 
-    results = evaluate_model(a.model, a.ablation, a.sets, tracking_uri=a.tracking_uri)
+    results = evaluate_model(a.model, a.ablation, a.sets, tracking_uri=a.tracking_uri, overrides=_overrides(a))
     out = {r.name: {"normalizer": r.normalizer, **{k: v for k, v in r.metrics.items()}} for r in results}
     text = json.dumps(out, indent=2, ensure_ascii=False)
     if a.out:
@@ -110,6 +118,7 @@ def cmd_models_prepare(a) -> int:
 
 
 def cmd_score(a) -> int:
+    from borealis_eval.errors import UsageError
     from borealis_eval.evaluate.runner import score_set
 
     def read(p):
@@ -120,13 +129,13 @@ def cmd_score(a) -> int:
                     r = json.loads(line)
                     rows[str(r["id"])] = str(r["text"])
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{p}:{n}: expected a JSON object with 'id' and 'text' ({e})") from None
+                    raise UsageError(f"{p}:{n}: expected a JSON object with 'id' and 'text' ({e})") from None
         return rows
 
     refs, hyps = read(a.refs), read(a.hyps)
     missing = sorted(set(refs) - set(hyps))
     if missing and not a.allow_missing:
-        raise ValueError(f"{len(missing)} reference ids have no hypothesis (e.g. {missing[:3]}); "
+        raise UsageError(f"{len(missing)} reference ids have no hypothesis (e.g. {missing[:3]}); "
                          "pass --allow-missing to score them as empty outputs")
     records = [{"id": i, "ref": t, "hyp": hyps.get(i, ""), "duration": 0.0} for i, t in refs.items()]
     res = score_set("score", records, a.lang, None)
@@ -190,7 +199,7 @@ def cmd_search(a) -> int:
 
     res = run_search(a.file, tracking_uri=a.tracking_uri, n_trials=a.n_trials, progress=not a.no_progress,
                      study=a.study, new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir,
-                     checkpoint_every=a.checkpoint_every)
+                     checkpoint_every=a.checkpoint_every, stale_after=a.stale_after, overrides=_overrides(a))
     console.print(f"search '{res.experiment}' (study {res.study}): {res.n_complete} trials complete, "
                   f"{res.n_pruned} pruned, {res.n_failed} failed; parent run {res.parent_run_id}")
     for b in res.best:
@@ -200,6 +209,12 @@ def cmd_search(a) -> int:
         console.print(f"interrupted ({res.interrupted}); run the same command again to resume")
         return 130
     return 0
+
+
+def _set_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override a field of the ablation's base config (repeatable), e.g. --set train.steps=100; "
+                        "the value is read as YAML")
 
 
 def _study_args(s: argparse.ArgumentParser) -> None:
@@ -233,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", default=None, help="report folder (default reports/<name>)")
+    _set_arg(s)
     _study_args(s)
     s.set_defaults(fn=cmd_sweep)
 
@@ -240,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--n-trials", type=int, default=None, help="override search.n_trials (a total over all workers)")
     s.add_argument("--no-progress", action="store_true")
+    _set_arg(s)
     _study_args(s)
     s.set_defaults(fn=cmd_search)
 
@@ -254,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ablation", required=True, help="ablation file whose eval sets to use")
     s.add_argument("--sets", nargs="+", help="only these eval sets")
     s.add_argument("--out", help="also write the JSON here")
+    _set_arg(s)
     s.set_defaults(fn=cmd_evaluate)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
@@ -295,14 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    import transformers
+    from borealis_eval.errors import UserError
 
-    transformers.logging.set_verbosity_error()  # generate() repeats deprecation notes per batch
-    from borealis_eval.errors import USER_ERRORS
+    if args.command in ("sweep", "search", "evaluate"):  # they call generate(), which repeats notes per batch
+        import transformers
 
+        transformers.logging.set_verbosity_error()
     try:
         return args.fn(args)
-    except USER_ERRORS as e:
+    except UserError as e:
         if args.debug:
             raise
         print(f"error: {e}  (--debug shows the traceback)", file=sys.stderr)

@@ -1,27 +1,25 @@
-"""Optuna search over an ablation's `search:` space, through the same variant runner as sweeps.
+"""Optuna search over an ablation's `search:` space, through the same study and recipe as sweeps.
 
-Each trial applies the sampled values (dotted paths, like grid axes) to `base`, validates the
-result as an ExperimentConfig and runs it as a nested MLflow run under the study's parent run
-(tags `optuna.trial`, `optuna.study`, `axis.*`). The objective is the mean WER (or CER) over the
-chosen eval sets; `objective.cost: train_seconds` makes it a two-objective study (Pareto front).
-Optional pruning evaluates one eval set every N training steps and reports it to the pruner.
+Each trial applies the sampled values (dotted paths, like grid axes, through `apply_overrides`)
+to `base`, validates the result as an ExperimentConfig and runs it as a nested MLflow run under
+the study's parent run (tags `optuna.trial`, `optuna.study`, `axis.*`). The objective is the
+mean WER (or CER) over the chosen eval sets; `objective.cost: train_seconds` makes it a
+two-objective study (Pareto front). Optional pruning scores one eval set every N training steps.
 
-Storage: any RDB URL (`search.storage`, `--storage`, $BOREALIS_STORAGE), by default the
-embedded `borealis-studies.db` beside the MLflow store. Several `search` workers on one storage
-share the study, its parent run and the trial budget. A trial left RUNNING by a killed worker is
-failed by Optuna's heartbeat and retried with the same parameters; one stopped by a signal is
-re-queued at the next start; both resume from the variant's checkpoint (keyed by config hash).
+Workers coordinate through the study's claims table, as sweeps do: a trial claims its config
+hash before training, so a configuration sampled twice trains once (the second trial reads the
+first one's objective), a trial stopped by a signal resumes from its checkpoint when Optuna
+re-queues it, and a trial of a killed worker (failed by Optuna's heartbeat, retried with the
+same parameters) takes the stale claim over. Optuna samples and keeps the trial history, in the
+same database (`search.storage`, `--storage`, $BOREALIS_STORAGE; default `borealis-studies.db`).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import json
-import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,16 +29,13 @@ from typing import Any
 import optuna
 from pydantic import ValidationError
 
-from borealis_eval.claims import ClaimStore, default_storage_url
-from borealis_eval.config import (ConfigError, ExperimentConfig, SearchAxis, SearchConfig, Variant, _check_axis_path,
-                                  _set_dotted, load_ablation)
-from borealis_eval.paths import cache_root
-from borealis_eval.sweep import (Resources, StopFlag, StudyContext, _fail, check_model_refs, evaluate_speech_lm,
-                                 execute_variant, open_study, prepare_resources)
-from borealis_eval.tracking import RunLogger, TrackingConfig, experiment_id, preflight
-from borealis_eval.train import TrainingInterrupted
-
-log = logging.getLogger("borealis_eval")
+from borealis_eval import records
+from borealis_eval.config import ExperimentConfig, SearchAxis, SearchConfig, Variant, apply_overrides, load_ablation
+from borealis_eval.decode import evaluate_speech_lm
+from borealis_eval.errors import ConfigError, TrainingInterrupted
+from borealis_eval.resources import Resources, prepare_resources
+from borealis_eval.study import Study, start_study
+from borealis_eval.tracking import RunLogger
 
 
 class VariantFailed(RuntimeError):
@@ -70,18 +65,19 @@ def suggest(trial: optuna.Trial, name: str, axis: SearchAxis) -> Any:
 
 
 def trial_variant(base: dict, values: dict[str, Any], number: int) -> Variant:
-    merged = copy.deepcopy(base)
-    for dotted, value in values.items():
-        _set_dotted(merged, dotted, value)
-    cfg = ExperimentConfig.model_validate(merged)
+    """The trial's config; raises ConfigError when a sampled path cannot be set (never drops it)."""
+    cfg = ExperimentConfig.model_validate(apply_overrides(base, values))
     return Variant(name=f"trial-{number:03d}", axes=values, config=cfg)
 
 
-def _check(path: Path, scfg: SearchConfig, cfg: ExperimentConfig) -> None:
-    for dotted in scfg.space:
-        problem = _check_axis_path(dotted)
-        if problem:
-            raise ConfigError(f"{path}: search.space.{dotted}: {problem}")
+def _check(path: Path, scfg: SearchConfig, base: dict, cfg: ExperimentConfig) -> None:
+    """Every search path can be set on `base` and every named eval set exists, before any trial."""
+    for dotted, axis in scfg.space.items():
+        sample = axis.choices[0] if axis.choices is not None else axis.low
+        try:
+            apply_overrides(base, {dotted: sample})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: search.space.{e}") from None
     names = [s.name for s in cfg.eval.sets]
     for s in scfg.objective.sets + ([scfg.prune.set] if scfg.prune else []):
         if s not in names:
@@ -90,56 +86,25 @@ def _check(path: Path, scfg: SearchConfig, cfg: ExperimentConfig) -> None:
 
 def run_search(path: str | Path, tracking_uri: str | None = None, n_trials: int | None = None, progress: bool = True,
                study: str | None = None, new: bool = False, storage: str | None = None,
-               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50) -> SearchResult:
+               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50, stale_after: float = 300.0,
+               overrides: dict | None = None) -> SearchResult:
     t0 = time.perf_counter()
     path = Path(path)
-    abl, variants = load_ablation(path)
+    abl, variants = load_ablation(path, overrides)
     if abl.search is None:
         raise ConfigError(f"{path}: no 'search:' section (give n_trials, objective and space)")
     scfg = abl.search
     base_variant = variants[0]
-    _check(path, scfg, base_variant.config)
+    _check(path, scfg, abl.base, base_variant.config)
     n_trials = n_trials or scfg.n_trials
-    tc = TrackingConfig.load(tracking_uri=tracking_uri)
-    client = preflight(tc)
-    check_model_refs([base_variant])
-    exp_id = experiment_id(client, tc, abl.name, abl.description)
-    url = storage or scfg.storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri)
-    store = ClaimStore(url)
     fp = hashlib.sha1(json.dumps({"base": abl.base, "search": scfg.model_dump(mode="json")}, sort_keys=True,
                                  default=str).encode()).hexdigest()[:12]
-    key = f"named:{study}" if study else f"search:{abl.name}:{fp}"
-    if new:
-        key += f":{time.time_ns()}"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name, parent, _ = open_study(
-        store, client, exp_id, key, study or f"{abl.name}-search-{stamp}-{os.urandom(2).hex()}", f"search-{stamp}",
-        {"role": "parent", "kind": "search", "borealis.ablation": str(path), "borealis.description": abl.description,
-         "mlflow.note.content": abl.description, "borealis.fingerprint": fp},
-        (path.read_text(encoding="utf-8"), "ablation/" + path.name))
-    out = SearchResult(abl.name, name, parent.run_id)
-
-    def on_stale_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        rid = trial.user_attrs.get("run_id")
-        if rid and client.get_run(rid).info.status == "RUNNING":
-            client.set_tag(rid, "error", "worker stopped without reporting (killed or lost: Optuna heartbeat expired); "
-                                         "the trial is retried with the same parameters")
-            client.set_terminated(rid, "FAILED")
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-        retry(max_retry=2)(st, trial)
-
-    stale_kw = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
-                in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90, **{stale_kw: on_stale_trial})
+    st, _ = start_study("search", path, abl, [base_variant], fp, tracking_uri=tracking_uri, study=study, new=new,
+                        storage=storage or scfg.storage, checkpoint_dir=checkpoint_dir,
+                        checkpoint_every=checkpoint_every, stale_after=stale_after, progress=progress)
+    out = SearchResult(abl.name, st.name, st.parent.run_id)
     directions = ["minimize"] + (["minimize"] if scfg.objective.cost else [])
-    sampler = (optuna.samplers.TPESampler(seed=scfg.seed) if scfg.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=scfg.seed))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if scfg.pruner == "median" \
-        else optuna.pruners.NopPruner()
-    ost = optuna.create_study(storage=rdb, study_name=name, directions=directions, sampler=sampler, pruner=pruner,
-                              load_if_exists=True)
+    ost = _optuna_study(st, scfg, directions)
     _requeue_interrupted(ost)
     state: dict[str, Resources] = {}
 
@@ -149,71 +114,125 @@ def run_search(path: str | Path, tracking_uri: str | None = None, n_trials: int 
         return state["res"]
 
     sets = scfg.objective.sets or [s.name for s in base_variant.config.eval.sets]
-    metric = scfg.objective.metric
 
-    with StopFlag() as stop:
-        ctx = StudyContext(name, client, exp_id, parent, None, Path(checkpoint_dir or cache_root() / "checkpoints"),
-                           checkpoint_every, stop, progress)
-
-        def objective(trial: optuna.Trial):
-            values = {k: suggest(trial, k, ax) for k, ax in scfg.space.items()}
-            try:
-                v = trial_variant(abl.base, values, trial.number)
-            except ValidationError as e:
-                raise VariantFailed(f"sampled values give an invalid config: {e.errors()[0]['msg']}") from None
-            trial.set_user_attr("config_hash", v.config_hash)
-            hook = _pruning_hook(trial, resources, v.config, scfg) if scfg.pruner != "none" else None
-            tags = {"optuna.trial": trial.number, "optuna.study": name}
-            try:
-                results = execute_variant(ctx, v, resources, None, tags, on_step=hook,
-                                          started=lambda rid: trial.set_user_attr("run_id", rid))
-            except (TrainingInterrupted, KeyboardInterrupt):
-                trial.set_user_attr("interrupted", True)
-                raise
-            if results is None:
-                raise VariantFailed(f"trial {trial.number}: variant failed (see run {trial.user_attrs.get('run_id')})")
-            value = sum(r.metrics[metric] for r in results if r.name in sets) / len(sets)
-            run = RunLogger(client, trial.user_attrs["run_id"])
-            run.metrics({"objective": value})
-            run.flush()
-            if scfg.objective.cost:
-                return value, client.get_run(run.run_id).data.metrics.get("train/seconds", math.nan)
-            return value
-
-        budget = optuna.study.MaxTrialsCallback(
-            n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    def objective(trial: optuna.Trial):
+        values = {k: suggest(trial, k, ax) for k, ax in scfg.space.items()}
         try:
-            done = _count(ost, (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-            if done < n_trials:
-                ost.optimize(objective, n_trials=n_trials - done + _count(ost, (optuna.trial.TrialState.WAITING,)),
-                             callbacks=[budget], catch=(VariantFailed,), gc_after_trial=False)
-        except (KeyboardInterrupt, TrainingInterrupted) as e:
-            out.interrupted = str(e) or stop.reason or "interrupted"
-            _fail(parent, e, "KILLED")
-        except BaseException as e:
-            _fail(parent, e)
-            raise
+            v = trial_variant(abl.base, values, trial.number)
+        except ValidationError as e:
+            raise VariantFailed(f"sampled values give an invalid config: {e.errors()[0]['msg']}") from None
+        trial.set_user_attr("config_hash", v.config_hash)
+        run_id = _run_trial(st, trial, v, resources, scfg)
+        value = _objective_value(st, run_id, sets, scfg.objective.metric)
+        if scfg.objective.cost:
+            return value, st.client.get_run(run_id).data.metrics.get(records.TRAIN_SECONDS, math.nan)
+        return value
+
+    budget = optuna.study.MaxTrialsCallback(
+        n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    with st.session():
+        done = _count(ost, (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+        if done < n_trials:
+            ost.optimize(objective, n_trials=n_trials - done + _count(ost, (optuna.trial.TrialState.WAITING,)),
+                         callbacks=[budget], catch=(VariantFailed,), gc_after_trial=False)
+    out.interrupted = st.interrupted
+    _summarise(st, ost, directions, out)
+    if not out.interrupted and out.n_complete + out.n_pruned >= n_trials:
+        st.parent.end("FINISHED")
+        st.store.close_study(st.name)
+    elif not out.interrupted:
+        st.parent.flush()
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _run_trial(st: Study, trial: optuna.Trial, v: Variant, resources, scfg: SearchConfig) -> str:
+    """Claim the trial's config and train it, or wait for a peer training the same config; its run id."""
+    key = v.config_hash
+    while True:
+        claim = st.store.claim(st.name, key, v.name)
+        row = next((r for r in st.store.rows(st.name) if r["config_hash"] == key), None)
+        if claim is not None:
+            break
+        if row is None or row["status"] == "claimed":  # a peer trains this config now: wait for its result
+            time.sleep(min(2.0, max(0.5, st.store.stale_after / 4)))
+            if st.stop.reason:
+                raise KeyboardInterrupt(st.stop.reason)
+            continue
+        if row["status"] == "finished":  # sampled again: the same config trains once
+            trial.set_user_attr("run_id", row["run_id"])
+            trial.set_user_attr("duplicate_of", row["variant"])
+            return row["run_id"]
+        if row["status"] == "pruned":
+            raise optuna.TrialPruned(f"same config as {row['variant']}, which was pruned")
+        raise VariantFailed(f"trial {trial.number}: same config as {row['variant']}, which failed: {row['reason']}")
+    hook = _pruning_hook(trial, resources, v.config, scfg) if scfg.pruner != "none" else None
+    tags = {records.OPTUNA_TRIAL: trial.number, records.OPTUNA_STUDY: st.name}
+    try:
+        results = st.run_variant(v, resources, claim, tags, on_step=hook,
+                                 started=lambda rid: trial.set_user_attr("run_id", rid))
+    except (TrainingInterrupted, KeyboardInterrupt):
+        trial.set_user_attr("interrupted", True)
+        raise
+    if results is None:
+        raise VariantFailed(f"trial {trial.number}: variant failed (see run {trial.user_attrs.get('run_id')})")
+    return trial.user_attrs["run_id"]
+
+
+def _objective_value(st: Study, run_id: str, sets: list[str], metric: str) -> float:
+    """Mean `metric` over `sets`, read from the trial's run and logged on it as `objective`."""
+    logged = st.client.get_run(run_id).data.metrics
+    value = sum(logged[records.set_metric(metric, s)] for s in sets) / len(sets)
+    run = RunLogger(st.client, run_id)
+    run.metrics({records.OBJECTIVE: value})
+    run.flush()
+    return value
+
+
+def _optuna_study(st: Study, scfg: SearchConfig, directions: list[str]) -> optuna.Study:
+    """Optuna's study in the claims database; a trial whose worker died is failed by its heartbeat,
+    its MLflow run closed, and retried with the same parameters."""
+
+    def on_stale_trial(ost: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        rid = trial.user_attrs.get("run_id")
+        if rid and st.client.get_run(rid).info.status == "RUNNING":
+            st.client.set_tag(rid, records.ERROR, "worker stopped without reporting (killed or lost: Optuna heartbeat "
+                                                  "expired); the trial is retried with the same parameters")
+            st.client.set_terminated(rid, "FAILED")
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+        retry(max_retry=2)(ost, trial)
+
+    stale_kw = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+                in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(st.store.url, heartbeat_interval=30, grace_period=90,
+                                         **{stale_kw: on_stale_trial})
+    sampler = (optuna.samplers.TPESampler(seed=scfg.seed) if scfg.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=scfg.seed))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if scfg.pruner == "median" \
+        else optuna.pruners.NopPruner()
+    return optuna.create_study(storage=rdb, study_name=st.name, directions=directions, sampler=sampler, pruner=pruner,
+                               load_if_exists=True)
+
+
+def _summarise(st: Study, ost: optuna.Study, directions: list[str], out: SearchResult) -> None:
+    """Counts, the best trial (or Pareto front) on the parent run."""
     states = [t.state for t in ost.trials]
     out.n_complete = states.count(optuna.trial.TrialState.COMPLETE)
     out.n_pruned = states.count(optuna.trial.TrialState.PRUNED)
     out.n_failed = states.count(optuna.trial.TrialState.FAIL)
-    if out.n_complete:
-        best = [ost.best_trial] if len(directions) == 1 else ost.best_trials
-        out.best = [{"number": t.number, "values": t.values, "params": t.params, "run_id": t.user_attrs.get("run_id")}
-                    for t in best]
-        b = best[0]
-        parent.tags({"best.trial": b.number, "best.run_id": b.user_attrs.get("run_id", ""),
-                     "best.params": json.dumps(b.params)[:5000]})
-        parent.metrics({"best/objective": b.values[0], "search/complete": out.n_complete,
-                        "search/pruned": out.n_pruned, "search/failed": out.n_failed})
-        parent.artifact_json_lines(out.best, "search/best_trials.jsonl")
-    if not out.interrupted and out.n_complete + out.n_pruned >= n_trials:
-        parent.end("FINISHED")
-        store.close_study(name)
-    elif not out.interrupted:
-        parent.flush()
-    out.seconds = time.perf_counter() - t0
-    return out
+    if not out.n_complete:
+        return
+    best = [ost.best_trial] if len(directions) == 1 else ost.best_trials
+    out.best = [{"number": t.number, "values": t.values, "params": t.params, "run_id": t.user_attrs.get("run_id")}
+                for t in best]
+    b = best[0]
+    st.parent.tags({records.BEST_TRIAL: b.number, records.BEST_RUN: b.user_attrs.get("run_id", ""),
+                    records.BEST_PARAMS: json.dumps(b.params)[:5000]})
+    st.parent.metrics({"best/objective": b.values[0], "search/complete": out.n_complete,
+                       "search/pruned": out.n_pruned, "search/failed": out.n_failed})
+    st.parent.artifact_json_lines(out.best, records.BEST_TRIALS)
 
 
 def _count(st: optuna.Study, states) -> int:

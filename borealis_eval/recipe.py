@@ -1,0 +1,151 @@
+"""One variant's life, top to bottom: setup -> train -> evaluate -> save -> cleanup.
+
+A variant is one grid cell (language mix x text fraction x seed x ...) of an ablation. Its
+recipe draws the training stream from the shared resources, builds the speech-LLM (frozen
+encoder features -> adapter -> LLM), trains it, scores it on every eval set and on held-out
+text instructions, and records everything on its MLflow run (names in records.py). The study
+(study.py) decides which variants run where and records failures; this file is only what one
+variant does, in the manner of torchtune's single-device recipes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+from borealis_eval import records
+from borealis_eval.config import Variant
+from borealis_eval.data.augment import Augmenter
+from borealis_eval.data.augment_batches import AugmentBatches
+from borealis_eval.data.mixer import Mix
+from borealis_eval.data.sources import AudioItem
+from borealis_eval.decode import evaluate_speech_lm, evaluate_text_skill, weights_id
+from borealis_eval.distributed import is_main_process
+from borealis_eval.evaluate.runner import SetResult, metrics_for_mlflow
+from borealis_eval.models.speech_lm import Example, SpeechLM
+from borealis_eval.resources import Resources
+from borealis_eval.tracking import RunLogger
+from borealis_eval.train import TrainResult, train
+
+
+@dataclass
+class TrainOptions:
+    """How the recipe trains: checkpoints, stop requests, per-step hooks."""
+
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    should_stop: Callable[[], str | None] | None = None
+    on_step: Callable[[SpeechLM], Callable[[int], None]] | None = None  # model -> hook(step)
+
+
+def variant_tags(v: Variant, role: str = records.VARIANT) -> dict[str, str]:
+    """The tags that identify a variant's run: its name, config hash and grid axes."""
+    tags = {records.ROLE: role, records.VARIANT_NAME: v.name, records.CONFIG_HASH: v.config_hash,
+            records.LANGUAGE_MIX: v.language_mix_label, records.TEXT_FRACTION: f"{v.config.data.text_fraction:g}",
+            records.SEED: str(v.config.seed)}
+    tags.update({records.axis_tag(k): records.axis_value(x) for k, x in v.axes.items()})
+    return tags
+
+
+def log_results(run: RunLogger, results: list[SetResult]) -> None:
+    """Per eval set: metrics, the normaliser that produced them, the raw predictions."""
+    for r in results:
+        run.metrics(metrics_for_mlflow(r))
+        run.tags({records.normalizer_tag(r.name): r.normalizer})
+        run.artifact_json_lines(r.records, records.predictions(r.name))
+    run.flush()
+
+
+class VariantRecipe:
+    """Train and score one variant on shared resources, logging to `run`."""
+
+    def __init__(self, v: Variant, res: Resources, run: RunLogger, progress: bool = True,
+                 opts: TrainOptions | None = None):
+        self.v, self.cfg, self.res, self.run = v, v.config, res, run
+        self.progress = progress
+        self.opts = opts or TrainOptions()
+        self.mix: Mix | None = None
+        self.model: SpeechLM | None = None
+        self.examples: list[Example] = []
+        self.augment: AugmentBatches | None = None
+        self.trained: TrainResult | None = None
+
+    def setup(self) -> None:
+        """The training stream (realised mix logged), the tokenizer and a freshly seeded model."""
+        cfg, res = self.cfg, self.res
+        self.mix = res.mix_for(self.v)
+        self.run.metrics({records.data_metric(k): x for k, x in self.mix.stats.items()})
+        self.tokenizer = res.tokenizer_for(cfg.model.llm)
+        torch.manual_seed(cfg.seed)
+        self.model = SpeechLM.from_config(cfg.model, res.encoder.dim, self.tokenizer, device=res.device).to(res.device)
+        self.examples = [
+            Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)
+            else Example(answer=e.answer, instruction=e.instruction, id=e.id)
+            for e in self.mix.examples if not isinstance(e, AudioItem) or e.id in res.features
+        ]
+        n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.run.params({records.TRAINABLE_PARAMS: n_params})
+        if cfg.data.augment is not None:  # augmented clips are re-encoded on the fly; the others keep cached features
+            self.augment = AugmentBatches(Augmenter(cfg.data.augment, cfg.seed), res.encoder,
+                                          {e.id: e for e in self.mix.examples if isinstance(e, AudioItem)},
+                                          len(self.examples))
+
+    def train(self) -> TrainResult:
+        """Train (or resume from the checkpoint) and log the curve and the training summary."""
+        o = self.opts
+        result = train(self.model, self.examples, self.cfg.train, self.cfg.seed, log=self.run.metrics,
+                       progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,
+                       should_stop=o.should_stop, on_step=o.on_step(self.model) if o.on_step else None,
+                       batch_transform=self.augment)
+        if self.augment is not None:
+            self.run.metrics(self.augment.metrics())  # every rank takes part (counts are summed over ranks)
+        if result.resumed_from:
+            self.run.tags({records.RESUMED_FROM: result.resumed_from})
+        self.run.metrics({records.TRAIN_FIRST_LOSS: result.first_loss, records.TRAIN_LAST_LOSS: result.last_loss,
+                          records.TRAIN_SECONDS: result.seconds,
+                          records.TRAIN_STEPS_PER_SECOND: (result.steps - result.resumed_from) / max(result.seconds, 1e-9)})
+        self.trained = result
+        return result
+
+    def evaluate(self) -> list[SetResult]:
+        """Score every eval set (raw predictions kept) and the held-out text instructions."""
+        results = evaluate_speech_lm(self.model, self.res, self.cfg, model_id=weights_id(self.model))
+        log_results(self.run, results)
+        for name, (score, rows) in evaluate_text_skill(self.model, self.res, self.cfg).items():
+            self.run.metrics({records.text_chrf(name): score["chrf"], records.text_exact(name): score["exact_match"]})
+            self.run.artifact_json_lines(rows, records.text_predictions(name))
+        return results
+
+    def save(self) -> None:
+        """The trained weights (only what was trained) and the tokenizer, as run artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / records.WEIGHTS_FILE
+            save_file({k: t.detach().cpu().contiguous() for k, t in self.model.trainable_state_dict().items()},
+                      str(path))
+            self.run.artifact_file(path, records.WEIGHTS_DIR)
+            self.tokenizer.save_pretrained(Path(tmp) / records.TOKENIZER_DIR)
+            self.run.artifact_dir(Path(tmp) / records.TOKENIZER_DIR, records.TOKENIZER_DIR)
+
+    def cleanup(self) -> None:
+        """Drop the model and the stream (the next variant of this worker builds its own)."""
+        self.model, self.examples, self.augment = None, [], None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def run_all(self) -> list[SetResult]:
+        """setup -> train -> evaluate -> save -> cleanup; under DDP only the main process evaluates and saves."""
+        try:
+            self.setup()
+            self.train()
+            if not is_main_process():
+                return []
+            results = self.evaluate()
+            self.save()
+            return results
+        finally:
+            self.cleanup()

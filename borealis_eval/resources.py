@@ -1,0 +1,152 @@
+"""What the variants of one study share, prepared once: data, the frozen encoder, cached features.
+
+Order of work: load the training clips some variant's mix draws, the text pool and the eval
+sets; encode every clip (eval recordings cut into `eval.window_seconds` windows) through the
+on-disk feature cache, so N variants pay for encoding once; keep the features in fp16. Unusable
+clips and text rows are skipped and listed in `bad_items`; a set with more of them than
+`data.max_bad_share` stops the study here, before any training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from borealis_eval.audio import SAMPLE_RATE, windows
+from borealis_eval.config import ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant
+from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
+from borealis_eval.data.mixer import Mix, mix
+from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_audio_set, load_text_pool, load_waves,
+                                        set_language)
+from borealis_eval.errors import BadDataError, UsageError
+from borealis_eval.evaluate.decode_cache import DecodeCache
+from borealis_eval.models.encoder import FrozenWhisperEncoder
+from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+
+@dataclass
+class EvalData:
+    name: str
+    language: str
+    items: list[AudioItem]
+    waves: dict[str, np.ndarray]
+
+    @property
+    def audio_keys(self) -> list[str]:
+        return [audio_hash(self.waves[it.id]) for it in self.items]
+
+    @property
+    def durations(self) -> dict[str, float]:
+        return {k: len(w) / SAMPLE_RATE for k, w in self.waves.items()}
+
+
+@dataclass
+class Resources:
+    """Everything the variants of one study share: data, encoder, cached features, tokenizers."""
+
+    base: ExperimentConfig
+    device: torch.device
+    train_items: list[AudioItem]
+    text_items: list[TextItem]
+    eval_sets: list[EvalData]
+    encoder: FrozenWhisperEncoder
+    cache: FeatureCache
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
+    bad_items: list[dict] = field(default_factory=list)
+    text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
+    decodes: DecodeCache = field(default_factory=DecodeCache)
+    tokenizers: dict[str, object] = field(default_factory=dict)
+
+    def tokenizer_for(self, llm: LLMConfig):
+        key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
+        if key not in self.tokenizers:
+            if isinstance(llm.tokenizer, TokenizerTrain):
+                texts = [it.text for it in self.train_items]
+                texts += [t for it in self.text_items for t in (it.instruction, it.answer)]
+                self.tokenizers[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
+            else:
+                self.tokenizers[key] = load_tokenizer(llm.tokenizer or llm.ref)
+        return self.tokenizers[key]
+
+    def mix_for(self, v: Variant) -> Mix:
+        """The variant's training stream: language mix x text fraction, drawn with its seed."""
+        d = v.config.data
+        return mix(self.train_items, self.text_items, d.language_mix, d.text_fraction, d.num_examples, v.config.seed)
+
+    def window_keys(self, item_id: str) -> list[str]:
+        """Feature keys of a recording's windows, in order (`<id>#0`, `<id>#1`, ...)."""
+        keys = []
+        while f"{item_id}#{len(keys)}" in self.features:
+            keys.append(f"{item_id}#{len(keys)}")
+        return keys
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resources:
+    """Load and encode what the variants need; `all_train` encodes every training clip (searches,
+    whose variants are not known in advance)."""
+    base = variants[0].config
+    for v in variants[1:]:
+        if v.config.model.encoder != base.model.encoder or v.config.data.train_sets != base.data.train_sets:
+            raise UsageError("variants of one sweep must share the encoder and training sets (grid over them "
+                             "is not supported yet); split the study into several ablation files")
+    dev = device()
+    if base.train.threads:
+        torch.set_num_threads(base.train.threads)
+    bad: list[dict] = []
+    train_items = [it for s in base.data.train_sets for it in load_audio_set(s)]
+    pool = next((v.config.data.text_pool for v in variants if v.config.data.text_pool), None)
+    text_items = load_text_pool(pool, "text_pool", bad, base.data.max_bad_share) if pool else []
+    encoder = FrozenWhisperEncoder(base.model.encoder, device=dev)
+    cache = FeatureCache(encoder.identity.key)
+    res = Resources(base, dev, train_items, text_items, [], encoder, cache, bad_items=bad)
+
+    # Only clips that some variant's mix draws are loaded and encoded.
+    needed: dict[str, AudioItem] = {it.id: it for it in train_items} if all_train else {}
+    for v in variants if not all_train else []:
+        for ex in res.mix_for(v).examples:
+            if isinstance(ex, AudioItem):
+                needed[ex.id] = ex
+    ids = sorted(needed)
+    for s in range(0, len(ids), 512):  # bounded memory: waves of one chunk at a time
+        chunk = [needed[i] for i in ids[s : s + 512]]
+        waves = load_waves(chunk, bad, "train")
+        res.features.update(_half(encode_cached(encoder, waves, cache, base.eval.batch_size, "encoding train")))
+    n_train_bad = sum(b["set"] == "train" for b in bad)
+    check_bad(bad, "train", len(ids), base.data.max_bad_share)
+    if n_train_bad:
+        res.train_items = [it for it in train_items if it.id in res.features or it.id not in needed]
+
+    load_eval_data(res, base)
+    return res
+
+
+def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) -> None:
+    """Eval sets: waves kept for the baseline, window features encoded once through the cache."""
+    bad, encoder, cache = res.bad_items, res.encoder, res.cache
+    for spec in base.eval.sets:
+        items = load_audio_set(spec)
+        if not items:
+            raise BadDataError(f"eval set '{spec.name}' is empty")
+        waves = load_waves(items, bad, spec.name)
+        check_bad(bad, spec.name, len(items), base.data.max_bad_share)
+        items = [it for it in items if it.id in waves]
+        res.eval_sets.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
+        if not encode:
+            continue
+        win = {f"{i}#{j}": w for i, wave in waves.items()
+               for j, w in enumerate(windows(wave, base.eval.window_seconds))}
+        res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
+    for ts in base.eval.text_sets:
+        pool = TextPool(source=ts.source, max_samples=ts.max_samples)
+        res.text_sets.append((ts.name, load_text_pool(pool, ts.name, bad, base.data.max_bad_share)))
+
+
+def _half(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.float16) for k, v in feats.items()}

@@ -1,0 +1,345 @@
+"""The life of a study, shared by `sweep` (a grid) and `search` (Optuna's samples): one mechanism.
+
+A study is one parent MLflow run plus a claims table (claims.py) that several workers share.
+`open_study` joins the open study of a key or creates it; `Study.session` installs the signal
+handling and records how the parent run ended; `Study.run_variant` claims nothing itself but
+runs one claimed variant in its own nested run, keeps its claim fresh with a heartbeat, and
+records every way it can end:
+
+| how it ends                    | variant run | claim        | the caller sees           |
+|--------------------------------|-------------|--------------|---------------------------|
+| finished                       | FINISHED    | finished     | the results               |
+| an error in the variant        | FAILED      | failed       | None (the others go on)   |
+| SIGINT/SIGTERM, or Ctrl-C      | KILLED      | interrupted  | the interruption          |
+| the tracking store failed      | FAILED      | interrupted  | StoreError (resumable)    |
+| pruned by Optuna               | KILLED      | pruned       | optuna.TrialPruned        |
+
+An interrupted or stale claim is taken over by the next worker or rerun, which resumes from the
+variant's checkpoint (`<checkpoint_root>/<study>/<config hash>`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from borealis_eval import records
+from borealis_eval.claims import Claim, ClaimStore
+from borealis_eval.config import Variant
+from borealis_eval.errors import StoreError, TrainingDiverged, TrainingInterrupted, TrainingOOM, is_oom
+from borealis_eval.evaluate.runner import SetResult
+from borealis_eval.recipe import TrainOptions, VariantRecipe, variant_tags
+from borealis_eval.resources import Resources
+from borealis_eval.tracking import RunLogger
+
+log = logging.getLogger("borealis_eval")
+
+EVAL_OOM_HINT = ("out of memory outside training: lower eval.batch_size (eval.baseline.batch_size for the Whisper "
+                 "baseline) or eval.window_seconds")
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for the run's error tag and the claim: the exception, plus a hint for an out-of-memory."""
+    if is_oom(e) and not isinstance(e, TrainingOOM):  # training OOMs carry their own hint; first, as the
+        return f"{type(e).__name__} ({EVAL_OOM_HINT}): {e}"  # allocator's message is long and gets cut
+    return f"{type(e).__name__}: {e}"
+
+
+def record_failure(run: RunLogger, e: BaseException, status: str | None = None) -> None:
+    """Tag the run with the error (and the step/batch of a training fault), keep the traceback, end it."""
+    status = status or ("KILLED" if isinstance(e, (KeyboardInterrupt, TrainingInterrupted)) else "FAILED")
+    extra = {}
+    if isinstance(e, (TrainingDiverged, TrainingOOM)):
+        extra = {records.ERROR_STEP: e.step, records.ERROR_BATCH_IDS: ",".join(e.ids[:50])}
+    elif is_oom(e):
+        extra = {records.ERROR_HINT: EVAL_OOM_HINT}
+    try:
+        run.tags({records.ERROR: failure_reason(e)[:5000], **extra})
+        run.artifact_text("".join(traceback.format_exception(e)), records.ERROR_TEXT)
+        run.end(status)
+    except Exception as err:  # noqa: BLE001 - never mask the original error
+        log.warning("could not record the failure in MLflow: %s", str(err).splitlines()[0] if str(err) else err)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM during training: finish the step, checkpoint, mark the run KILLED.
+
+    Outside training (data, encoding, evaluation) and on a second signal the handler raises
+    KeyboardInterrupt at once, so Ctrl-C twice always exits immediately.
+    """
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.graceful = False
+        self._old: dict[int, object] = {}
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is not None or not self.graceful:
+            self.reason = self.reason or f"{name} received"
+            raise KeyboardInterrupt(self.reason)
+        self.reason = f"{name} received"
+        log.warning("%s: stopping after this step (checkpoint, run KILLED); send SIGINT again to exit at once", name)
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Heartbeat:
+    """Background thread that keeps a claim fresh while its variant runs."""
+
+    def __init__(self, store: ClaimStore, study: str, key: str, every: float):
+        self.store, self.study, self.key, self.every = store, study, key, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.store.heartbeat(self.study, self.key)
+            except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
+                log.warning("heartbeat for %s failed", self.key, exc_info=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def close_previous_attempt(client: MlflowClient, claim: Claim) -> None:
+    """A run left RUNNING by a worker that died (kill -9, lost node) is marked FAILED with the reason."""
+    if not claim.previous_run_id:
+        return
+    try:
+        run = client.get_run(claim.previous_run_id)
+    except Exception:  # noqa: BLE001 - the run was never created or the store lost it
+        return
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        if records.ERROR not in run.data.tags:  # else the worker recorded why but could not close the run (store down)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(claim.previous_heartbeat or 0))
+            client.set_tag(run.info.run_id, records.ERROR, f"worker {claim.previous_worker} stopped without reporting "
+                           f"(killed or lost; last heartbeat {when} UTC); variant taken over by a restarted worker")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+@dataclass
+class Study:
+    """One study (sweep or search): its MLflow parent, its claims, where checkpoints go."""
+
+    name: str
+    client: MlflowClient
+    exp_id: str
+    parent: RunLogger
+    store: ClaimStore
+    checkpoint_root: Path
+    checkpoint_every: int
+    progress: bool = True
+    stop: StopFlag = field(default_factory=StopFlag)
+    interrupted: str | None = None
+
+    def checkpoint_dir(self, key: str) -> Path:
+        return self.checkpoint_root / self.name / key
+
+    def heartbeat(self, key: str) -> Heartbeat:
+        return Heartbeat(self.store, self.name, key, max(0.5, self.store.stale_after / 4))
+
+    @contextmanager
+    def session(self) -> Iterator["Study"]:
+        """Signals are handled while inside; an interruption ends the block quietly (`self.interrupted`
+        says why; the parent run is KILLED unless a peer is still working), any other error marks the
+        parent run FAILED and propagates."""
+        with self.stop:
+            try:
+                yield self
+            except (KeyboardInterrupt, TrainingInterrupted) as e:
+                self.interrupted = getattr(e, "reason", None) or str(e) or self.stop.reason or "interrupted"
+                if not self.store.others_alive(self.name):
+                    record_failure(self.parent, e, "KILLED")
+            except BaseException as e:
+                record_failure(self.parent, e)
+                raise
+
+    @contextmanager
+    def attempt(self, run: RunLogger, key: str) -> Iterator[dict]:
+        """Record how one claimed unit of work (a variant, the baseline) ends, on its run and its claim.
+
+        An ordinary error is recorded and swallowed (the yielded dict gets `failed` = the reason),
+        so the study goes on; interruptions, store failures and pruning propagate.
+        """
+        outcome: dict = {}
+        try:
+            yield outcome
+        except (TrainingInterrupted, KeyboardInterrupt) as e:
+            record_failure(run, e, "KILLED")
+            self.store.interrupt(self.name, key, str(e) or "interrupted")
+            raise
+        except StoreError as e:  # the tracking store failed, not the work: stop loudly, resumable (checkpoint kept)
+            record_failure(run, e)
+            self.store.interrupt(self.name, key, str(e))
+            raise
+        except Exception as e:
+            if type(e).__name__ == "TrialPruned":
+                run.tags({records.OPTUNA_PRUNED: "true"})
+                run.end("KILLED")
+                self.store.prune(self.name, key)
+                shutil.rmtree(self.checkpoint_dir(key), ignore_errors=True)
+                raise
+            record_failure(run, e)
+            self.store.fail(self.name, key, failure_reason(e))
+            outcome["failed"] = failure_reason(e)
+
+    def start_run(self, key: str, name: str, tags: dict, claim: Claim | None) -> RunLogger:
+        """A nested run for a claimed unit of work; a dead earlier attempt's run is closed first."""
+        if claim is not None:
+            close_previous_attempt(self.client, claim)
+            tags = {**tags, records.ATTEMPT: claim.attempts}
+            if claim.previous_run_id:
+                tags[records.PREVIOUS_ATTEMPT] = claim.previous_run_id
+        try:
+            run = RunLogger.start(self.client, self.exp_id, name, {**tags, records.STUDY: self.name},
+                                  self.parent.run_id)
+        except StoreError as e:
+            self.store.interrupt(self.name, key, str(e))
+            raise
+        self.store.set_run(self.name, key, run.run_id)
+        return run
+
+    def run_variant(self, v: Variant, resources: Callable[[], Resources], claim: Claim | None,
+                    extra_tags: dict | None = None, on_step=None,
+                    started: Callable[[str], None] | None = None,
+                    after: Callable[[RunLogger, list[SetResult]], None] | None = None) -> list[SetResult] | None:
+        """Run one claimed variant (its recipe) in its own nested run; None when it failed.
+
+        `after(run, results)` adds to the run before it is marked FINISHED (e.g. paired tests).
+        """
+        key = v.config_hash
+        ckdir = self.checkpoint_dir(key)
+        with self.heartbeat(key):
+            res = resources()
+            run = self.start_run(key, v.name, {**variant_tags(v), **(extra_tags or {})}, claim)
+            if started is not None:
+                started(run.run_id)
+            with self.attempt(run, key) as outcome:
+                run.params(records.flatten(v.config.model_dump(mode="json")))
+                run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False,
+                                                 allow_unicode=True), records.RESOLVED_CONFIG)
+                self.stop.graceful = True
+                try:
+                    results = VariantRecipe(v, res, run, self.progress, TrainOptions(
+                        ckdir, self.checkpoint_every, self.stop, on_step)).run_all()
+                finally:
+                    self.stop.graceful = False
+                if after is not None:
+                    after(run, results)
+                run.end("FINISHED")
+                self.store.finish(self.name, key, run.run_id)
+                shutil.rmtree(ckdir, ignore_errors=True)
+                return results
+        assert "failed" in outcome
+        return None
+
+
+def open_study(store: ClaimStore, client: MlflowClient, exp_id: str, key: str, default_name: str,
+               run_name: str, tags: dict, artifact: tuple[str, str] | None, checkpoint_root: Path,
+               checkpoint_every: int, progress: bool = True) -> tuple[Study, bool]:
+    """Join the open study for `key` (its parent run back to RUNNING), or create it with a parent run."""
+    name, created = store.open_study(key, default_name, client.get_experiment(exp_id).name)
+    if created:
+        parent = RunLogger.start(client, exp_id, run_name, {**tags, records.STUDY: name})
+        if artifact:
+            parent.artifact_text(*artifact)
+        store.set_parent(name, parent.run_id)
+    else:
+        parent = RunLogger(client, store.parent(name))
+        if client.get_run(parent.run_id).info.status != "RUNNING":
+            client.update_run(parent.run_id, status="RUNNING")
+        log.info("joining study %s (parent run %s)", name, parent.run_id)
+    return Study(name, client, exp_id, parent, store, checkpoint_root, checkpoint_every, progress), created
+
+
+def check_model_refs(variants: list[Variant]) -> None:
+    """Every model reference resolves (offline hub refs are in the local cache), and every noise
+    recording named for augmentation exists, before any work starts."""
+    from borealis_eval.data.augment import noise_files
+    from borealis_eval.models.refs import check_available
+
+    refs = set()
+    for v in variants:
+        m = v.config.model
+        refs.update(r for r in (m.encoder.ref, m.llm.ref, m.llm.tokenizer if isinstance(m.llm.tokenizer, str) else None)
+                    if r)
+        if v.config.eval.baseline.enabled:
+            refs.add(v.config.eval.baseline.ref)
+    for r in sorted(refs):
+        check_available(r)
+    for v in variants:
+        aug = v.config.data.augment
+        if aug is not None and aug.noise is not None and aug.noise.files:
+            noise_files(aug.noise.files)
+
+
+def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerprint: str, *,
+                tracking_uri: str | None = None, study: str | None = None, new: bool = False,
+                storage: str | None = None, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
+                stale_after: float = 300.0, progress: bool = True) -> tuple[Study, bool]:
+    """Everything before the first variant, for a sweep or a search (`kind`): the tracking store
+    and the model references are checked (fail before any work), the experiment exists, and the
+    study is joined (same ablation, same variant set or search: same `fingerprint`) or created.
+
+    A named `study` must have been started with the same fingerprint.
+    """
+    from borealis_eval.claims import default_storage_url
+    from borealis_eval.errors import UsageError
+    from borealis_eval.paths import cache_root
+    from borealis_eval.tracking import TrackingConfig, experiment_id, preflight
+
+    path = Path(path)
+    tc = TrackingConfig.load(tracking_uri=tracking_uri)
+    client = preflight(tc)
+    check_model_refs(check)
+    exp_id = experiment_id(client, tc, abl.name, abl.description)
+    store = ClaimStore(storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri),
+                       stale_after=stale_after)
+    key = f"named:{study}" if study else f"{kind}:{abl.name}:{fingerprint}"
+    if new:
+        key += f":{time.time_ns()}"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # run and study names carry UTC time
+    tags = {records.ROLE: records.PARENT, records.ABLATION: str(path), records.DESCRIPTION: abl.description,
+            records.NOTE: abl.description, records.FINGERPRINT: fingerprint}
+    if kind != "sweep":
+        tags[records.KIND] = kind
+    default_name = study or f"{abl.name}-{'' if kind == 'sweep' else kind + '-'}{stamp}-{os.urandom(2).hex()}"
+    ckroot = Path(checkpoint_dir) if checkpoint_dir else cache_root() / "checkpoints"
+    opened, created = open_study(store, client, exp_id, key, default_name, f"{kind}-{stamp}", tags,
+                                 (path.read_text(encoding="utf-8"), records.ablation_copy(path.name)),
+                                 ckroot, checkpoint_every, progress)
+    if study and not created:
+        got = client.get_run(opened.parent.run_id).data.tags.get(records.FINGERPRINT)
+        if got and got != fingerprint:
+            raise UsageError(f"study '{study}' was started with another {kind} (fingerprint {got}, this file "
+                             f"{fingerprint}); use another --study name")
+    return opened, created

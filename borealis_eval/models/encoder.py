@@ -12,7 +12,6 @@ padded to the same length, so cached features are reproducible.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from borealis_eval.audio import SAMPLE_RATE
 from borealis_eval.config import EncoderConfig
 
-SAMPLE_RATE = 16_000
 HOP = 160  # samples per mel frame
 MAX_SECONDS = 30.0
 
@@ -36,9 +35,23 @@ def encoder_frames(n_samples: int) -> int:
     return max(1, math.ceil(n_samples / (2 * HOP)))
 
 
+def weights_digest(module: nn.Module) -> str:
+    """Content hash of a module's parameters and buffers (names, dtypes, shapes, values).
+
+    The feature cache is keyed by this, not by the model reference: a re-saved local folder or
+    an unpinned `hf:` reference that now points at other weights gets new cache entries.
+    """
+    h = hashlib.sha1()
+    for name, t in sorted({**dict(module.named_parameters()), **dict(module.named_buffers())}.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 @dataclass
 class EncoderIdentity:
-    """What the cached features depend on: the weights and the preprocessing."""
+    """What the cached features depend on: the weights' content and the preprocessing."""
 
     weights: str
     preprocessing: str
@@ -61,7 +74,6 @@ class FrozenWhisperEncoder(nn.Module):
                 self.features = WhisperFeatureExtractor.from_pretrained(ref.path_or_id, **ref.kwargs())
             except OSError:
                 self.features = WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins)
-            weights_id = f"{cfg.ref}"
         else:
             wcfg = WhisperConfig(**cfg.config)
             torch.manual_seed(0)  # a random encoder is still reproducible (and cacheable)
@@ -69,7 +81,6 @@ class FrozenWhisperEncoder(nn.Module):
             nn.Module.__init__(whisper)
             whisper.encoder = WhisperEncoder(wcfg)
             self.features = WhisperFeatureExtractor(feature_size=wcfg.num_mel_bins)
-            weights_id = "random:" + json.dumps(cfg.config, sort_keys=True)
         self.encoder = whisper.encoder.to(device=device, dtype=dtype).eval()
         del whisper
         for p in self.encoder.parameters():
@@ -78,7 +89,8 @@ class FrozenWhisperEncoder(nn.Module):
         self.dtype = dtype
         self.dim = self.encoder.config.d_model
         mode = f"short:{cfg.bucket_seconds:g}" if cfg.short_input else "padded30"
-        self.identity = EncoderIdentity(weights_id, f"{mode}|mel{self.encoder.config.num_mel_bins}")
+        self.identity = EncoderIdentity(weights_digest(self.encoder),
+                                        f"{mode}|mel{self.encoder.config.num_mel_bins}|{dtype}")
 
     def padded_length(self, n_samples: int) -> int:
         """Samples a clip is padded to before the mel transform (its batching key)."""

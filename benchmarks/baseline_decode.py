@@ -4,7 +4,7 @@ Same model (bundled whisper-base, fp32), same English test clips (a seeded subse
 same greedy settings (num_beams 1, no sampling, language forced to English, task transcribe)
 and the same new-token cap per clip (the cap the harness gives the clip's batch:
 min(max_new_tokens, 15 tokens/s x longest clip + 16)). Both sides exclude one untimed warm-up.
-- harness: `sweep.evaluate_baseline` unchanged (duration-sorted batches of
+- harness: `decode.evaluate_baseline` unchanged (duration-sorted batches of
   `eval.baseline.batch_size`, `WhisperTranscriber`), with an empty decode cache;
 - pipeline: `pipeline("automatic-speech-recognition", model=<folder>)` called clip by clip
   (`_pipeline_transcriber`), interleaved batch by batch with the harness (`side_interleaved`).
@@ -34,7 +34,7 @@ def _batches(cfg, es) -> list[list]:
 
 def _caps(cfg, es) -> dict[str, int]:
     """Per clip, the token cap of the batch the harness decodes it in."""
-    from borealis_eval.sweep import token_cap
+    from borealis_eval.decode import token_cap
 
     caps = {}
     for batch in _batches(cfg, es):
@@ -69,9 +69,10 @@ def side_harness(n_clips: int) -> dict:
     import torch
 
     from benchmarks.common import cpu_config, eval_set
-    from borealis_eval.evaluate.metrics import score_records
-    from borealis_eval.evaluate.runner import DecodeCache
-    from borealis_eval.sweep import Resources, evaluate_baseline
+    from borealis_eval.evaluate.protocol import score_records
+    from borealis_eval.evaluate.decode_cache import DecodeCache
+    from borealis_eval.decode import evaluate_baseline
+    from borealis_eval.resources import Resources
 
     cfg = cpu_config()
     es = eval_set(cfg, "test_en", n_clips)
@@ -98,7 +99,7 @@ def side_profile(n_clips: int) -> dict:
 
     from benchmarks.common import cpu_config, eval_set
     from borealis_eval.models.baseline import WhisperTranscriber
-    from borealis_eval.sweep import token_cap
+    from borealis_eval.decode import token_cap
 
     cfg = cpu_config()
     es = eval_set(cfg, "test_en", n_clips)
@@ -129,7 +130,7 @@ def side_interleaved(n_clips: int) -> dict:
     import torch
 
     from benchmarks.common import SAMPLE_RATE, cpu_config, eval_set, peak_rss_mb
-    from borealis_eval.evaluate.metrics import score_records
+    from borealis_eval.evaluate.protocol import score_records
     from borealis_eval.models.baseline import WhisperTranscriber
 
     cfg = cpu_config()

@@ -146,8 +146,8 @@ def eval_items(cfg, name: str, max_samples: int | None):
 
 def eval_set(cfg, name: str, max_samples: int | None):
     """One of the profile's eval sets, waves loaded."""
-    from borealis_eval.evaluate.runner import set_language
-    from borealis_eval.sweep import EvalData
+    from borealis_eval.data.sources import set_language
+    from borealis_eval.resources import EvalData
 
     spec = next(s for s in cfg.eval.sets if s.name == name)
     items = eval_items(cfg, name, max_samples)

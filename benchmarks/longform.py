@@ -28,7 +28,9 @@ def measure(run_id: str, ablation: str, set_name: str) -> list[dict]:
 
     from borealis_eval.config import load_ablation
     from borealis_eval.data.features import FeatureCache
-    from borealis_eval.sweep import Resources, evaluate_speech_lm, load_eval_data, load_variant_from_run
+    from borealis_eval.decode import evaluate_speech_lm
+    from borealis_eval.rescore import load_variant_from_run
+    from borealis_eval.resources import Resources, load_eval_data
 
     _, variants = load_ablation(ablation)
     base = variants[0].config

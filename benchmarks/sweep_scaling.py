@@ -50,7 +50,7 @@ def _env(root: Path, overrides: dict) -> tuple[dict, str]:
 def side_warm(ablation: str, n: int) -> dict:
     """Untimed: fill the feature cache for every clip the first n variants use."""
     from borealis_eval.config import load_ablation
-    from borealis_eval.sweep import prepare_resources
+    from borealis_eval.resources import prepare_resources
 
     from borealis_eval.tracking import TrackingConfig, preflight
 

@@ -39,7 +39,7 @@ def side_train(steps: int, batch_size: int, n_clips: int, mlflow: bool) -> dict:
 
     import torch
 
-    from borealis_eval.config import flatten
+    from borealis_eval.records import flatten
     from borealis_eval.train import train
 
     cfg, model, exs = _setup(steps, batch_size, n_clips)

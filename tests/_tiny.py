@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import sqlalchemy as sa
 import yaml
 
 from borealis_eval.config import deep_merge
@@ -49,3 +50,12 @@ def tiny_ablation(tmp: Path, corpus: Path, name: str = "tiny_scale", grid: dict 
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(abl, allow_unicode=True))
     return p
+
+
+def claims_of(db: Path) -> dict[str, dict]:
+    """The claims table of a study database: variant name -> {variant, config_hash, status, reason}."""
+    eng = sa.create_engine(f"sqlite:///{db}")
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT variant, config_hash, status, reason FROM borealis_claims")).mappings().all()
+    eng.dispose()
+    return {r["variant"]: dict(r) for r in rows}

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-# the CLI's error handling imports every module that defines a user error; skip until they exist
-pytest.importorskip("borealis_eval.models.refs")
-pytest.importorskip("borealis_eval.report")
+from rich.console import Console
 
-from rich.console import Console  # noqa: E402
-
-from borealis_eval import cli  # noqa: E402
-from borealis_eval.config import load_ablation  # noqa: E402
+from borealis_eval import cli
+from borealis_eval.config import load_ablation
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "ablations" / "text_ratio.yaml"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from borealis_eval.cli import main
-from borealis_eval.evaluate.runner import DecodeCache
+from borealis_eval.evaluate.decode_cache import DecodeCache
 from test_sweep_e2e import corpus, write_ablation  # noqa: F401 - the corpus fixture
 
 

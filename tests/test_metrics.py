@@ -1,22 +1,15 @@
 """Scoring: hand-computed WER/CER, corpus aggregation, bootstrap, paired tests, failures."""
 
 import math
-import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from borealis_eval.evaluate.failures import cap_hypothesis, failure_metrics, is_loop
-from borealis_eval.evaluate.metrics import (
-    UttScore,
-    bootstrap_ci,
-    corpus_score,
-    paired_test,
-    score_records,
-    score_utterances,
-)
+from borealis_eval.evaluate.failures import failure_metrics, is_loop
+from borealis_eval.evaluate.metrics import UttScore, bootstrap_ci, corpus_score, paired_test, score_utterances
+from borealis_eval.evaluate.protocol import cap_hypothesis, score_records
 from borealis_eval.evaluate.textskill import text_ability
 
 
@@ -116,15 +109,11 @@ def test_bootstrap_contains_point_estimate_and_narrows_with_data():
     assert lo_c <= corpus_score(large).cer <= hi_c
 
 
-def test_bootstrap_is_deterministic_and_fast():
+def test_bootstrap_is_deterministic():
     utts = synthetic(2000, 0.2, 3)
-    timings = []
-    for _ in range(3):  # best of three: robust to a busy machine
-        t0 = time.perf_counter()
-        first = bootstrap_ci(utts, n_boot=1000, seed=7)
-        timings.append(time.perf_counter() - t0)
-    assert min(timings) < 0.5
+    first = bootstrap_ci(utts, n_boot=1000, seed=7)
     assert bootstrap_ci(utts, n_boot=1000, seed=7) == first
+    assert bootstrap_ci(utts, n_boot=1000, seed=8) != first
     with pytest.raises(ValueError):
         bootstrap_ci(utts, metric="bleu")
 

@@ -270,16 +270,13 @@ def test_missing_parent(built, tmp_path):
         build_report("empty", tmp_path / "out", tracking_uri=uri)
 
 
-def test_twelve_variants_render_fast(built, tmp_path):
+def test_twelve_variants_render(built, tmp_path):
     grid = {(mix, f): 0.20 + 0.01 * i + 0.004 * j
             for i, mix in enumerate(("ru100", "ru50_en50", "en100"))
             for j, f in enumerate((0.0, 0.1, 0.15, 0.25))}
     root = Path(built[0].removeprefix("sqlite:///")).parent
     uri = make_store(root, grid, failed=False, experiment="twelve")
-    start = time.perf_counter()
     paths = build_report("twelve", tmp_path / "out", tracking_uri=uri)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 30, elapsed
     md = paths.md.read_text()
     rows = _section(md, "Word error rate (WER, %)")[2:]
     assert len(rows) == 13

@@ -313,7 +313,7 @@ def ablation(tmp_path, **data):
 
 @pytest.mark.parametrize("share, fails", [(0.3, False), (0.2, True)])
 def test_eval_sets_use_the_configured_max_bad_share(tmp_path, share, fails):
-    from borealis_eval.sweep import load_eval_data
+    from borealis_eval.resources import load_eval_data
 
     _, variants = load_ablation(ablation(tmp_path, max_bad_share=share))
     res = types.SimpleNamespace(bad_items=[], encoder=None, cache=None, eval_sets=[], text_sets=[])

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from borealis_eval import records
 from borealis_eval.config import ExperimentConfig, SearchAxis, SearchConfig, Variant, apply_overrides, load_ablation
+from borealis_eval.config.grid import BlockedPath, UnknownPath
 from borealis_eval.decode import evaluate_speech_lm
 from borealis_eval.errors import ConfigError, TrainingInterrupted
 from borealis_eval.resources import Resources, prepare_resources
@@ -76,8 +77,11 @@ def _check(path: Path, scfg: SearchConfig, base: dict, cfg: ExperimentConfig) ->
         sample = axis.choices[0] if axis.choices is not None else axis.low
         try:
             apply_overrides(base, {dotted: sample})
-        except ConfigError as e:
-            raise ConfigError(f"{path}: search.space.{e}") from None
+        except UnknownPath as e:
+            raise ConfigError(f"{path}: search.space.{dotted}: {e.problem}") from None
+        except BlockedPath as e:
+            raise ConfigError(f"{path}: search.space.{dotted}: base.{'.'.join(e.blocked)} must be a mapping to sample "
+                              f"it (got {e.value!r}); give the section in base") from None
     names = [s.name for s in cfg.eval.sets]
     for s in scfg.objective.sets + ([scfg.prune.set] if scfg.prune else []):
         if s not in names:

@@ -71,6 +71,11 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string: a shell user means the number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return dotted.strip(), value
 
 

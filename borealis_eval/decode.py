@@ -57,10 +57,12 @@ def _decode_cached(res: Resources, es: EvalData, model_id: str | None, params: d
 
 
 def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, model_id: str | None = None,
-                       sets: list[str] | None = None) -> list[SetResult]:
-    """Decode and score every eval set (or `sets`) with a trained speech-LLM."""
+                       sets: list[str] | None = None, eval_sets: list[EvalData] | None = None,
+                       progress: bool = True, warmup: bool = True) -> list[SetResult]:
+    """Decode and score every eval set (or those named in `sets`; or `eval_sets` instead of the
+    study's) with a trained speech-LLM; `warmup=False` skips the untimed warm-up (no RTFx needed)."""
     results = []
-    for es in res.eval_sets:
+    for es in res.eval_sets if eval_sets is None else eval_sets:
         if sets is not None and es.name not in sets:
             continue
         keys_of = {i: res.window_keys(i) for i in es.waves}
@@ -82,7 +84,7 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, m
             return [" ".join(x for x in joined[i] if x) for i in ids]
 
         records, secs = _decode_cached(res, es, model_id, decode_params(cfg), lambda es=es, fn=transcribe: decode_set(
-            es.items, es.durations, fn, es.language, cfg.eval.batch_size, f"decoding {es.name}"))
+            es.items, es.durations, fn, es.language, cfg.eval.batch_size, f"decoding {es.name}", progress, warmup))
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results
 

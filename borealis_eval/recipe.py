@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from borealis_eval import records
-from borealis_eval.config import Variant
+from borealis_eval.config import TrainConfig, Variant
 from borealis_eval.data.augment import Augmenter
 from borealis_eval.data.augment_batches import AugmentBatches
 from borealis_eval.data.mixer import Mix
@@ -45,9 +45,9 @@ class TrainOptions:
 
 def variant_tags(v: Variant, role: str = records.VARIANT) -> dict[str, str]:
     """The tags that identify a variant's run: its name, config hash and grid axes."""
-    tags = {records.ROLE: role, records.VARIANT_NAME: v.name, records.CONFIG_HASH: v.config_hash,
+    tags = {records.ROLE: role, records.VARIANT_NAME: v.name, records.CELL: v.cell, records.CONFIG_HASH: v.config_hash,
             records.LANGUAGE_MIX: v.language_mix_label, records.TEXT_FRACTION: f"{v.config.data.text_fraction:g}",
-            records.SEED: str(v.config.seed)}
+            records.TEXT_MODE: v.config.data.text_mode, records.SEED: str(v.config.seed)}
     tags.update({records.axis_tag(k): records.axis_value(x) for k, x in v.axes.items()})
     return tags
 
@@ -59,6 +59,13 @@ def log_results(run: RunLogger, results: list[SetResult]) -> None:
         run.tags({records.normalizer_tag(r.name): r.normalizer})
         run.artifact_json_lines(r.records, records.predictions(r.name))
     run.flush()
+
+
+def _merged(parts) -> dict[str, float] | None:
+    out: dict[str, float] = {}
+    for p in parts:
+        out.update(p or {})
+    return out or None
 
 
 class VariantRecipe:
@@ -95,22 +102,49 @@ class VariantRecipe:
                                           {e.id: e for e in self.mix.examples if isinstance(e, AudioItem)},
                                           len(self.examples))
 
+    def train_config(self) -> TrainConfig:
+        """The training settings; with text_mode add the steps grow with the stream, so every
+        variant sees the same number of audio examples at the same batch size."""
+        tc = self.cfg.train
+        if self.cfg.data.text_mode == "add":
+            tc = tc.model_copy(update={"steps": round(tc.steps * len(self.examples) / self.cfg.data.num_examples)})
+        return tc
+
     def train(self) -> TrainResult:
         """Train (or resume from the checkpoint) and log the curve and the training summary."""
-        o = self.opts
-        result = train(self.model, self.examples, self.cfg.train, self.cfg.seed, log=self.run.metrics,
+        o, tc = self.opts, self.train_config()
+        hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
+        result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,
-                       should_stop=o.should_stop, on_step=o.on_step(self.model) if o.on_step else None,
+                       should_stop=o.should_stop, on_step=(lambda step: _merged(h(step) for h in hooks)) if hooks else None,
                        batch_transform=self.augment)
         if self.augment is not None:
             self.run.metrics(self.augment.metrics())  # every rank takes part (counts are summed over ranks)
         if result.resumed_from:
             self.run.tags({records.RESUMED_FROM: result.resumed_from})
         self.run.metrics({records.TRAIN_FIRST_LOSS: result.first_loss, records.TRAIN_LAST_LOSS: result.last_loss,
-                          records.TRAIN_SECONDS: result.seconds,
+                          records.TRAIN_SECONDS: result.seconds, records.TRAIN_STEPS: result.steps,
                           records.TRAIN_STEPS_PER_SECOND: (result.steps - result.resumed_from) / max(result.seconds, 1e-9)})
         self.trained = result
         return result
+
+    def _curve_hook(self, tc: TrainConfig) -> Callable[[int], dict[str, float] | None] | None:
+        """Every `eval.every_steps` steps (and at the last): greedy WER on the dev sets, returned to
+        train() as metrics of that step (so a resumed run replays the points before the resume)."""
+        every = self.cfg.eval.every_steps
+        if not every or not self.res.dev_sets or not is_main_process():
+            return None
+
+        def hook(step: int) -> dict[str, float] | None:
+            if step % every and step != tc.steps:
+                return None
+            self.model.eval()
+            with torch.random.fork_rng():  # scoring must not move the training's random stream
+                results = evaluate_speech_lm(self.model, self.res, self.cfg, eval_sets=self.res.dev_sets,
+                                             progress=False, warmup=False)
+            return {records.curve_wer(r.name): r.metrics["wer"] for r in results}
+
+        return hook
 
     def evaluate(self) -> list[SetResult]:
         """Score every eval set (raw predictions kept) and the held-out text instructions."""

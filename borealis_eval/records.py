@@ -12,15 +12,17 @@ Runs (all in that experiment):
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``.
   Metrics: ``data/bad_items``, ``data/train_items``, ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
-- variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name),
-  ``config_hash``, ``language_mix`` (e.g. ru50_en50), ``text_fraction``, ``seed``,
+- variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name), ``cell``
+  (the name without its seed: the runs of one cell differ only by training seed),
+  ``config_hash``, ``language_mix`` (e.g. ru50_en50), ``text_fraction``, ``text_mode``, ``seed``,
   ``axis.<dotted path>`` per grid axis, ``borealis.study``, ``attempt`` (1 for the first try),
   ``previous_attempt_run`` on a retry, ``resumed_from_step`` after a resume,
   ``normalizer/<set>`` (e.g. ``english@1.0``); searches add ``optuna.trial``, ``optuna.study``,
   ``optuna.pruned=true`` (status KILLED). Params: the flattened resolved config plus
   ``model.trainable_params``.
   Metrics: ``train/loss`` and ``train/lr`` (per logged step), ``train/first_loss``,
-  ``train/last_loss``, ``train/seconds``, ``train/steps_per_second``; ``data/count_<lang>``,
+  ``train/last_loss``, ``train/seconds``, ``train/steps_per_second``, ``train/steps`` (realised:
+  text_mode add grows them); ``dev_wer/<dev set>`` per curve step (learning curve); ``data/count_<lang>``,
   ``data/count_text``, ``data/count_total``, ``data/text_fraction_realised``; per eval set S the
   set metrics below as ``<name>/S``; ``delta_wer_vs_baseline/S``, ``p_vs_baseline/S``;
   ``text_chrf/<text set>``, ``text_exact/<text set>``; ``augment/*`` with augmentation.
@@ -50,6 +52,8 @@ PARENT, VARIANT, BASELINE = "parent", "variant", "baseline"
 
 ROLE = "role"
 VARIANT_NAME = "variant"
+CELL = "cell"
+TEXT_MODE = "text_mode"
 CONFIG_HASH = "config_hash"
 LANGUAGE_MIX = "language_mix"
 TEXT_FRACTION = "text_fraction"
@@ -104,6 +108,7 @@ TRAIN_FIRST_LOSS = "train/first_loss"
 TRAIN_LAST_LOSS = "train/last_loss"
 TRAIN_SECONDS = "train/seconds"
 TRAIN_STEPS_PER_SECOND = "train/steps_per_second"
+TRAIN_STEPS = "train/steps"
 TRAINABLE_PARAMS = "model.trainable_params"
 OBJECTIVE = "objective"
 
@@ -117,6 +122,11 @@ def split_metric(key: str) -> tuple[str, str]:
     """'wer/test_ru' -> ('wer', 'test_ru'); a key without '/' -> ('', key). Splits on the last '/'."""
     family, _, column = key.rpartition("/")
     return family, column
+
+
+def curve_wer(set_name: str) -> str:
+    """Dev-set WER logged every `eval.every_steps` training steps (a learning curve)."""
+    return set_metric("dev_wer", set_name)
 
 
 def data_metric(name: str) -> str:

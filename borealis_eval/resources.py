@@ -54,6 +54,7 @@ class Resources:
     eval_sets: list[EvalData]
     encoder: FrozenWhisperEncoder
     cache: FeatureCache
+    dev_sets: list[EvalData] = field(default_factory=list)  # scored while training (learning curves)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
     bad_items: list[dict] = field(default_factory=list)
     text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
@@ -74,7 +75,8 @@ class Resources:
     def mix_for(self, v: Variant) -> Mix:
         """The variant's training stream: language mix x text fraction, drawn with its seed."""
         d = v.config.data
-        return mix(self.train_items, self.text_items, d.language_mix, d.text_fraction, d.num_examples, v.config.seed)
+        return mix(self.train_items, self.text_items, d.language_mix, d.text_fraction, d.num_examples, v.config.seed,
+                   d.text_mode)
 
     def window_keys(self, item_id: str) -> list[str]:
         """Feature keys of a recording's windows, in order (`<id>#0`, `<id>#1`, ...)."""
@@ -128,16 +130,16 @@ def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resou
 
 
 def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) -> None:
-    """Eval sets: waves kept for the baseline, window features encoded once through the cache."""
+    """Eval and dev sets: waves kept for the baseline, window features encoded once through the cache."""
     bad, encoder, cache = res.bad_items, res.encoder, res.cache
-    for spec in base.eval.sets:
+    for spec, into in [*((s, res.eval_sets) for s in base.eval.sets), *((s, res.dev_sets) for s in base.eval.dev_sets)]:
         items = load_audio_set(spec)
         if not items:
             raise BadDataError(f"eval set '{spec.name}' is empty")
         waves = load_waves(items, bad, spec.name)
         check_bad(bad, spec.name, len(items), base.data.max_bad_share)
         items = [it for it in items if it.id in waves]
-        res.eval_sets.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
+        into.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
         if not encode:
             continue
         win = {f"{i}#{j}": w for i, wave in waves.items()

@@ -134,9 +134,10 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
           accelerator: Accelerator | None = None, progress: bool = True,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
           should_stop: Callable[[], str | None] | None = None,
-          on_step: Callable[[int], None] | None = None,
+          on_step: Callable[[int], dict[str, float] | None] | None = None,
           batch_transform: Callable[[list[Example], list[int]], list[Example]] | None = None) -> TrainResult:
-    """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks).
+    """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks, a
+    learning-curve score); metrics it returns are logged at that step and replayed on resume.
 
     `batch_transform(batch, positions)` may replace a batch's examples before the step (e.g.
     augmented audio encoded on the fly); it must be a pure function of its arguments, so the
@@ -214,9 +215,14 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         step_loss = float(np.mean(pending[-cfg.grad_accum:]))
         losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.3f}")
-        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        extra = on_step(step + 1) if on_step is not None else None
+        if on_step is not None:
+            model.train()
+        loss_due = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        if log is not None and (loss_due or extra):
             window = losses[-cfg.log_every:]
-            point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]}
+            point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]} if loss_due else {}
+            point.update(extra or {})
             history.append((step + 1, point))
             try:
                 log(point, step + 1)
@@ -227,9 +233,6 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
                 raise
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
             checkpoint(step + 1)
-        if on_step is not None:
-            on_step(step + 1)
-            model.train()
         reason = should_stop() if should_stop is not None else None
         if reason and step + 1 < cfg.steps:
             checkpoint(step + 1)

@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _numerics import assert_close  # noqa: E402
 from borealis_eval.models import ct2_whisper  # noqa: E402
 from borealis_eval.models.bundled import BUNDLED, BundledModelError, is_prepared, prepare  # noqa: E402
 from borealis_eval.models.refs import ModelRefError, check_available, resolve  # noqa: E402
@@ -92,7 +93,7 @@ def test_whisper_base_encoder_matches_ctranslate2(whisper_base, ct2_base, clip_f
         ours = model.model.encoder(torch.from_numpy(clip_features)).last_hidden_state.numpy()
     theirs = np.array(ct2_base.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(clip_features))))
     assert ours.shape == theirs.shape == (1, 1500, 512)
-    assert np.abs(ours - theirs).max() < 1e-3
+    assert_close(ours, theirs, rel=1e-3)  # measured ~3e-5 of the scale on two CPUs; greedy tokens match below
 
 
 @pytest.mark.slow
@@ -112,10 +113,8 @@ def test_whisper_base_greedy_tokens_match_ctranslate2(whisper_base, ct2_base, cl
         got = got[len(ids):]
     body = [t for t in got if t != model.generation_config.eos_token_id]
     assert body == ref
-    _, kind = _clip()
-    if kind == "speech":
-        text = processor.tokenizer.decode(body, skip_special_tokens=True).lower()
-        assert "fox" in text or "dog" in text
+    text = processor.tokenizer.decode(body, skip_special_tokens=True).lower()
+    assert "fox" in text or "dog" in text
 
 
 @pytest.mark.slow
@@ -136,7 +135,7 @@ def test_whisper_tiny_en_english_only_matches_ctranslate2(tmp_path_factory):
                                      device="cpu", compute_type="float32", intra_threads=2)
     with torch.no_grad():
         ours = model.model.encoder(torch.from_numpy(feats)).last_hidden_state.numpy()
-    assert np.abs(ours - np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats))))).max() < 1e-3
+    assert_close(ours, np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)))), rel=1e-3)
 
 
 def test_checksum_mismatch_names_package(monkeypatch):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from _numerics import assert_close
 from borealis_eval.config import EncoderConfig, LLMConfig, ModelConfig, TrainConfig, AdapterConfig
 from borealis_eval.models.adapter import Adapter, stack_frames, stacked_length
 from borealis_eval.models.encoder import FrozenWhisperEncoder, encoder_frames
@@ -70,7 +71,7 @@ def test_short_input_encoding_does_not_depend_on_batch():
     a, b = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (15000, 15800))
     alone = enc.encode_batch([a])[0]
     together = enc.encode_batch([a, b])[0]
-    assert torch.allclose(alone, together, atol=1e-5)
+    assert_close(alone, together, rel=1e-4)
 
 
 def test_loss_covers_only_answer_tokens(tok):
@@ -168,5 +169,5 @@ def test_encode_many_keeps_input_order_across_length_groups_and_batches():
     seen: list[list[int]] = []
     outs = enc.encode_many(waves, batch_size=2, on_batch=lambda idx, feats: seen.append(list(idx)))
     for w, o in zip(waves, outs):  # short input does not depend on the batch: compare with one clip alone
-        assert torch.allclose(o, enc.encode_batch([w])[0], atol=1e-5)
+        assert_close(o, enc.encode_batch([w])[0], rel=1e-4)
     assert seen == [[1, 3], [0, 2], [4]]  # shortest padded length first, at most 2 per batch

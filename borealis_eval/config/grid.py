@@ -79,10 +79,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return dotted.strip(), value
 
 
-def cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's axis values, the last axis varying fastest."""
-    axes = list(grid.items())
-    return [dict(zip([a for a, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+def cells(grid: dict[str, list[Any]], slowest: str | None = None) -> list[dict[str, Any]]:
+    """Every combination of the grid's axis values, the last axis varying fastest; the axis named
+    `slowest` varies slowest (seed by seed over the whole grid), keeping its place in each cell."""
+    names = list(grid)
+    order = ([slowest] if slowest in grid else []) + [n for n in names if n != slowest]
+    combos = itertools.product(*[grid[n] for n in order])
+    return [{n: dict(zip(order, combo))[n] for n in names} for combo in combos]
 
 
 def variant_name(cell: dict[str, Any]) -> str:

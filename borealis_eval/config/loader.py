@@ -166,6 +166,7 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         except (UnknownPath, BlockedPath) as e:
             raise ConfigError(f"{path}: --set {e}") from None
 
+    grid = {**abl.grid, "seed": abl.seeds} if abl.seeds else dict(abl.grid)
     for dotted, values in abl.grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: grid axis is empty; give a non-empty list of values")
@@ -175,7 +176,7 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
 
     variants: list[Variant] = []
     seen: dict[str, str] = {}
-    for cell in cells(abl.grid):
+    for cell in cells(grid, slowest="seed"):
         ctx = f" in grid cell {json.dumps(cell, ensure_ascii=False, default=str)}" if cell else ""
         try:
             merged = apply_overrides(abl.base, cell)

@@ -274,7 +274,11 @@ class DataConfig(Strict):
     text_pool: TextPool | None = None
     language_mix: dict[str, float]
     text_fraction: float = 0.0
-    num_examples: int = Field(default=2000, gt=0)  # size of the mixed training stream
+    # replace: text takes `text_fraction` of a fixed stream of `num_examples` (fewer audio examples);
+    # add: `num_examples` audio examples stay and text is added on top until it is `text_fraction` of
+    # the stream (train.steps grow in proportion: equal audio exposure)
+    text_mode: Literal["replace", "add"] = "replace"
+    num_examples: int = Field(default=2000, gt=0)  # size of the mixed training stream (audio, in add mode)
     augment: AugmentConfig | None = None
     # a set whose unusable audio (missing, corrupt, empty, NaN, too long) exceeds this share fails the run
     max_bad_share: float = Field(default=0.05, ge=0, le=1)
@@ -353,6 +357,19 @@ class EvalConfig(Strict):
     long_form: Literal["window", "concat"] = "window"
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     bootstrap: int = Field(default=1000, ge=100)
+    # learning curves: every N training steps, greedy WER on the small fixed `dev_sets` (0: off)
+    every_steps: int = Field(default=0, ge=0)
+    dev_sets: list[EvalSet] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _curve(self):
+        if self.every_steps and not self.dev_sets:
+            raise ValueError("every_steps needs 'dev_sets' (a small fixed set to score while training)")
+        names = [s.name for s in [*self.sets, *self.dev_sets]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"eval set names must be unique across sets and dev_sets (repeated: {', '.join(dup)})")
+        return self
 
 
 class ExperimentConfig(Strict):
@@ -432,7 +449,19 @@ class Ablation(Strict):
     description: str
     base: dict[str, Any]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    # every grid cell is trained once per seed (the seed drives initialisation, data order, mix
+    # sampling and augmentation); the same as a `seed` grid axis, run seed by seed over the grid
+    seeds: list[int] | None = Field(default=None, min_length=1)
     search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
+
+    @model_validator(mode="after")
+    def _seeds(self):
+        if self.seeds is not None:
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"seeds must be distinct (got {self.seeds})")
+            if "seed" in self.grid:
+                raise ValueError("give the seeds once: either 'seeds:' or a grid axis 'seed', not both")
+        return self
 
 
 class Variant(BaseModel):
@@ -447,6 +476,11 @@ class Variant(BaseModel):
     @property
     def language_mix_label(self) -> str:
         return mix_label(self.config.data.language_mix)
+
+    @property
+    def cell(self) -> str:
+        """The grid cell without its seed: the variants of one cell differ only by training seed."""
+        return "__".join(n for n in self.name.split("__") if not n.startswith("seed=")) or "base"
 
 
 def mix_label(mix: dict[str, float]) -> str:

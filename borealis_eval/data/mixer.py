@@ -1,7 +1,9 @@
 """The training stream: language mix x plain-text fraction, deterministic for a seed.
 
-Counts are exact up to rounding: n_text = round(text_fraction * N), and the audio examples
-are split over languages by largest remainder. Each language's pool is walked through
+Counts are exact up to rounding. `replace` (a fixed budget of N examples): n_text =
+round(text_fraction * N) and N - n_text audio examples. `add` (a fixed audio exposure): N audio
+examples and n_text = round(text_fraction * N / (1 - text_fraction)) on top, so text is still
+`text_fraction` of the stream. The audio examples are split over languages by largest remainder. Each language's pool is walked through
 shuffled epochs, so an item repeats only after its whole pool has been used.
 """
 
@@ -55,13 +57,19 @@ class Mix:
 
 
 def mix(audio: list[AudioItem], text: list[TextItem], language_mix: dict[str, float], text_fraction: float,
-        n: int, seed: int) -> Mix:
+        n: int, seed: int, text_mode: str = "replace") -> Mix:
     if not 0.0 <= text_fraction <= 1.0:
         raise MixError(f"text_fraction must be in [0, 1], got {text_fraction}")
     if n < 0:
         raise MixError(f"number of examples must be >= 0, got {n}")
+    if text_mode not in ("replace", "add") or (text_mode == "add" and text_fraction >= 1.0):
+        raise MixError(f"text_mode must be 'replace' or 'add' (with text_fraction < 1), got {text_mode!r}")
     rng = np.random.default_rng(seed)
-    n_text = round(text_fraction * n)
+    if text_mode == "add":
+        n_text = round(text_fraction * n / (1.0 - text_fraction))
+        n += n_text
+    else:
+        n_text = round(text_fraction * n)
     if n_text and not text:
         raise MixError("text_fraction > 0 but the text pool is empty")
     by_lang: dict[str, list[AudioItem]] = {}

@@ -34,15 +34,17 @@ class SetResult:
 
 
 def decode_set(items: list[AudioItem], durations: dict[str, float], transcribe: TranscribeFn,
-               language: str, batch_size: int, desc: str = "decoding") -> tuple[list[dict], float]:
-    """Raw hypotheses for `items` (same order) and the timed decoding seconds."""
+               language: str, batch_size: int, desc: str = "decoding", progress: bool = True,
+               warmup: bool = True) -> tuple[list[dict], float]:
+    """Raw hypotheses for `items` (same order) and the timed decoding seconds (after an untimed
+    warm-up on two clips, unless `warmup` is off: then the seconds include first-call costs)."""
     order = sorted(range(len(items)), key=lambda i: -durations[items[i].id])
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    if batches:  # warm-up: allocator, kernels, caches; not timed
+    if batches and warmup:  # allocator, kernels, caches; not timed
         transcribe([items[i].id for i in batches[-1][:2]], language)
     hyps: dict[int, str] = {}
     seconds = 0.0
-    for b in tqdm(batches, desc=desc, unit="batch", leave=False):
+    for b in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
         t = time.perf_counter()
         out = transcribe([items[i].id for i in b], language)
         seconds += time.perf_counter() - t

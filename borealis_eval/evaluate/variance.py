@@ -23,9 +23,10 @@ shared by every seed because every seed saw the same utterances.
   estimates var(a) + var(e) with S - 1 degrees of freedom. A bootstrap over 2-3 seeds sees 2-3
   points: it under-estimates that variance by (S-1)/S and has no small-sample inflation
   (t quantile 12.7 at 1 df, 4.3 at 2, against 1.96), so it is anti-conservative exactly where
-  the seed variance matters; a permutation test over 2+2 or 3+3 seeds cannot reach p < 0.05 at
-  all (6 or 20 arrangements). ``two_level`` on ``CellSummary`` keeps the plain two-level
-  bootstrap for comparison only.
+  the seed variance matters (simulated, 2 seeds, seed std 6 pts: its 95% cell interval covered
+  85%, its delta interval fired on 19.5% of null comparisons); a permutation test over 2+2 or
+  3+3 seeds cannot reach p < 0.05 at all (6 or 20 arrangements). ``two_level_low``/``_high`` on
+  ``CellSummary`` keep the plain two-level bootstrap for comparison only.
 - **Utterance level: the paired bootstrap.** Its variance of the seed-mean (or the difference of
   seed means) contains ``U`` plus the seed-specific errors ``e_s`` again; the latter, estimated
   from the spread of per-seed deviations across resamples, is subtracted so it is not counted
@@ -35,16 +36,23 @@ shared by every seed because every seed saw the same utterances.
   honest but nearly powerless, and Satterthwaite is anti-conservative when one 1-df term
   dominates. ``pool_seed_variance`` pools the within-cell seed variance over the cells of a study
   (one eval set), the usual one-way-ANOVA assumption that configurations share a seed variance;
-  its degrees of freedom are sum(S_c - 1). ``headline_findings`` pools by default.
+  its degrees of freedom are sum(S_c - 1). ``headline_findings`` pools by default. If one
+  configuration's seed std is twice the others', its comparisons fire at ~9% instead of 5%
+  (per-cell estimates stay at 4%): show each cell's seed spread beside the verdicts.
 - **Probability that A beats B** (Bouthillier et al., MLSys 2021): ``prob_a_better`` is the share
   of (seed of A, seed of B, shared utterance resample) triples in which A's corpus rate is lower,
   ties counting half: how often a random training run of A beats one of B on a test-set draw.
   Its interval maps the delta's t interval through the normal model P = Phi(-delta / sigma_run),
   sigma_run the spread of one A run minus one B run; so it excludes 0.5 exactly when the delta
-  interval excludes 0 and the two never disagree. (A percentile bootstrap of P over 2-3 seeds
-  fired on about a third of null studies in simulation; see tests/test_variance.py.)
-- **Verdict** at level alpha: the delta interval excludes 0. Bouthillier's gamma rule (P's lower
-  bound above gamma = 0.75) is not used: with 2-3 seeds no interval of P is that narrow.
+  interval excludes 0 and the two never disagree. (A two-level percentile bootstrap interval of
+  P excluded 0.5 on 32-36% of simulated null comparisons with 2 seeds, 19-20% with 3.)
+- **Verdict** at level alpha: the delta interval excludes 0 (equivalently P's interval excludes
+  0.5). Bouthillier's further threshold gamma (0.75) for a meaningful difference is not applied:
+  with 2-3 seeds the interval of P is too wide for it to be informative.
+- Measured on simulated null studies (``python -m benchmarks.variance_calibration``, 1000
+  studies per row, 64 utterances, seed std 0-6 pts): the 5% verdict fires on 4.4-6.1% with the
+  pooled seed variance and 2.9-5.2% per cell (7.2% per cell against the baseline with 2 seeds),
+  where the old single-run paired bootstrap over utterances fires on 25-53% (seed std 3-6 pts).
 - **One seed** (of a trained cell, with no pooled estimate): intervals come from utterance
   resampling only and ``training_variance_measured`` is False. An untrained system (the Whisper
   baseline, decoded once) has no training variance, so its single "seed" is complete.

@@ -32,7 +32,7 @@ def planted(levels, words=WORDS, seed=1, trained=True):
     rows = []
     for level in levels:
         e = np.maximum(0, np.round(level * words).astype(int) + rng.integers(-1, 2, len(words)))
-        short = int(round(level * words.sum())) - int(e.sum())
+        short = round(level * words.sum()) - int(e.sum())
         idx = rng.choice(len(words), abs(short), replace=False)
         e[idx] += np.sign(short)
         rows.append(np.maximum(e, 0))

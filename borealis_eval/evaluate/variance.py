@@ -61,8 +61,8 @@ shared by every seed because every seed saw the same utterances.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import special  # Student t and normal distribution functions
@@ -73,16 +73,16 @@ __all__ = [
     "NO_DIFFERENCE",
     "NO_DIFFERENCE_SAMPLING",
     "CellScores",
-    "SeedVariance",
     "CellSummary",
     "Comparison",
     "Finding",
     "Findings",
-    "pool_seed_variance",
-    "summarize_cell",
+    "SeedVariance",
     "compare",
     "headline_findings",
     "phrase",
+    "pool_seed_variance",
+    "summarize_cell",
 ]
 
 A_BETTER = "A better"
@@ -123,7 +123,7 @@ class CellScores:
         object.__setattr__(self, "units", units)
 
     @classmethod
-    def from_seeds(cls, per_seed: Sequence[tuple[Sequence[int], Sequence[int]]], trained: bool = True) -> "CellScores":
+    def from_seeds(cls, per_seed: Sequence[tuple[Sequence[int], Sequence[int]]], trained: bool = True) -> CellScores:
         """From one ``(edits, units)`` pair of per-utterance arrays per seed, in the same utterance order."""
         if not per_seed:
             raise ValueError("no seeds")
@@ -135,7 +135,7 @@ class CellScores:
         return cls(np.stack([np.asarray(e, dtype=np.int64) for e, _ in per_seed]), units, trained)
 
     @classmethod
-    def from_utt_scores(cls, per_seed: Sequence[Sequence], metric: str = "wer", trained: bool = True) -> "CellScores":
+    def from_utt_scores(cls, per_seed: Sequence[Sequence], metric: str = "wer", trained: bool = True) -> CellScores:
         """From ``metrics.UttScore`` lists, one per seed (WER: word edits / reference words; CER: chars)."""
         fields = {"wer": ("word_edits", "ref_words"), "cer": ("char_edits", "ref_chars")}
         if metric not in fields:

@@ -23,46 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from borealis_eval.evaluate.metrics import UttScore, paired_test
 from borealis_eval.evaluate.variance import A_BETTER, B_BETTER, CellScores, compare, pool_seed_variance, summarize_cell
+from tests._variance_sim import old_paired_p, simulate_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def simulate_study(
-    rng: np.random.Generator,
-    n_cells: int,
-    n_seeds: int,
-    *,
-    level: float = 0.30,
-    seed_sd: float = 0.03,
-    n_utts: int = 64,
-    effects: list[float] | None = None,
-    seed_sds: list[float] | None = None,
-    baseline: bool = False,
-) -> list[CellScores]:
-    """Cells scored on one simulated test set; ``baseline`` appends an untrained cell at ``level``.
-
-    Per-utterance word errors ~ Binomial(words, p) with p = seed level x utterance difficulty x
-    a per-(seed, utterance) log-normal jitter (clipped to 0.95): seed-level variance, shared
-    utterance difficulty and seed-specific utterance noise, as in a real study.
-    """
-    words = rng.integers(5, 16, n_utts)
-    difficulty = rng.gamma(2.0, 0.5, n_utts)  # mean 1: some utterances are much harder
-
-    def cell(levels: np.ndarray, trained: bool) -> CellScores:
-        jitter = np.exp(rng.normal(0.0, 0.3, (len(levels), n_utts)))
-        p = np.clip(levels[:, None] * difficulty[None, :] * jitter, 0.0, 0.95)
-        return CellScores(rng.binomial(words[None, :], p), words, trained=trained)
-
-    cells = []
-    for c in range(n_cells):
-        mu = level + (effects[c] if effects else 0.0)
-        sd = seed_sds[c] if seed_sds else seed_sd
-        cells.append(cell(mu + rng.normal(0.0, sd, n_seeds), True))
-    if baseline:
-        cells.append(cell(np.array([level]), False))
-    return cells
 
 
 def true_rate(level: float, seed_sd: float, n: int = 2_000_000) -> float:
@@ -71,13 +35,6 @@ def true_rate(level: float, seed_sd: float, n: int = 2_000_000) -> float:
     words = rng.integers(5, 16, n)
     p = np.clip((level + rng.normal(0, seed_sd, n)) * rng.gamma(2.0, 0.5, n) * np.exp(rng.normal(0, 0.3, n)), 0, 0.95)
     return float((words * p).sum() / words.sum())
-
-
-def old_paired_p(a: CellScores, b: CellScores, seed: int) -> float:
-    """The pre-seed harness: paired bootstrap over utterances of seed 0 of A vs seed 0 of B."""
-    def utts(c: CellScores) -> list[UttScore]:
-        return [UttScore(int(n), int(n), int(e), 0, 0, 0, 0, 0) for e, n in zip(c.edits[0], c.units)]
-    return paired_test(utts(a), utts(b), "wer", n_boot=1000, seed=seed).p_value
 
 
 def _two_level_rejects(a: CellScores, b: CellScores, seed: int, n_boot: int = 1000) -> tuple[bool, bool]:

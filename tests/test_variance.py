@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from _variance_sim import old_paired_p, seed_utt_scores, simulate_study
 from scipy.special import stdtrit
 from scipy.stats import binom
 
-from benchmarks.variance_calibration import old_paired_p, simulate_study
 from borealis_eval.evaluate.metrics import bootstrap_ci, paired_test, score_utterances
 from borealis_eval.evaluate.variance import (
     A_BETTER,
@@ -158,13 +158,13 @@ def test_single_seed_is_flagged_and_uses_utterance_sampling_only():
     assert not c.training_variance_measured and c.seed_variance == "none"
     assert c.verdict == A_BETTER  # 6 points on 64 utterances: beyond test sampling
     # the interval is the utterance bootstrap of metrics.paired_test (same resampling scheme)
-    old = paired_test(*(_utt_scores(x) for x in (a, b)), n_boot=1000, seed=4)
+    old = paired_test(*(seed_utt_scores(x) for x in (a, b)), n_boot=1000, seed=4)
     width = old.ci_high - old.ci_low
     assert c.delta == pytest.approx(old.delta)
     assert (c.ci_low, c.ci_high) == pytest.approx((old.ci_low, old.ci_high), abs=0.1 * width)
     s = summarize_cell(a, seed=4)
     assert not s.training_variance_measured and math.isnan(s.seed_std)
-    lo, hi = bootstrap_ci(_utt_scores(a), n_boot=1000, seed=4)
+    lo, hi = bootstrap_ci(seed_utt_scores(a), n_boot=1000, seed=4)
     assert (s.ci_low, s.ci_high) == pytest.approx((lo, hi), abs=0.1 * (hi - lo))
     f = headline_findings({"a": a, "b": b}, [("a", "b")]).findings[0]
     assert not f.survives
@@ -179,12 +179,6 @@ def test_single_seed_cell_borrows_pooled_seed_variance():
     f = headline_findings(cells, [("one", "x")]).findings[0]
     assert f.comparison.training_variance_measured and f.comparison.seed_variance == "pooled"
     assert f.verdict == NO_DIFFERENCE
-
-
-def _utt_scores(cell):
-    from borealis_eval.evaluate.metrics import UttScore
-
-    return [UttScore(int(n), int(n), int(e), 0, 0, 0, 0, 0) for e, n in zip(cell.edits[0], cell.units)]
 
 
 # ---------------------------------------------------------------- headline

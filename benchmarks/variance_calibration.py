@@ -1,0 +1,122 @@
+"""Calibration of the seed x utterance statistics (``evaluate.variance``) on simulated studies.
+
+    .venv/bin/python -m benchmarks.variance_calibration [--studies 1000] [--out DIR]
+
+Each simulated study has one test set (64 utterances of 5-15 words with shared difficulty) and
+six cells trained with 2 or 3 seeds. A seed's WER level is drawn around the cell's level with a
+seed std of a few points; each (seed, utterance) gets its own jitter and binomial word errors.
+Under the null every cell has the same level, so a verdict "A better" or "B better" is a false
+positive. Measured per scenario: the false-positive rate of the between-cell verdict at 5%
+(per-cell seed variance, pooled seed variance, and the alternatives that were rejected: the old
+single-seed paired bootstrap over utterances, a plain two-level percentile bootstrap of the
+delta, a two-level bootstrap interval of P(A<B)), the coverage of the cell intervals, and power
+at a planted effect. Prints a Markdown table and writes benchmarks/results/variance_calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from borealis_eval.evaluate.variance import A_BETTER, B_BETTER, CellScores, compare, pool_seed_variance, summarize_cell
+from tests._variance_sim import old_paired_p, simulate_study
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def true_rate(level: float, seed_sd: float, n: int = 2_000_000) -> float:
+    """The population corpus rate a cell interval should cover (over seeds and utterances)."""
+    rng = np.random.default_rng(2024)
+    words = rng.integers(5, 16, n)
+    p = np.clip((level + rng.normal(0, seed_sd, n)) * rng.gamma(2.0, 0.5, n) * np.exp(rng.normal(0, 0.3, n)), 0, 0.95)
+    return float((words * p).sum() / words.sum())
+
+
+def _two_level_rejects(a: CellScores, b: CellScores, seed: int, n_boot: int = 1000) -> tuple[bool, bool]:
+    """Rejected alternatives: (delta percentile interval excludes 0, P(A<B) interval excludes 0.5),
+    both from a plain two-level bootstrap (seeds with replacement, one shared utterance resample)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(a.n_utts, np.full(a.n_utts, 1 / a.n_utts), size=n_boot)
+    ra, rb = a.resampled_rates(counts), b.resampled_rates(counts)
+    da = np.take_along_axis(ra, rng.integers(0, a.n_seeds, (n_boot, a.n_seeds)), 1)
+    db = np.take_along_axis(rb, rng.integers(0, b.n_seeds, (n_boot, b.n_seeds)), 1)
+    lo, hi = np.quantile(da.mean(1) - db.mean(1), [0.025, 0.975])
+    wins = (ra[:, :, None] < rb[:, None, :]).mean(0)  # seeds x seeds, averaged over utterance resamples
+    wa = np.stack([np.bincount(r, minlength=a.n_seeds) for r in rng.integers(0, a.n_seeds, (n_boot, a.n_seeds))])
+    wb = np.stack([np.bincount(r, minlength=b.n_seeds) for r in rng.integers(0, b.n_seeds, (n_boot, b.n_seeds))])
+    p = ((wa @ wins) * wb).sum(1) / (a.n_seeds * b.n_seeds)
+    p_lo, p_hi = np.quantile(p, [0.025, 0.975])
+    return bool(lo > 0 or hi < 0), bool(p_lo > 0.5 or p_hi < 0.5)
+
+
+def scenario(name: str, studies: int, n_seeds: int, *, seed_sd: float = 0.03, effect: float = 0.0,
+             seed_sds: list[float] | None = None, baseline: bool = False) -> dict:
+    """Compare cell 0 with the last cell (or the baseline) in ``studies`` simulated studies."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    fired = {"per_cell": 0, "pooled": 0, "old_paired": 0, "two_level_delta": 0, "two_level_prob": 0}
+    covered = {"per_cell": 0, "pooled": 0, "two_level": 0}
+    truth = true_rate(0.30 + effect, seed_sd)
+    compare_s = 0.0
+    for i in range(studies):
+        effects = [effect] + [0.0] * 5
+        cells = simulate_study(rng, 6, n_seeds, seed_sd=seed_sd, effects=effects, seed_sds=seed_sds, baseline=baseline)
+        a, b = cells[0], cells[-1]
+        pooled = pool_seed_variance(cells)
+        t = time.perf_counter()
+        per_cell = compare(a, b, seed=i)
+        compare_s += time.perf_counter() - t
+        fired["per_cell"] += per_cell.verdict in (A_BETTER, B_BETTER)
+        fired["pooled"] += compare(a, b, seed=i, seed_variance=pooled).verdict in (A_BETTER, B_BETTER)
+        fired["old_paired"] += old_paired_p(a, b, i) < 0.05
+        if b.trained:
+            delta_rejects, prob_rejects = _two_level_rejects(a, b, i)
+            fired["two_level_delta"] += delta_rejects
+            fired["two_level_prob"] += prob_rejects
+        s_cell, s_pooled = summarize_cell(a, seed=i), summarize_cell(a, seed=i, seed_variance=pooled)
+        covered["per_cell"] += s_cell.ci_low <= truth <= s_cell.ci_high
+        covered["pooled"] += s_pooled.ci_low <= truth <= s_pooled.ci_high
+        covered["two_level"] += s_cell.two_level_low <= truth <= s_cell.two_level_high
+    if not b.trained:
+        del fired["two_level_delta"], fired["two_level_prob"]
+    return {"scenario": name, "studies": studies, "seeds": n_seeds, "seed_sd": seed_sd, "effect": effect,
+            "seed_sds": seed_sds, "vs_baseline": baseline,
+            "verdict_rate": {k: v / studies for k, v in fired.items()},
+            "cell_ci_coverage": {k: v / studies for k, v in covered.items()},
+            "ms_per_compare": 1000 * compare_s / studies}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    n = args.studies
+    rows = []
+    for seeds in (2, 3):
+        for sd in (0.0, 0.03, 0.06):
+            rows.append(scenario(f"null {seeds} seeds, seed sd {sd:.2f}", n, seeds, seed_sd=sd))
+        rows.append(scenario(f"null {seeds} seeds vs baseline", n, seeds, baseline=True))
+        rows.append(scenario(f"null {seeds} seeds, one cell's seed sd doubled", n, seeds,
+                             seed_sds=[0.06] + [0.03] * 5))
+        rows.append(scenario(f"effect -0.06, {seeds} seeds", n, seeds, effect=-0.06))
+        rows.append(scenario(f"effect -0.06, {seeds} seeds vs baseline", n, seeds, effect=-0.06, baseline=True))
+    cols = ["per_cell", "pooled", "old_paired", "two_level_delta", "two_level_prob"]
+    print("| scenario | " + " | ".join(cols) + " | cell CI coverage per_cell / pooled / two_level | ms/compare |")
+    print("|---" * (len(cols) + 3) + "|")
+    for r in rows:
+        rate = " | ".join(f"{100 * r['verdict_rate'][c]:.1f}%" if c in r["verdict_rate"] else "–" for c in cols)
+        cov = " / ".join(f"{100 * r['cell_ci_coverage'][c]:.1f}%" for c in ("per_cell", "pooled", "two_level"))
+        print(f"| {r['scenario']} | {rate} | {cov} | {r['ms_per_compare']:.1f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "variance_calibration.json").write_text(json.dumps(
+        {"command": f"python -m benchmarks.variance_calibration --studies {n}", "date": time.strftime("%Y-%m-%d"),
+         "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ module (``fail_...``, ``rtfx/...``) shows up in the report without changes here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from borealis_eval import records
 from borealis_eval.errors import ReportError
 
+CURVE_FAMILY = records.split_metric(records.curve_wer("x"))[0]
 #: Families whose values are error rates (fractions in the store, percent in the report).
 RATE_FAMILIES = ("wer", "cer")
 #: Also fractions of WER, shown in percent points: protocol variants and paired deltas.
@@ -31,7 +33,7 @@ COUNT_FAMILIES = ("n_utts", "ref_words", "hyp_words", "sub", "dele", "ins", "hit
                   "ref_chars", "char_edits", "audio_seconds")
 #: Families that are read by dedicated sections, not shown as generic "other metrics" tables.
 #: ``system`` is MLflow's own system-metrics prefix.
-HANDLED_FAMILIES = ("train", "data", "system", "rtfx", "capped_rate", "wer_raw", "wer_basic",
+HANDLED_FAMILIES = ("train", "data", "system", "rtfx", CURVE_FAMILY, "capped_rate", "wer_raw", "wer_basic",
                     "wer_uncapped", "delta_wer_vs_baseline", "p_vs_baseline", "text_chrf",
                     "text_exact") + COUNT_FAMILIES
 CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -51,6 +53,8 @@ class ReportData:
     ``normalizers``: eval set -> normaliser tag (``english@1.0``) from the runs' tags.
     ``paired``: the parent's paired bootstrap rows (artifact ``paired/<set>.jsonl``) with a
     ``set`` column; ``delta_wer`` and CI in percent points. Empty when not logged.
+    ``predictions``: every finished run's raw predictions per eval set (the per-utterance
+    statistics and the error analysis re-score them). ``curves``: learning-curve histories.
     """
 
     tracking_uri: str
@@ -66,6 +70,8 @@ class ReportData:
     loss_history: dict[str, pd.DataFrame] = field(default_factory=dict)
     normalizers: dict[str, str] = field(default_factory=dict)
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # run id -> set -> rows
+    curves: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # run id -> dev set -> step, value
 
     @property
     def baselines(self) -> pd.DataFrame:
@@ -115,30 +121,6 @@ def is_rate(family: str) -> bool:
     return family in RATE_FAMILIES or family.startswith(RATE_PREFIXES)
 
 
-def cell_means(data: ReportData, family: str = "wer") -> pd.DataFrame:
-    """Per (language_mix, text_fraction) mean over seeds of each eval set's value and CI bounds.
-
-    Columns: language_mix, text_fraction, then ``<set>``, ``<set>_lo``, ``<set>_hi`` (CI columns
-    only when logged), ``avg`` (mean over sets) and ``n_runs`` (seeds averaged).
-    """
-    variants = data.variants
-    values = data.family(family).loc[variants.index]
-    frame = values.copy()
-    ci = data.ci(family)
-    if ci is not None:
-        low, high = (t.loc[variants.index] for t in ci)
-        for s in values.columns:
-            frame[f"{s}_lo"], frame[f"{s}_hi"] = low.get(s), high.get(s)
-    frame["avg"] = values.mean(axis=1)
-    frame["language_mix"] = variants["language_mix"]
-    frame["text_fraction"] = variants["text_fraction"]
-    frame = frame.dropna(subset=["text_fraction"])
-    grouped = frame.groupby(["language_mix", "text_fraction"], as_index=False)
-    means = grouped.mean(numeric_only=True)
-    means["n_runs"] = grouped.size()["size"].to_numpy()
-    return means
-
-
 def load_report_data(
     experiment_name: str,
     tracking_uri: str | None = None,
@@ -183,6 +165,11 @@ def load_report_data(
         for r in finished
         if LOSS_KEY in r.data.metrics
     }
+    curves = {
+        r.info.run_id: {k.rpartition("/")[2]: _history(client, r.info.run_id, k)
+                        for k in r.data.metrics if records.split_metric(k)[0] == CURVE_FAMILY}
+        for r in finished
+    }
     description = experiment.tags.get(records.DESCRIPTION) or parent.data.tags.get(records.DESCRIPTION, "")
     normalizers: dict[str, str] = {}
     for r in finished:
@@ -208,6 +195,8 @@ def load_report_data(
         loss_history={k: v for k, v in loss.items() if not v.empty},
         normalizers=normalizers,
         paired=_paired(client, parent.info.run_id, eval_sets),
+        predictions=_predictions(client, [r.info.run_id for r in finished], eval_sets),
+        curves={k: v for k, v in curves.items() if v},
     )
 
 
@@ -243,8 +232,14 @@ def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[R
 def _describe(run: Run) -> dict:
     tags = run.data.tags
     fraction = pd.to_numeric(tags.get(records.TEXT_FRACTION, ""), errors="coerce")
+    axes = {k.removeprefix("axis."): v for k, v in tags.items()
+            if k.startswith(records.axis_tag("")) and k != records.axis_tag(records.SEED)}
     return {
         "run_id": run.info.run_id,
+        "cell": tags.get(records.CELL, ""),
+        "text_mode": tags.get(records.TEXT_MODE, ""),
+        "axes": axes,
+        "start_time": run.info.start_time,
         "role": tags.get(records.ROLE, ""),
         "variant": tags.get(records.VARIANT_NAME) or run.info.run_name or run.info.run_id[:8],
         "language_mix": tags.get(records.LANGUAGE_MIX, ""),
@@ -328,6 +323,24 @@ def _paired(client: MlflowClient, parent_id: str, eval_sets: list[str]) -> pd.Da
     out = pd.concat(frames, ignore_index=True).reindex(columns=columns)
     for c in ("delta_wer", "ci_low", "ci_high"):
         out[c] = out[c] * RATE_SCALE
+    return out
+
+
+def _predictions(client: MlflowClient, run_ids: list[str], eval_sets: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """Raw predictions (``predictions/<set>.jsonl``) of each run; a set without the artifact is left out."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory(prefix="borealis-report-") as tmp, quiet_downloads():
+        for run_id in run_ids:
+            try:
+                names = {Path(a.path).name for a in client.list_artifacts(run_id, records.PREDICTIONS_DIR)}
+            except Exception:  # noqa: BLE001 - artifacts unreachable: the metric tables still render
+                continue
+            for s in eval_sets:
+                if Path(records.predictions(s)).name not in names:
+                    continue
+                local = Path(client.download_artifacts(run_id, records.predictions(s), f"{tmp}/{run_id}"))
+                with local.open(encoding="utf-8") as f:
+                    out.setdefault(run_id, {})[s] = [json.loads(line) for line in f if line.strip()]
     return out
 
 

@@ -7,20 +7,15 @@ normaliser, the same hypothesis cap) with word alignments, and keeps what the re
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
-from borealis_eval import records
 from borealis_eval.evaluate import protocol
 from borealis_eval.evaluate.metrics import UttScore
 from borealis_eval.evaluate.normalize import Normalizer, get_normalizer, normalizer_for_language
-from borealis_eval.report.collect import ReportData, quiet_downloads
+from borealis_eval.report.collect import ReportData
 
 N_WORST = 5
 MAX_BASELINES = 2
@@ -85,22 +80,21 @@ class ErrorAnalysis:
         return not self.worst and not self.slices
 
 
-def analyse(data: ReportData, client: MlflowClient, n_worst: int = N_WORST) -> ErrorAnalysis:
+def analyse(data: ReportData, n_worst: int = N_WORST) -> ErrorAnalysis:
     """Worst utterances and per-slice WER for the best variant and the baseline(s)."""
     systems = _systems(data)
     out = ErrorAnalysis(systems=systems)
     if not systems or not data.eval_sets:
         return out
     frames = []
-    with tempfile.TemporaryDirectory(prefix="borealis-report-") as tmp, quiet_downloads():
-        for label, run_id in systems.items():
-            records = _download(client, run_id, data.eval_sets, Path(tmp) / run_id)
-            for s in data.eval_sets:
-                if s not in records:
-                    out.missing.append(f"{label}: {s}")
-                    continue
-                frame = _score(records[s], _normalizer(data, s, records[s]))
-                frames.append(frame.assign(system=label, run_id=run_id, eval_set=s))
+    for label, run_id in systems.items():
+        records = data.predictions.get(run_id, {})
+        for s in data.eval_sets:
+            if s not in records:
+                out.missing.append(f"{label}: {s}")
+                continue
+            frame = _score(records[s], _normalizer(data, s, records[s]))
+            frames.append(frame.assign(system=label, run_id=run_id, eval_set=s))
     if not frames:
         return out
     scored = pd.concat(frames, ignore_index=True)
@@ -129,22 +123,6 @@ def _systems(data: ReportData) -> dict[str, str]:
     for run_id in list(data.baselines.index)[:MAX_BASELINES]:
         name = data.runs.at[run_id, "variant"]
         out["baseline" if name == "baseline" else f"baseline: {name}"] = run_id
-    return out
-
-
-def _download(client: MlflowClient, run_id: str, sets: list[str], dst: Path) -> dict[str, list[dict]]:
-    try:
-        names = {Path(a.path).name for a in client.list_artifacts(run_id, records.PREDICTIONS_DIR)}
-    except Exception:  # artifacts unreachable: the report still shows the metric tables
-        return {}
-    dst.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for s in sets:
-        if Path(records.predictions(s)).name not in names:
-            continue
-        local = Path(client.download_artifacts(run_id, records.predictions(s), str(dst)))
-        with local.open(encoding="utf-8") as f:
-            out[s] = [json.loads(line) for line in f if line.strip()]
     return out
 
 

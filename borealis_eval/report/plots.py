@@ -15,7 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from borealis_eval.atomic import atomic_path
-from borealis_eval.report.collect import ReportData, cell_means
+from borealis_eval.report.cells import CellAnalysis
+from borealis_eval.report.collect import ReportData
 
 DPI = 110
 
@@ -37,15 +38,18 @@ def _shared_legend(fig, axes) -> None:
     fig.legend(labels.values(), labels.keys(), loc="outside lower center",
                ncol=min(len(labels), 4), fontsize="small", frameon=False)
 
-def draw_all(data: ReportData, plot_dir: Path) -> list[Plot]:
-    """Draw every figure the data supports into ``plot_dir``; remove stale report PNGs."""
+def draw_all(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> list[Plot]:
+    """Draw every figure the data supports into ``plot_dir``; remove stale report PNGs.
+
+    The first is the answer's figure (WER per cell with its interval and seeds, baselines as lines).
+    """
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = [
         p
         for p in (
-            wer_vs_text_fraction(data, plot_dir),
+            wer_per_cell(data, cells, plot_dir),
+            learning_curves(data, cells, plot_dir),
             loss_curves(data, plot_dir),
-            mix_fraction_heatmap(data, plot_dir),
             rtfx_vs_wer(data, plot_dir),
         )
         if p is not None
@@ -58,38 +62,99 @@ def draw_all(data: ReportData, plot_dir: Path) -> list[Plot]:
     return plots
 
 
-def wer_vs_text_fraction(data: ReportData, plot_dir: Path) -> Plot | None:
-    cells = cell_means(data)
-    sets = data.eval_sets
-    if cells.empty or not sets:
+def _x_axis(cells: CellAnalysis) -> str | None:
+    """The factor drawn along x: the text fraction when it varies, else none (one point per cell)."""
+    return next((a for a in cells.axes() if a.split(".")[-1] == "text_fraction"), None)
+
+
+def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot | None:
+    """Per eval set: each cell's mean WER over seeds, its 95% interval (band or bar), its seeds as dots;
+    with a text-fraction axis, one line per setting of the other factors; baselines as horizontal lines."""
+    sets = [s for s in data.eval_sets if any((c.key, s) in cells.summaries for c in cells.cells)]
+    if not sets:
         return None
-    fig = Figure(figsize=(4.2 * len(sets) + 0.6, 3.6), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(sets), sharey=True, squeeze=False)[0])
-    baselines = data.family("wer").loc[data.baselines.index]
+    x_axis = _x_axis(cells)
+    groups: dict[str, list] = {}
+    for c in cells.cells:
+        rest = " · ".join(v for a, v in c.axes.items() if a != x_axis) or "cells"
+        groups.setdefault(rest if x_axis else "cells", []).append(c)
+    ncol = min(len(sets), 4)
+    nrow = -(-len(sets) // ncol)
+    fig = Figure(figsize=(3.9 * ncol + 0.6, 3.3 * nrow + 0.5), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False).ravel())
+    for ax in axes[len(sets):]:
+        ax.set_visible(False)
     for ax, s in zip(axes, sets):
-        for i, (mix, group) in enumerate(cells.groupby("language_mix", sort=True)):
-            group = group.sort_values("text_fraction")
+        for i, (name, members) in enumerate(groups.items()):
             color = f"C{i % 10}"
-            ax.plot(group["text_fraction"], group[s], marker="o", color=color, label=mix)
-            if f"{s}_lo" in group and group[f"{s}_lo"].notna().any():
-                ax.fill_between(
-                    group["text_fraction"], group[f"{s}_lo"], group[f"{s}_hi"],
-                    color=color, alpha=0.15, linewidth=0,
-                )
-        for j, (run_id, row) in enumerate(baselines.iterrows()):
-            if pd.notna(row.get(s)):
-                name = data.runs.at[run_id, "variant"]
-                ax.axhline(row[s], color="0.3", linestyle=("--", ":", "-.")[j % 3],
-                           linewidth=1.2, label=f"baseline: {name}")
+            pts = [(c, cells.summaries[(c.key, s)]) for c in members if (c.key, s) in cells.summaries]
+            if not pts:
+                continue
+            xs = [float(c.axes[x_axis]) if x_axis else j for j, (c, _) in enumerate(pts)]
+            mean = [100 * m.mean for _, m in pts]
+            lo, hi = [100 * m.ci_low for _, m in pts], [100 * m.ci_high for _, m in pts]
+            if x_axis:
+                ax.plot(xs, mean, marker="o", color=color, label=name)
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+            else:
+                ax.errorbar(xs, mean, yerr=[np.subtract(mean, lo), np.subtract(hi, mean)], fmt="o", color=color,
+                            capsize=3, label="mean over seeds, 95% interval")
+            for x, (c, _) in zip(xs, pts):
+                seeds = _seed_rates(data, cells, c, s)
+                ax.scatter([x] * len(seeds), seeds, s=9, color=color, alpha=0.55, linewidths=0)
+        for j, run_id in enumerate(data.baselines.index):
+            b = cells.baselines.get((run_id, s))
+            if b is not None:
+                ax.axhline(100 * b.mean, color="0.3", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
+                           label=f"baseline: {data.runs.at[run_id, 'model'] or data.runs.at[run_id, 'variant']}")
         ax.set_title(s)
-        ax.set_xlabel("text fraction")
+        if x_axis:
+            ax.set_xlabel("text fraction")
+        else:
+            labels = [c.label for c in cells.cells if (c.key, s) in cells.summaries]
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="x-small")
+        ax.set_ylabel("WER (%)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("WER (%)")
-    _shared_legend(fig, axes)
-    band = " Shaded: 95% CI." if data.ci("wer") is not None else ""
-    return _save(fig, plot_dir, "wer_vs_text_fraction", "WER vs text fraction",
-                 "WER per eval set against the plain-text fraction, one line per language mix "
-                 f"(mean over seeds); dashed: baseline Whisper.{band}")
+    _shared_legend(fig, axes[: len(sets)])
+    lo_s, hi_s = cells.seeds_per_cell
+    band = ("band/bars: 95% interval over seeds and test utterances" if cells.training_variance_measured
+            else "one seed per cell: band/bars cover test sampling only")
+    return _save(fig, plot_dir, "wer_per_cell", "WER per cell",
+                 f"Mean WER over {lo_s}{f'-{hi_s}' if hi_s != lo_s else ''} seed(s) per cell and eval set; {band}; "
+                 "dots: the seeds; lines: plain-Whisper baselines (decoded once).")
+
+
+def _seed_rates(data: ReportData, cells: CellAnalysis, cell, s: str) -> list[float]:
+    wer = data.family("wer")
+    return [float(wer.at[r, s]) for r in cell.runs if s in wer and r in wer.index and pd.notna(wer.at[r, s])]
+
+
+def learning_curves(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot | None:
+    """Dev WER against training step per cell: the mean over seeds, the seeds' range as a band."""
+    dev_sets = sorted({s for per_run in data.curves.values() for s in per_run})
+    if not dev_sets:
+        return None
+    fig = Figure(figsize=(4.6 * len(dev_sets) + 2.4, 3.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(dev_sets), squeeze=False)[0])
+    colors = _cmap_colors(len(cells.cells))
+    for ax, s in zip(axes, dev_sets):
+        for color, c in zip(colors, cells.cells):
+            runs = [data.curves[r][s].set_index("step")["value"] for r in c.runs if s in data.curves.get(r, {})]
+            if not runs:
+                continue
+            table = pd.concat(runs, axis=1).sort_index() * 100
+            ax.plot(table.index, table.mean(axis=1), color=color, linewidth=1.3, label=c.label)
+            if table.shape[1] > 1:
+                ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=color, alpha=0.15,
+                                linewidth=0)
+        ax.set_title(f"{s} (dev)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("WER (%)")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, plot_dir, "learning_curves", "Learning curves",
+                 "Greedy WER on the fixed dev subset every eval.every_steps training steps; line: mean over "
+                 "seeds, band: the seeds' range. Does the ranking of cells change with the training budget?")
 
 
 def loss_curves(data: ReportData, plot_dir: Path) -> Plot | None:
@@ -109,31 +174,6 @@ def loss_curves(data: ReportData, plot_dir: Path) -> Plot | None:
               loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, plot_dir, "train_loss", "Training loss",
                  "train/loss history of each variant.")
-
-
-def mix_fraction_heatmap(data: ReportData, plot_dir: Path) -> Plot | None:
-    cells = cell_means(data)
-    if cells.empty:
-        return None
-    grid = cells.pivot(index="language_mix", columns="text_fraction", values="avg")
-    if grid.shape[0] < 2 or grid.shape[1] < 2:
-        return None
-    fig = Figure(figsize=(1.1 * grid.shape[1] + 2.8, 0.6 * grid.shape[0] + 1.6),
-                 dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn_r", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [f"{f:g}" for f in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), list(grid.index))
-    ax.set_xlabel("text fraction")
-    ax.set_ylabel("language mix")
-    for (r, c), value in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if np.isfinite(value):
-            dark = abs(image.norm(value) - 0.5) > 0.3  # both ends of RdYlGn are dark
-            ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")
-    fig.colorbar(image, ax=ax, label="mean WER (%)")
-    return _save(fig, plot_dir, "wer_heatmap", "Mean WER: language mix x text fraction",
-                 "Mean WER over eval sets (and seeds) per grid cell; lower is better.")
 
 
 def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
@@ -167,7 +207,8 @@ def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
                  "per run, coloured by language mix; crosses: baseline Whisper.")
 
 
-ALL_PLOTS = ("wer_vs_text_fraction", "train_loss", "wer_heatmap", "rtfx_vs_wer")
+ALL_PLOTS = ("wer_per_cell", "learning_curves", "train_loss", "rtfx_vs_wer",
+             "wer_vs_text_fraction", "wer_heatmap")  # the last two: older reports' names, removed
 
 
 def _cmap_colors(n: int) -> list:

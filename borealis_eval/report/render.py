@@ -1,4 +1,4 @@
-"""Turn ReportData into display tables, a headline sentence, and report.md / report.html."""
+"""Turn ReportData into report.md / report.html: the answer first (answer.py), then per-run details."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import atomic, records
-from borealis_eval.report.collect import ReportData, cell_means, load_report_data
+from borealis_eval.report.answer import cell_table, headline, verdict_tables
+from borealis_eval.report.cells import CellAnalysis, analyse_cells
+from borealis_eval.report.collect import ReportData, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
 from borealis_eval.report.plots import Plot, draw_all
+from borealis_eval.report.tables import Cell, Links, Row, Table, frac, num, pct, share
 
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -30,51 +33,14 @@ class ReportPaths:
 
 
 @dataclass
-class Cell:
-    value: str = ""
-    ci: str = ""  # "[lo, hi]" when CI bounds exist
-    href: str | None = None
-    bold: bool = False
-
-    @property
-    def text(self) -> str:
-        return f"{self.value} {self.ci}" if self.ci else self.value
-
-
-@dataclass
-class Row:
-    cells: list[Cell]
-    baseline: bool = False
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[Row]
-    note: str = ""
-    numeric_from: int = 0  # index of the first numeric column (right-aligned)
-
-
-@dataclass
-class Links:
-    ui_base: str
-    in_markdown: bool
-    experiment_id: str
-
-    def run(self, run_id: str) -> str:
-        return f"{self.ui_base}/#/experiments/{self.experiment_id}/runs/{run_id}"
-
-
-@dataclass
 class Context:
     title: str
     description: str
     headline: str
     parent: dict
     parent_href: str
-    tables: list[Table]  # results: WER, CER, normalisation sensitivity, paired tests
-    plots: list[Plot]
+    tables: list[Table]  # the first screen: one compact table per cell
+    plots: list[Plot]  # the first is the answer's plot, shown under the headline
     unfinished: list[dict]
     tracking_uri: str
     generated: str
@@ -84,6 +50,8 @@ class Context:
     errors: ErrorAnalysis = field(default_factory=ErrorAnalysis)
     slices: list[Table] = field(default_factory=list)
     links: Links | None = None
+    verdicts: list[Table] = field(default_factory=list)  # every contrast, with its interval and verdict
+    runs: list[Table] = field(default_factory=list)  # per run: WER, CER, sensitivity, paired tests
 
     def run_href(self, run_id: str) -> str:
         return self.links.run(run_id) if self.links else ""
@@ -107,9 +75,10 @@ def build_report(
     data = load_report_data(experiment_name, tracking_uri, parent_run_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = draw_all(data, out_dir / "plots")
-    errors = analyse(data, MlflowClient(tracking_uri=data.tracking_uri))
-    context = make_context(data, plots, _links(data, ui_base), errors)
+    cells = analyse_cells(data)
+    plots = draw_all(data, cells, out_dir / "plots")
+    errors = analyse(data)
+    context = make_context(data, cells, plots, _links(data, ui_base), errors)
 
     env = _environment()
     md = out_dir / "report.md"
@@ -127,19 +96,22 @@ def build_report(
     return ReportPaths(md=md, html=html, plots=tuple(p.path for p in plots))
 
 
-def make_context(data: ReportData, plots: list[Plot], links: Links,
+def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links: Links,
                  errors: ErrorAnalysis | None = None) -> Context:
     errors = errors or ErrorAnalysis()
-    tables = [t for t in _tables(data, links) if t.rows]
+    tables = [t for t in (cell_table(data, cells, links),) if t.rows]
     notes = ["WER and CER are logged as fractions and shown here in percent; "
              "differences are in percentage points (pts)."]
+    if cells.skipped:
+        notes.append("Left out of the cell statistics: " + "; ".join(cells.skipped[:5])
+                     + (f" (+{len(cells.skipped) - 5} more)" if len(cells.skipped) > 5 else "") + ".")
     if data.normalizers:
         notes.append("Normalisers: " + ", ".join(
             f"{s} {tag}" for s, tag in sorted(data.normalizers.items())) + ".")
     return Context(
         title=data.experiment_name,
         description=data.description,
-        headline=headline(data),
+        headline=headline(data, cells),
         parent=data.parent,
         parent_href=links.run(data.parent["run_id"]),
         tables=tables,
@@ -153,118 +125,9 @@ def make_context(data: ReportData, plots: list[Plot], links: Links,
         errors=errors,
         slices=[t for t in _slice_tables(errors) if t.rows],
         links=links,
+        verdicts=[t for t in verdict_tables(data, cells) if t.rows],
+        runs=[t for t in _tables(data, links) if t.rows],
     )
-
-
-# --- headline -------------------------------------------------------------------------------
-
-
-def headline(data: ReportData) -> str:
-    """One sentence answering the ablation question, computed from the WER tables."""
-    wer = data.family("wer")
-    if wer.empty or wer.isna().all().all():
-        return "No WER metrics were logged for this sweep."
-    avg = wer.mean(axis=1)
-    counts = wer.notna().sum(axis=1)
-    parts = []
-    variant_avg = avg.loc[data.variants.index].dropna()
-    if not variant_avg.empty:
-        best = variant_avg.idxmin()
-        parts.append(
-            f"Best variant: {data.runs.at[best, 'variant']} (mean WER {avg[best]:.1f}% "
-            f"over {counts[best]} set{'s' if counts[best] != 1 else ''})"
-        )
-    mixes = _per_mix_summary(data)
-    if mixes:
-        parts.append("best text fraction per language mix: " + ", ".join(mixes))
-    base = [
-        f"{_baseline_label(data, i)} {avg[i]:.1f}%"
-        for i in data.baselines.index
-        if pd.notna(avg[i])
-    ]
-    if base:
-        parts.append("baseline Whisper: " + ", ".join(base))
-    return "; ".join(parts) + "."
-
-
-def _baseline_label(data: ReportData, run_id: str) -> str:
-    name, model = data.runs.at[run_id, "variant"], data.runs.at[run_id, "model"]
-    return f"{name} ({model})" if model and model != name else name
-
-
-def _per_mix_summary(data: ReportData) -> list[str]:
-    cells = cell_means(data)
-    sets = data.eval_sets
-    has_ci = data.ci("wer") is not None
-    out = []
-    for mix, group in cells.groupby("language_mix", sort=True):
-        group = group.dropna(subset=["avg"])
-        if group.empty:
-            continue
-        best = group.loc[group["avg"].idxmin()]
-        label = mix or "(no mix tag)"
-        zero = group[group["text_fraction"] == 0.0]
-        if zero.empty:
-            out.append(f"{label} -> {_frac(best.text_fraction)} (WER {best.avg:.1f}%)")
-            continue
-        zero = zero.iloc[0]
-        if best.text_fraction == 0.0:
-            out.append(f"{label} -> 0.0 (no text fraction beat 0.0)")
-            continue
-        delta = best.avg - zero.avg
-        detail = f"ΔWER {delta:+.1f} pts vs 0.0"
-        tested = _paired_significance(data, mix, best.text_fraction, 0.0)
-        if tested:
-            detail += ", " + tested
-        elif has_ci:
-            detail += ", " + _separation(best, zero, sets)
-        out.append(f"{label} -> {_frac(best.text_fraction)} ({detail})")
-    return out
-
-
-def _paired_significance(data: ReportData, mix: str, fraction_a: float, fraction_b: float) -> str:
-    """Paired bootstrap verdict between two grid cells (single-seed cells only), per eval set."""
-    if data.paired.empty:
-        return ""
-    variants = data.variants
-
-    def name(fraction: float) -> str | None:
-        hit = variants[(variants["language_mix"] == mix) & (variants["text_fraction"] == fraction)]
-        return hit["variant"].iat[0] if len(hit) == 1 else None
-
-    a, b = name(fraction_a), name(fraction_b)
-    if a is None or b is None:
-        return ""
-    rows = data.paired[((data.paired["a"] == a) & (data.paired["b"] == b))
-                       | ((data.paired["a"] == b) & (data.paired["b"] == a))]
-    p = rows["p_value"].dropna()
-    if p.empty:
-        return ""
-    k, n = int((p < 0.05).sum()), len(p)
-    if k == n:
-        return f"significant, paired bootstrap p < 0.05 on {'all ' if n > 1 else ''}{n} set{'s' if n != 1 else ''}"
-    if k == 0:
-        return "not significant (paired bootstrap)"
-    return f"significant on {k} of {n} sets (paired bootstrap p < 0.05)"
-
-
-def _separation(a: pd.Series, b: pd.Series, sets: list[str]) -> str:
-    """Whether two cells' 95% CIs are disjoint, per eval set."""
-    checked = separated = 0
-    for s in sets:
-        bounds = [a.get(f"{s}_lo"), a.get(f"{s}_hi"), b.get(f"{s}_lo"), b.get(f"{s}_hi")]
-        if any(v is None or pd.isna(v) for v in bounds):
-            continue
-        a_lo, a_hi, b_lo, b_hi = bounds
-        checked += 1
-        separated += a_hi < b_lo or b_hi < a_lo
-    if not checked:
-        return "no CI"
-    if separated == checked:
-        return "separated at 95%"
-    if separated == 0:
-        return "not separable at 95%"
-    return f"separated at 95% on {separated} of {checked} sets"
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -275,8 +138,8 @@ ID_COLUMNS = ["language_mix", "text_fraction", "seed", "variant", "run"]
 
 def _tables(data: ReportData, links: Links) -> list[Table]:
     return [
-        _rate_table(data, links, "wer", "Word error rate (WER, %)"),
-        _rate_table(data, links, "cer", "Character error rate (CER, %)"),
+        _rate_table(data, links, "wer", "Word error rate per run (WER, %)"),
+        _rate_table(data, links, "cer", "Character error rate per run (CER, %)"),
         _sensitivity_table(data),
         *_paired_tables(data),
     ]
@@ -308,7 +171,7 @@ def _id_cells(data: ReportData, run_id: str, links: Links) -> list[Cell]:
     baseline = run["role"] == "baseline"
     return [
         Cell("baseline" if baseline else run["language_mix"], bold=baseline),
-        Cell("" if pd.isna(run["text_fraction"]) else _frac(run["text_fraction"])),
+        Cell("" if pd.isna(run["text_fraction"]) else frac(run["text_fraction"])),
         Cell(str(run["seed"])),
         Cell(run["variant"], bold=baseline),
         Cell(run_id[:8], href=links.run(run_id)),
@@ -343,8 +206,8 @@ def _rate_table(data: ReportData, links: Links, family: str, title: str) -> Tabl
         for s in values.columns:
             v = values.at[run_id, s]
             lo, hi = (ci[0].at[run_id, s], ci[1].at[run_id, s]) if ci and s in ci[0] and s in ci[1] else (math.nan, math.nan)
-            cells.append(Cell(_pct(v), f"[{lo:.1f}, {hi:.1f}]" if pd.notna(v) and pd.notna(lo) and pd.notna(hi) else ""))
-        cells.append(Cell(_pct(avg[run_id]), bold=run_id == best))
+            cells.append(Cell(pct(v), f"[{lo:.1f}, {hi:.1f}]" if pd.notna(v) and pd.notna(lo) and pd.notna(hi) else ""))
+        cells.append(Cell(pct(avg[run_id]), bold=run_id == best))
         if set_deltas:
             for s in values.columns:
                 if is_ref or data.runs.at[run_id, "role"] == "baseline":
@@ -361,7 +224,9 @@ def _rate_table(data: ReportData, links: Links, family: str, title: str) -> Tabl
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     note = "avg = mean over eval sets" + ("; Δ in percentage points." if ref_ids else ".")
     if ci:
-        note = "Cells: value [95% CI]. " + note
+        note = "Cells: value [95% CI over test utterances]. " + note
+    note += (" One row per training run: its intervals and marks cover test sampling only; what survives training "
+             "variance is in the table per cell.")
     if set_deltas and not p_values.empty and p_values.notna().any().any():
         note += (" Δ per set = variant − baseline; paired bootstrap test against the baseline: "
                  "* p < 0.05, ** p < 0.01.")
@@ -454,8 +319,9 @@ def _paired_tables(data: ReportData) -> list[Table]:
         tables.append(Table(
             f"Paired tests: {s}", columns, rows,
             f"ΔWER (row − column, pts) on the same {n} utterances; paired bootstrap: "
-            "* p < 0.05, ** p < 0.01. better/worse than = significant (p < 0.05) wins/losses.",
-            numeric_from=1))
+            "* p < 0.05, ** p < 0.01. better/worse than = significant (p < 0.05) wins/losses. One run per system: "
+            "these marks cover test sampling only.",
+            numeric_from=1, folded=True))
     return tables
 
 
@@ -477,7 +343,7 @@ def _failure_tables(data: ReportData, links: Links) -> list[Table]:
                 continue
             cells = _id_cells(data, run_id, links)
             for name, v in zip(short, values):
-                cells.append(Cell(_share(v) if name.endswith("_rate") else _num(v)))
+                cells.append(Cell(share(v) if name.endswith("_rate") else num(v)))
             rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
         columns = ID_COLUMNS + [n.removesuffix("_rate") + (" %" if n.endswith("_rate") else "") for n in short]
         tables.append(Table(f"Failure metrics: {s}", columns, rows,
@@ -507,9 +373,9 @@ def _per_set_table(data: ReportData, links: Links, families: dict[str, str], tit
             continue
         cells = _id_cells(data, run_id, links)
         for (fam, _), v in zip(keys, values):
-            cells.append(Cell(_share(v) if fam in ("capped_rate", "text_exact") else
-                              _pct(v) if fam.startswith("wer") else
-                              ("" if pd.isna(v) else f"{v:.1f}") if fam == "text_chrf" else _num(v)))
+            cells.append(Cell(share(v) if fam in ("capped_rate", "text_exact") else
+                              pct(v) if fam.startswith("wer") else
+                              ("" if pd.isna(v) else f"{v:.1f}") if fam == "text_chrf" else num(v)))
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     return Table(title, ID_COLUMNS + columns, rows, note, len(ID_COLUMNS))
 
@@ -525,7 +391,7 @@ def _counts_table(data: ReportData, links: Links) -> Table:
         cells = _id_cells(data, run_id, links)
         for s in sets:
             sub, dele, ins, ref = (fams[f].at[run_id, s] for f in ("sub", "dele", "ins", "ref_words"))
-            cells.append(Cell("" if pd.isna(sub) else f"{_num(sub)} / {_num(dele)} / {_num(ins)} of {_num(ref)}"))
+            cells.append(Cell("" if pd.isna(sub) else f"{num(sub)} / {num(dele)} / {num(ins)} of {num(ref)}"))
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     return Table("Word errors by type", ID_COLUMNS + [f"S / D / I {s}" for s in sets], rows,
                  "Substituted / deleted / inserted words of the reference words, after "
@@ -542,8 +408,8 @@ def _slice_tables(errors: ErrorAnalysis) -> list[Table]:
         rows = []
         for r in frame.itertuples(index=False):
             values = dict(zip(frame.columns, r))
-            cells = [Cell(values["eval_set"]), Cell(str(values["slice"])), Cell(_num(values["n"]))]
-            cells += [Cell(_pct(values[c])) for c in systems]
+            cells = [Cell(values["eval_set"]), Cell(str(values["slice"])), Cell(num(values["n"]))]
+            cells += [Cell(pct(values[c])) for c in systems]
             if len(systems) == 2:
                 a, b = values[systems[0]], values[systems[1]]
                 cells.append(Cell("" if pd.isna(a) or pd.isna(b) else f"{a - b:+.1f}"))
@@ -567,7 +433,7 @@ def _data_table(data: ReportData, links: Links) -> Table:
     rows = []
     for run_id in values.index:
         cells = _id_cells(data, run_id, links)
-        cells += [Cell(_num(values.at[run_id, c])) for c in values.columns]
+        cells += [Cell(num(values.at[run_id, c])) for c in values.columns]
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     return Table("Realised data mix", ID_COLUMNS + list(values.columns), rows,
                  "Counts of training examples per language and of plain-text examples; "
@@ -587,38 +453,16 @@ def _generic_table(data: ReportData, links: Links, family: str, title: str) -> T
             v = values.at[run_id, c]
             interval = ""
             if ci and c in ci[0] and c in ci[1] and pd.notna(ci[0].at[run_id, c]) and pd.notna(v):
-                interval = f"[{_num(ci[0].at[run_id, c])}, {_num(ci[1].at[run_id, c])}]"
-            cells.append(Cell(_num(v), interval))
+                interval = f"[{num(ci[0].at[run_id, c])}, {num(ci[1].at[run_id, c])}]"
+            cells.append(Cell(num(v), interval))
         if per_set:
-            cells.append(Cell(_num(values.loc[run_id].mean())))
+            cells.append(Cell(num(values.loc[run_id].mean())))
         rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
     columns = ID_COLUMNS + list(values.columns) + (["avg"] if per_set else [])
     return Table(title, columns, rows, numeric_from=len(ID_COLUMNS))
 
 
 # --- formatting and output ------------------------------------------------------------------
-
-
-def _pct(v: float) -> str:
-    return "" if pd.isna(v) else f"{v:.1f}"
-
-
-def _share(v: float) -> str:
-    """A fraction in [0, 1] as percent."""
-    return "" if pd.isna(v) else f"{100 * v:.1f}"
-
-
-def _num(v: float) -> str:
-    if pd.isna(v):
-        return ""
-    if float(v).is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return f"{v:.4g}"
-
-
-def _frac(v: float) -> str:
-    text = f"{v:g}"
-    return text if "." in text or "e" in text else f"{text}.0"
 
 
 def _links(data: ReportData, ui_base: str | None) -> Links:
@@ -634,7 +478,9 @@ def _md_cell(cell: Cell, links_in_markdown: bool) -> str:
         text = f"**{text}**"
     if cell.href and links_in_markdown:
         text = f"[{text}]({cell.href})"
-    return text
+    for label, href in cell.links:  # small run links: linked only where the store is a server
+        text += f" [`{label}`]({href})" if links_in_markdown else f" `{label}`"
+    return text.strip()
 
 
 def _data_uri(path: Path) -> str:

@@ -1,0 +1,204 @@
+"""Cells and what survives training variance, computed from the runs' own predictions.
+
+A cell is one configuration of the grid; its runs differ only by training seed. Every run's raw
+predictions are re-scored under the scoring protocol (the set's normaliser, the cap), stacked
+per cell and eval set, and summarised with `evaluate.variance`: the mean over seeds with an
+interval that covers seeds and test utterances, and the seed spread. Contrasts answer the grid's
+question one factor at a time: each cell against the cell that differs from it only in one axis,
+at that axis's first level (e.g. text fraction 0.15 vs 0 within a language mix), per eval set,
+with the seed variance pooled over the set's cells and a Holm correction over the set's contrasts.
+Cells are also compared with each plain-Whisper baseline (decoded once: no training variance).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from borealis_eval.config.grid import axis_label
+from borealis_eval.evaluate.protocol import score, utt_scores
+from borealis_eval.evaluate.variance import (A_BETTER, B_BETTER, CellScores, CellSummary, Comparison, compare,
+                                             headline_findings, pool_seed_variance, summarize_cell)
+from borealis_eval.report.collect import ReportData
+
+SEED_AXIS = "seed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    label: str  # short display name, e.g. "ru100 · text 0.15"
+    axes: dict[str, str]  # axis (dotted path) -> value label, seed excluded
+    runs: tuple[str, ...]  # run ids, by seed
+    seeds: tuple[str, ...]
+    text_mode: str = ""
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Cell `a` against `b` on one eval set; `axis` is the factor they differ in ("baseline" for a baseline)."""
+
+    set: str
+    axis: str
+    a: str  # cell key
+    b: str  # cell key or baseline run id
+    comparison: Comparison
+    p_adjusted: float
+    verdict: str
+
+    @property
+    def survives(self) -> bool:
+        return self.verdict in (A_BETTER, B_BETTER) and self.comparison.training_variance_measured
+
+    @property
+    def differs(self) -> bool:
+        return self.verdict in (A_BETTER, B_BETTER)
+
+
+@dataclass
+class CellAnalysis:
+    cells: list[Cell] = field(default_factory=list)  # in grid order
+    summaries: dict[tuple[str, str], CellSummary] = field(default_factory=dict)  # (cell key, set)
+    baselines: dict[tuple[str, str], CellSummary] = field(default_factory=dict)  # (baseline run id, set)
+    contrasts: list[Contrast] = field(default_factory=list)
+    vs_baseline: list[Contrast] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why a run or set could not be used
+
+    @property
+    def empty(self) -> bool:
+        return not self.summaries
+
+    @property
+    def seeds_per_cell(self) -> tuple[int, int]:
+        n = [len(c.runs) for c in self.cells] or [0]
+        return min(n), max(n)
+
+    @property
+    def training_variance_measured(self) -> bool:
+        return self.seeds_per_cell[1] >= 2
+
+    def cell(self, key: str) -> Cell:
+        return next(c for c in self.cells if c.key == key)
+
+    def axes(self) -> list[str]:
+        """Axes whose level changes between cells, in grid order."""
+        names: list[str] = []
+        for c in self.cells:
+            names += [a for a in c.axes if a not in names]
+        return [a for a in names if len({c.axes.get(a) for c in self.cells}) > 1]
+
+
+def cell_key(run: pd.Series) -> str:
+    """The run's cell: its `cell` tag, else its axes without the seed, else its name."""
+    if run.get("cell"):
+        return str(run["cell"])
+    axes = run.get("axes") or {}
+    if axes:
+        return "__".join(f"{k.split('.')[-1]}={v}" for k, v in axes.items())
+    return str(run["variant"])
+
+
+def _label(axes: dict[str, str]) -> str:
+    parts = []
+    for dotted, value in axes.items():
+        name = dotted.split(".")[-1]
+        parts.append(value if name == "language_mix" else f"text {value}" if name == "text_fraction"
+                     else f"{name}={value}")
+    return " · ".join(parts)
+
+
+def _axis_value(raw: str) -> str:
+    try:
+        return axis_label(json.loads(raw))
+    except (json.JSONDecodeError, TypeError):
+        return raw
+
+
+def build_cells(data: ReportData) -> list[Cell]:
+    variants = data.variants.sort_values("start_time", kind="stable") if "start_time" in data.variants \
+        else data.variants
+    groups: dict[str, list[str]] = {}
+    for run_id, run in variants.iterrows():
+        groups.setdefault(cell_key(run), []).append(run_id)
+    cells = []
+    for key, run_ids in groups.items():
+        first = data.runs.loc[run_ids[0]]
+        axes = {k: _axis_value(v) for k, v in (first.get("axes") or {}).items()}
+        order = sorted(run_ids, key=lambda r: pd.to_numeric(data.runs.at[r, "seed"], errors="coerce"))
+        cells.append(Cell(key, _label(axes) or str(first["variant"]), axes, tuple(order),
+                          tuple(str(data.runs.at[r, "seed"]) for r in order), str(first.get("text_mode") or "")))
+    return cells
+
+
+def analyse_cells(data: ReportData, n_boot: int = 1000, metric: str = "wer") -> CellAnalysis:
+    out = CellAnalysis(cells=build_cells(data))
+    for s in data.eval_sets:
+        norm = data.normalizers.get(s)
+        scores: dict[str, CellScores] = {}
+        for cell in out.cells:
+            per_seed, ids = [], None
+            for run_id in cell.runs:
+                rows = data.predictions.get(run_id, {}).get(s)
+                if rows is None:
+                    out.skipped.append(f"{data.runs.at[run_id, 'variant']}: no predictions for {s}")
+                    continue
+                these = [str(r.get("id")) for r in rows]
+                if ids is not None and these != ids:
+                    out.skipped.append(f"{data.runs.at[run_id, 'variant']}: other utterances in {s} than its cell")
+                    continue
+                ids = these
+                per_seed.append(_utts(rows, norm))
+            if per_seed:
+                scores[cell.key] = CellScores.from_utt_scores(per_seed, metric)
+        base: dict[str, CellScores] = {}
+        for run_id in data.baselines.index:
+            rows = data.predictions.get(run_id, {}).get(s)
+            if rows is not None:
+                base[run_id] = CellScores.from_utt_scores([_utts(rows, norm)], metric, trained=False)
+        units = {k: tuple(c.units) for k, c in {**scores, **base}.items()}
+        common = max(set(units.values()), key=list(units.values()).count) if units else ()
+        scores = {k: c for k, c in scores.items() if tuple(c.units) == common}
+        base = {k: c for k, c in base.items() if tuple(c.units) == common}
+        pooled = pool_seed_variance(scores.values())
+        for key, c in scores.items():
+            out.summaries[(key, s)] = summarize_cell(c, n_boot=n_boot, seed_variance=pooled)
+        for run_id, c in base.items():
+            out.baselines[(run_id, s)] = summarize_cell(c, n_boot=n_boot)
+        pairs = [(a, b, axis) for a, b, axis in _contrast_pairs(out) if a in scores and b in scores]
+        if pairs:
+            found = headline_findings(scores, [(a, b) for a, b, _ in pairs], n_boot=n_boot)
+            out.contrasts += [Contrast(s, axis, f.a, f.b, f.comparison, f.p_adjusted, f.verdict)
+                              for (_, _, axis), f in zip(pairs, found.findings)]
+        for run_id, b in base.items():
+            for key, c in scores.items():
+                cmp = compare(c, b, n_boot=n_boot, seed_variance=pooled)
+                out.vs_baseline.append(Contrast(s, "baseline", key, run_id, cmp, cmp.p_value, cmp.verdict))
+    return out
+
+
+def _contrast_pairs(out: CellAnalysis) -> list[tuple[str, str, str]]:
+    """(cell, reference cell, axis): cells that differ in exactly one axis, against its first level."""
+    pairs = []
+    for axis in out.axes():
+        first = next(c.axes.get(axis) for c in out.cells)  # grid order: the first level seen
+        for c in out.cells:
+            if c.axes.get(axis) == first:
+                continue
+            ref = next((r for r in out.cells if r.axes.get(axis) == first
+                        and all(r.axes.get(a) == c.axes.get(a) for a in c.axes if a != axis)), None)
+            if ref is not None:
+                pairs.append((c.key, ref.key, axis))
+    return pairs
+
+
+def _utts(rows: list[dict], normalizer: str | None) -> list:
+    """Per-utterance scores under the normaliser the run logged (its language's when unknown here)."""
+    if normalizer:
+        try:
+            return score(rows, normalizer).utts
+        except KeyError:  # logged by another version of the harness
+            pass
+    langs = {r.get("language") or "" for r in rows}
+    return utt_scores(rows, next(iter(langs)) if len(langs) == 1 else "mixed")

@@ -27,7 +27,7 @@ def measure(run_id: str, ablation: str, set_name: str) -> list[dict]:
     import torch
 
     from borealis_eval.config import load_ablation
-    from borealis_eval.data.features import FeatureCache
+    from borealis_eval.data.features import FeatureCache, FeatureStore
     from borealis_eval.decode import evaluate_speech_lm
     from borealis_eval.rescore import load_variant_from_run
     from borealis_eval.resources import Resources, load_eval_data
@@ -41,7 +41,8 @@ def measure(run_id: str, ablation: str, set_name: str) -> list[dict]:
         cfg.eval.sets = [s for s in cfg.eval.sets if s.name == set_name]
         cfg.eval.text_sets = []
         cfg.eval.long_form, cfg.eval.window_seconds = mode, window
-        res = Resources(cfg, torch.device("cpu"), [], [], [], encoder, FeatureCache(encoder.identity.key))
+        cache = FeatureCache(encoder.identity.key)
+        res = Resources(cfg, torch.device("cpu"), [], [], [], encoder, cache, FeatureStore(cache))
         load_eval_data(res, cfg)
         t = time.perf_counter()
         r = evaluate_speech_lm(lm, res, cfg, model_id=None)[0]  # no decode cache: time the decoding

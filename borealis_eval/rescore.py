@@ -15,7 +15,7 @@ import yaml
 
 from borealis_eval import records
 from borealis_eval.config import ExperimentConfig, load_ablation
-from borealis_eval.data.features import FeatureCache
+from borealis_eval.data.features import FeatureCache, FeatureStore
 from borealis_eval.decode import evaluate_baseline, evaluate_speech_lm, weights_id
 from borealis_eval.errors import RunRecordError, UsageError
 from borealis_eval.evaluate.runner import SetResult
@@ -66,12 +66,13 @@ def evaluate_model(model: str, ablation: str | Path, sets: list[str] | None = No
     dev = device()
     if model.startswith("run:"):
         _, encoder, lm, model_id = load_variant_from_run(model.removeprefix("run:"), tracking_uri, dev)
-        res = Resources(cfg, dev, [], [], [], encoder, FeatureCache(encoder.identity.key))
+        cache = FeatureCache(encoder.identity.key)
+        res = Resources(cfg, dev, [], [], [], encoder, cache, FeatureStore(cache))
         load_eval_data(res, cfg)
         return evaluate_speech_lm(lm, res, cfg, model_id=model_id)
     from borealis_eval.models.refs import check_available
 
     check_available(model)
-    res = Resources(cfg, dev, [], [], [], None, None)  # type: ignore[arg-type] - Whisper needs only waves
+    res = Resources(cfg, dev, [], [], [], None, None, None)  # type: ignore[arg-type] - Whisper needs only waves
     load_eval_data(res, cfg, encode=False)
     return evaluate_baseline(res, cfg, ref=model)

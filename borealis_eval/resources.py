@@ -17,7 +17,7 @@ import torch
 
 from borealis_eval.audio import SAMPLE_RATE, windows
 from borealis_eval.config import ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant
-from borealis_eval.data.features import FeatureCache, audio_hash, encode_cached
+from borealis_eval.data.features import FeatureCache, FeatureStore, audio_hash, cache_features
 from borealis_eval.data.mixer import Mix, mix
 from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_audio_set, load_text_pool, load_waves,
                                         set_language)
@@ -54,8 +54,8 @@ class Resources:
     eval_sets: list[EvalData]
     encoder: FrozenWhisperEncoder
     cache: FeatureCache
+    features: FeatureStore
     dev_sets: list[EvalData] = field(default_factory=list)  # scored while training (learning curves)
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # item id (or id#window) -> fp16
     bad_items: list[dict] = field(default_factory=list)
     text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
     decodes: DecodeCache = field(default_factory=DecodeCache)
@@ -107,7 +107,7 @@ def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resou
     text_items = load_text_pool(pool, "text_pool", bad, base.data.max_bad_share) if pool else []
     encoder = FrozenWhisperEncoder(base.model.encoder, device=dev)
     cache = FeatureCache(encoder.identity.key)
-    res = Resources(base, dev, train_items, text_items, [], encoder, cache, bad_items=bad)
+    res = Resources(base, dev, train_items, text_items, [], encoder, cache, FeatureStore(cache), bad_items=bad)
 
     # Only clips that some variant's mix draws are loaded and encoded.
     needed: dict[str, AudioItem] = {it.id: it for it in train_items} if all_train else {}
@@ -119,7 +119,7 @@ def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resou
     for s in range(0, len(ids), 512):  # bounded memory: waves of one chunk at a time
         chunk = [needed[i] for i in ids[s : s + 512]]
         waves = load_waves(chunk, bad, "train")
-        res.features.update(_half(encode_cached(encoder, waves, cache, base.eval.batch_size, "encoding train")))
+        res.features.add(cache_features(encoder, waves, cache, base.eval.batch_size, "encoding train"))
     n_train_bad = sum(b["set"] == "train" for b in bad)
     check_bad(bad, "train", len(ids), base.data.max_bad_share)
     if n_train_bad:
@@ -144,11 +144,7 @@ def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) 
             continue
         win = {f"{i}#{j}": w for i, wave in waves.items()
                for j, w in enumerate(windows(wave, base.eval.window_seconds))}
-        res.features.update(_half(encode_cached(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}")))
+        res.features.add(cache_features(encoder, win, cache, base.eval.batch_size, f"encoding {spec.name}"))
     for ts in base.eval.text_sets:
         pool = TextPool(source=ts.source, max_samples=ts.max_samples)
         res.text_sets.append((ts.name, load_text_pool(pool, ts.name, bad, base.data.max_bad_share)))
-
-
-def _half(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.to(torch.float16) for k, v in feats.items()}

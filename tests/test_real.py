@@ -377,3 +377,12 @@ def test_fetch_from_debian_end_to_end(tmp_path):
     assert all(60 <= r["duration"] <= 90 for r in long)
     read = read_manifest(dest / "real_ru_read.jsonl")
     assert all(r["text"] and "+" not in r["text"] for r in read)
+
+
+def test_cli_reports_a_missing_apt_in_one_line(tmp_path, monkeypatch, capsys):
+    from borealis_eval.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["data", "fetch", "real", "--out", str(tmp_path / "real")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: real speech comes from Debian packages") and err.count("\n") == 1

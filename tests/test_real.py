@@ -386,3 +386,18 @@ def test_cli_reports_a_missing_apt_in_one_line(tmp_path, monkeypatch, capsys):
     assert main(["data", "fetch", "real", "--out", str(tmp_path / "real")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: real speech comes from Debian packages") and err.count("\n") == 1
+
+
+def test_the_study_loads_the_sets_as_manifest_sources(fake_apt, tmp_path):
+    """Extra fields (stratum, source, licence, parts) pass through the loader untouched; the
+    long-form set needs a max_duration over its 60-90 s recordings."""
+    from borealis_eval.config import AudioSet
+    from borealis_eval.data.sources import load_audio_set
+
+    dest = fetch_real(tmp_path / "real", SMALL, cache=tmp_path / "debs")
+    ivr = load_audio_set(AudioSet(name="real_en_ivr", source={"kind": "manifest", "path": str(dest / "real_en_ivr.jsonl")}))
+    assert len(ivr) == 6 and ivr[0].load().dtype == np.float32
+    long = load_audio_set(AudioSet(name="real_longform", max_duration=120,
+                                   source={"kind": "manifest", "path": str(dest / "real_longform.jsonl")}))
+    assert [it.language for it in long] == ["ru", "en", "ru", "en"]
+    assert len(long[0].load()) == pytest.approx(16_000 * long[0].duration, abs=2)

@@ -53,17 +53,32 @@ def test_asterisk_lines_drop_annotations_and_non_speech():
         is:
         conf-adminmenu: conf-adminmenu: Нажмите 1 чтобы выключить микрофон
         letters/dot: Точка [.]
-        spy-iax2: IAX (note: does not say "2")
+        vm-review-nonurgent: Нажмите 4, чтобы убрать пометку (статус) «важно»
         dictate/pause: Пауза.
         agent-pass: again
         no colon here
-        '''))
+        '''), "ru")
     assert rows == {"agent-pass": "Введите пароль и нажмите решетку.",
                     "conf-adminmenu": "Нажмите 1 чтобы выключить микрофон", "letters/dot": "Точка",
-                    "spy-iax2": "IAX", "dictate/pause": "Пауза."}
+                    "vm-review-nonurgent": "Нажмите 4, чтобы убрать пометку статус «важно»",  # it is read aloud
+                    "dictate/pause": "Пауза."}
     assert len(problems) == 6
     assert sum("no spoken text" in p for p in problems) == 4
     assert any("repeated" in p for p in problems) and any("not `name: text`" in p for p in problems)
+
+
+def test_asterisk_english_notes_and_keypad_symbols():
+    rows, _ = parse_asterisk(textwrap.dedent('''\
+        spy-iax2: IAX (note: does not say "2")
+        vm-intro: Please leave your message after the tone. (simple tone sound plays)
+        dictate/both_help: press * to toggle pause, press # to enter a new dictation filename
+        spy-misdn: M I S D N
+        '''), "en")
+    assert rows["spy-iax2"] == "IAX"
+    assert rows["vm-intro"] == "Please leave your message after the tone."
+    assert rows["dictate/both_help"] == "press star to toggle pause, press pound to enter a new dictation filename"
+    assert real.spelled(rows["spy-misdn"]) and real.spelled("Д А Х Д И")
+    assert not real.spelled(rows["vm-intro"]) and not real.spelled("Нажмите 1, 2 и 3")
 
 
 def test_word_count_ignores_lone_punctuation():
@@ -103,6 +118,7 @@ RU_PROMPTS = {
 }
 EN_PROMPTS = {
     "spy-iax2": ("IAX (note: does not say \"2\") is spoken here now", 3.0),
+    "spy-misdn": ("M I S D N", 3.0),
     "silence/1": ("(1 second of silence)", 1.0),
     "demo-instruct": ("If you would like to learn more technical information dial 2 now.", 66.0),
     **{f"queue-{k:02d}": (f"Please hold, caller number {k} is next.", 6.0) for k in range(24)},
@@ -257,6 +273,7 @@ def test_fetch_builds_the_sets(fake_apt, tmp_path):
     used = [r["id"] for n in ("real_ru_read", "real_ru_ivr", "real_en_ivr") for r in sets[n]]
     used += [p for r in long.values() for p in r["parts"]]
     assert len(used) == len(set(used))
+    assert "asterisk-en.spy-misdn" not in used  # spelled letters are not an IVR sentence
 
     meta = json.loads((dest / "SOURCES.json").read_text())
     assert [p["package"] for p in meta["packages"]] == list(real.DEBS)

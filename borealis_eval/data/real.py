@@ -285,17 +285,33 @@ def parse_festvox(text: str) -> tuple[dict[str, str], list[str]]:
 
 
 _ASTERISK_LINE = re.compile(r"^([^\s:;][^\s:]*):(.*)$")
-_ANNOTATION = re.compile(r"\[[^\]]*\]|<[^>]*>|\([^)]*\)")
+_NOTE = re.compile(r"\[[^\]]*\]|<[^>]*>")
+_PARENTHESIS = re.compile(r"\(([^)]*)\)")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+# what the English voice says for the keypad symbols its transcripts write as symbols
+_EN_SYMBOLS = {"*": "star", "#": "pound"}
 
 
-def parse_asterisk(text: str) -> tuple[dict[str, str], list[str]]:
-    """``name: text`` lines of core-sounds-<lang>.txt -> ({name: spoken text}, problems).
+def _spoken(transcript: str, language: str) -> str:
+    """A transcript as it is read: notes in [] and <> dropped; a parenthesis kept without its
+    brackets when it is Russian in the Russian file (``пометку (статус) «важно»`` is read with
+    "статус"), dropped otherwise (the English notes ``(note: does not say "2")``, ``(1 second
+    of silence)``); in English, a lone ``*`` / ``#`` is the "star" / "pound" the voice says."""
+    text = _NOTE.sub(" ", transcript)
+    text = _PARENTHESIS.sub(lambda m: f" {m[1]} " if language == "ru" and _CYRILLIC.search(m[1]) else " ", text)
+    words = text.split()
+    if language == "en":
+        words = [_EN_SYMBOLS.get(w, w) for w in words]
+    return " ".join(words)
+
+
+def parse_asterisk(text: str, language: str) -> tuple[dict[str, str], list[str]]:
+    """``name: text`` lines of core-sounds-<language>.txt -> ({name: spoken text}, problems).
 
     The files describe non-speech prompts in brackets (``beep: [this is a simple beep tone]``,
-    ``silence/1: (1 second of silence)``) and annotate others (``letters/dot: Точка [.]``,
-    ``spy-iax2: IAX (note: does not say "2")``): bracketed spans are notes, not words, and a prompt
-    left without words is not speech. A text repeating its own name (``conf-adminmenu:
-    conf-adminmenu: ...``) loses the repeat; ``;`` starts a comment.
+    ``silence/1: (1 second of silence)``) and annotate others (``letters/dot: Точка [.]``):
+    see ``_spoken``. A prompt left without words is not speech. A text repeating its own name
+    (``conf-adminmenu: conf-adminmenu: ...``) loses the repeat; ``;`` starts a comment.
     """
     rows, problems = {}, []
     for n, line in enumerate(text.splitlines(), 1):
@@ -306,8 +322,7 @@ def parse_asterisk(text: str) -> tuple[dict[str, str], list[str]]:
             problems.append(f"line {n}: not `name: text`: {line[:60]}")
             continue
         name, transcript = m[1], m[2].strip()
-        transcript = transcript.removeprefix(f"{name}:").strip()
-        spoken = " ".join(_ANNOTATION.sub(" ", transcript).split())
+        spoken = _spoken(transcript.removeprefix(f"{name}:").strip(), language)
         if not any(ch.isalnum() for ch in spoken):
             problems.append(f"line {n}: {name} has no spoken text ({transcript or 'empty'!r})")
         elif name in rows:
@@ -319,6 +334,13 @@ def parse_asterisk(text: str) -> tuple[dict[str, str], list[str]]:
 
 def word_count(text: str) -> int:
     return sum(any(ch.isalnum() for ch in w) for w in text.split())
+
+
+def spelled(text: str) -> bool:
+    """A prompt that spells letters (``spy-dahdi: Д А Х Д И``, ``spy-misdn: M I S D N``): Whisper
+    writes the acronym ("MISDN"), so its WER would score spelling conventions, not recognition."""
+    words = [w.strip(".,!?") for w in text.split()]
+    return len(words) > 1 and all(len(w) == 1 and w.isalpha() for w in words)
 
 
 # ------------------------------------------------------------------ corpora in unpacked packages
@@ -343,7 +365,7 @@ def asterisk_utterances(language: str, text_root: Path, wav_root: Path, problems
     pkg = ASTERISK_RU if language == "ru" else ASTERISK_EN
     doc = text_root / "usr/share/doc" / pkg.name / f"core-sounds-{language}.txt.gz"
     with gzip.open(doc, "rt", encoding="utf-8") as f:
-        texts, issues = parse_asterisk(f.read())
+        texts, issues = parse_asterisk(f.read(), language)
     problems += [f"{doc.name} {p}" for p in issues]
     voice = ASTERISK_VOICES[language]
     sounds = wav_root / "usr/share/asterisk/sounds" / voice
@@ -427,8 +449,8 @@ def plan_sets(festvox: list[Utterance], ast_ru: list[Utterance], ast_en: list[Ut
     prompts of 4+ words (starting at evenly spaced points of the prompt list).
     """
     heldout = [u for u in festvox if festvox_heldout(u.id)]
-    ru_ivr = [u for u in ast_ru if word_count(u.text) >= MIN_IVR_WORDS]
-    en_ivr = [u for u in ast_en if word_count(u.text) >= MIN_IVR_WORDS]
+    ru_ivr = [u for u in ast_ru if word_count(u.text) >= MIN_IVR_WORDS and not spelled(u.text)]
+    en_ivr = [u for u in ast_en if word_count(u.text) >= MIN_IVR_WORDS and not spelled(u.text)]
     monologues = [u for u in ru_ivr + en_ivr if u.id.endswith(".demo-instruct")]
     en_pool = [u for u in en_ivr if u not in monologues]
 
@@ -604,7 +626,7 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
                             "languages": sorted({r["language"] for r in rows})} for name, rows in sets.items()},
             "design": (f"real_ru_read: festvox-ru readings held out in whole blocks of {FESTVOX_BLOCK} consecutive "
                        f"ids (block k held out when k % {FESTVOX_HELDOUT_EVERY} == {FESTVOX_HELDOUT_AT}); "
-                       f"real_*_ivr: Asterisk prompts of {MIN_IVR_WORDS}+ words; real_longform: the demo-instruct "
+                       f"real_*_ivr: Asterisk prompts of {MIN_IVR_WORDS}+ words (not spelled letters); real_longform: the demo-instruct "
                        f"monologues and joins of consecutive recordings ({LONGFORM_SECONDS[0]:g}-"
                        f"{LONGFORM_SECONDS[1]:g} s, {JOIN_GAP_SECONDS:g} s gaps). Short sets are subsets chosen by a "
                        "hash of the id; no recording is in two sets. Held out means from training on festvox "

@@ -55,13 +55,14 @@ def test_asterisk_lines_drop_annotations_and_non_speech():
         letters/dot: Точка [.]
         vm-review-nonurgent: Нажмите 4, чтобы убрать пометку (статус) «важно»
         dictate/pause: Пауза.
+        to-listen-to-it: Что бы его прослушать, нажмите 1 что бы ни было
         agent-pass: again
         no colon here
         '''), "ru")
     assert rows == {"agent-pass": "Введите пароль и нажмите решетку.",
                     "conf-adminmenu": "Нажмите 1 чтобы выключить микрофон", "letters/dot": "Точка",
                     "vm-review-nonurgent": "Нажмите 4, чтобы убрать пометку статус «важно»",  # it is read aloud
-                    "dictate/pause": "Пауза."}
+                    "dictate/pause": "Пауза.", "to-listen-to-it": "Чтобы его прослушать, нажмите 1 что бы ни было"}
     assert len(problems) == 6
     assert sum("no spoken text" in p for p in problems) == 4
     assert any("repeated" in p for p in problems) and any("not `name: text`" in p for p in problems)

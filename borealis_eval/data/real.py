@@ -290,14 +290,21 @@ _PARENTHESIS = re.compile(r"\(([^)]*)\)")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 # what the English voice says for the keypad symbols its transcripts write as symbols
 _EN_SYMBOLS = {"*": "star", "#": "pound"}
+# the Russian transcripts spell the conjunction "чтобы" as "что бы" in 27 prompts, all purpose
+# clauses ("Что бы выйти из меню..."), which Russian writes as one word and every recogniser
+# outputs as one: left alone, each costs two errors in a 5-word prompt ("что бы ни" stays two)
+_RU_CHTOBY = re.compile(r"\b([Чч])то бы\b(?! ни\b)")
 
 
 def _spoken(transcript: str, language: str) -> str:
     """A transcript as it is read: notes in [] and <> dropped; a parenthesis kept without its
     brackets when it is Russian in the Russian file (``пометку (статус) «важно»`` is read with
     "статус"), dropped otherwise (the English notes ``(note: does not say "2")``, ``(1 second
-    of silence)``); in English, a lone ``*`` / ``#`` is the "star" / "pound" the voice says."""
+    of silence)``); in English, a lone ``*`` / ``#`` is the "star" / "pound" the voice says; in
+    Russian, "что бы" is "чтобы" (see _RU_CHTOBY). Other typos stay as they are."""
     text = _NOTE.sub(" ", transcript)
+    if language == "ru":
+        text = _RU_CHTOBY.sub(r"\1тобы", text)
     text = _PARENTHESIS.sub(lambda m: f" {m[1]} " if language == "ru" and _CYRILLIC.search(m[1]) else " ", text)
     words = text.split()
     if language == "en":

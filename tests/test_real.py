@@ -115,6 +115,7 @@ RU_PROMPTS = {
     "is": ("", 1.0),
     "demo-instruct": ("Если вы хотите получить более детальную информацию, нажмите 2.", 65.0),
     "no-wav-here": ("У этого приглашения нет записи вовсе.", None),
+    "priv-callee-options": ("Наберите 1, чтобы принять звонок сейчас и всегда.", 35.0),  # over 30 s: not short
     **{f"vm-prompt-{k:02d}": (f"Голосовое сообщение номер {k} для вас.", 3.0) for k in range(12)},
 }
 EN_PROMPTS = {
@@ -304,7 +305,9 @@ def test_second_fetch_only_verifies_and_a_damaged_folder_is_rebuilt(fake_apt, tm
 
 def test_sizes_nest_and_change_the_folder(fake_apt, tmp_path):
     cache = tmp_path / "debs"
-    big = fetch_real(tmp_path / "a", RealSizes(ru_read=8, ru_ivr=8, en_ivr=8, longform=4), cache=cache)
+    big = fetch_real(tmp_path / "a", RealSizes(ru_read=8, ru_ivr=100, en_ivr=8, longform=4), cache=cache)
+    all_ru_ivr = [r["id"] for r in read_manifest(big / "real_ru_ivr.jsonl")]
+    assert len(all_ru_ivr) == 14 and "asterisk-ru.priv-callee-options" not in all_ru_ivr
     small = fetch_real(tmp_path / "b", SMALL, cache=cache)
     for name in ("real_ru_read", "real_ru_ivr", "real_en_ivr"):
         ids_big = {r["id"] for r in read_manifest(big / f"{name}.jsonl")}

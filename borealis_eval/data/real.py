@@ -47,6 +47,7 @@ SAMPLE_RATE = 16_000
 LONGFORM_SECONDS = (60.0, 90.0)  # a joined recording reaches the first, never passes the second
 JOIN_GAP_SECONDS = 0.5  # silence between joined recordings, so no word is glued to the next
 MIN_IVR_WORDS = 4  # shorter prompts ("Goodbye.", digits, letters) say little about ASR
+SHORT_MAX_SECONDS = 30.0  # a short-set clip fits one Whisper window; longer prompts are long-form
 
 # festvox-ru split: ids in blocks of 20 consecutive numbers (ru_0001-ru_0020 is block 0, ...);
 # every fifth block (k % 5 == 2) is held out. Whole blocks, because neighbouring sentences of the
@@ -478,10 +479,14 @@ def plan_sets(festvox: list[Utterance], ast_ru: list[Utterance], ast_en: list[Ut
     longform = candidates[: sizes.longform]
 
     used = {u.id for rec in longform for u in rec} | {m.id for m in monologues}
+
+    def short(pool: list[Utterance]) -> list[Utterance]:
+        return [u for u in pool if u.id not in used and u.duration <= SHORT_MAX_SECONDS]
+
     return Plan(
-        ru_read=_pick([u for u in heldout if u.id not in used], sizes.ru_read),
-        ru_ivr=_pick([u for u in ru_ivr if u.id not in used], sizes.ru_ivr),
-        en_ivr=_pick([u for u in en_ivr if u.id not in used], sizes.en_ivr),
+        ru_read=_pick(short(heldout), sizes.ru_read),
+        ru_ivr=_pick(short(ru_ivr), sizes.ru_ivr),
+        en_ivr=_pick(short(en_ivr), sizes.en_ivr),
         longform=longform,
     )
 
@@ -638,7 +643,8 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
                             "languages": sorted({r["language"] for r in rows})} for name, rows in sets.items()},
             "design": (f"real_ru_read: festvox-ru readings held out in whole blocks of {FESTVOX_BLOCK} consecutive "
                        f"ids (block k held out when k % {FESTVOX_HELDOUT_EVERY} == {FESTVOX_HELDOUT_AT}); "
-                       f"real_*_ivr: Asterisk prompts of {MIN_IVR_WORDS}+ words (not spelled letters); real_longform: the demo-instruct "
+                       f"real_*_ivr: Asterisk prompts of {MIN_IVR_WORDS}+ words (not spelled letters); short sets keep "
+                       f"clips up to {SHORT_MAX_SECONDS:g} s; real_longform: the demo-instruct "
                        f"monologues and joins of consecutive recordings ({LONGFORM_SECONDS[0]:g}-"
                        f"{LONGFORM_SECONDS[1]:g} s, {JOIN_GAP_SECONDS:g} s gaps). Short sets are subsets chosen by a "
                        "hash of the id; no recording is in two sets. Held out means from training on festvox "

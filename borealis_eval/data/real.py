@@ -64,8 +64,8 @@ class FetchError(RuntimeError):
 class RealSizes:
     """Utterances per short set and recordings in the long-form set.
 
-    The defaults give every set 450-580 reference words (festvox sentences average 15 words,
-    IVR prompts of 4+ words 9-11, a long-form recording ~145) and 17 min of audio in all:
+    The defaults give every set 440-580 reference words (festvox sentences average 16 words,
+    IVR prompts of 4+ words 9-10, a long-form recording ~145) and 16 min of audio in all:
     enough for a WER interval of about +/- 5 pts at Whisper base's ~17% on Russian, small enough
     that the baseline decodes everything in ~6 min on 2 free cores. Two long recordings per
     language is the least that is not one anecdote per language.

@@ -21,7 +21,13 @@ import soundfile as sf
 
 from borealis_eval.data import real
 from borealis_eval.data.manifest import read_manifest
-from borealis_eval.data.real import FetchError, RealSizes, fetch_real, parse_asterisk, parse_festvox
+from borealis_eval.data.real import (
+    FetchError,
+    RealSizes,
+    fetch_real,
+    parse_asterisk,
+    parse_festvox,
+)
 
 # ------------------------------------------------------------------ parsing (no packages needed)
 

@@ -142,7 +142,7 @@ def require_tools() -> None:
 
 def _run(cmd: list[str], cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise FetchError(f"`{' '.join(cmd)}` took over {timeout} s (is the Debian mirror reachable?)") from None
 
@@ -566,8 +566,8 @@ def _copy_licences(roots: dict[str, Path], out: Path) -> None:
 
 def _sources_md(meta: dict) -> str:
     lines = ["# Real speech: sources", "",
-             "Recordings from Debian packages, fetched by `borealis-eval data fetch real` "
-             f"(builder {meta['version']}). Each package's copyright file is in `licenses/`.", "",
+             ("Recordings from Debian packages, fetched by `borealis-eval data fetch real` "
+              f"(builder {meta['version']}). Each package's copyright file is in `licenses/`."), "",
              "| package | version | SHA256 | licence | attribution |", "|---|---|---|---|---|"]
     for p in meta["packages"]:
         lines.append(f"| {p['package']} | {p['version']} | `{p['sha256'][:16]}...` | {p['license']} | {p['attribution']} |")

@@ -100,6 +100,20 @@ def cmd_data_synth(a) -> int:
     return 0
 
 
+def cmd_data_fetch_real(a) -> int:
+    from borealis_eval.data.real import FetchError, fetch_real
+
+    try:
+        path = fetch_real(Path(a.out))
+    except FetchError as e:  # a user error (no apt, package missing, bad checksum): one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sets = json.loads((path / "SOURCES.json").read_text(encoding="utf-8"))["sets"]
+    console.print(f"real speech at {path}: " + ", ".join(f"{k} {v['recordings']} ({v['minutes']} min)"
+                                                       for k, v in sets.items()))
+    return 0
+
+
 def cmd_models_list(a) -> int:
     from borealis_eval.models.bundled import BUNDLED, is_prepared
 
@@ -279,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/synth/cpu-v1")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_data_synth)
+    f = d.add_parser("fetch", help="fetch recorded data").add_subparsers(dest="fetch_cmd", required=True)
+    s = f.add_parser("real", help="real speech from Debian packages (festvox-ru, Asterisk ru/en; needs apt-get)")
+    s.add_argument("--out", default="data/real")
+    s.set_defaults(fn=cmd_data_fetch_real)
 
     m = sub.add_parser("models", help="bundled offline weights").add_subparsers(dest="models_cmd", required=True)
     m.add_parser("list").set_defaults(fn=cmd_models_list)

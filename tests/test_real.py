@@ -22,7 +22,7 @@ import soundfile as sf
 from borealis_eval.data import real
 from borealis_eval.data.manifest import read_manifest
 from borealis_eval.data.real import (
-    FetchError,
+    RealDataError,
     RealSizes,
     fetch_real,
     parse_asterisk,
@@ -344,7 +344,7 @@ def test_a_crash_leaves_nothing_half_written(fake_apt, tmp_path, monkeypatch):
 
 def test_checksum_mismatch_is_an_error(fake_apt, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_APT_CORRUPT", "asterisk-core-sounds-en")
-    with pytest.raises(FetchError, match="SHA256 .* differs from apt's index"):
+    with pytest.raises(RealDataError, match="SHA256 .* differs from apt's index"):
         fetch_real(tmp_path / "real", SMALL, cache=tmp_path / "debs")
     assert not (tmp_path / "debs" / "asterisk-core-sounds-en_1.6.1-1_all.deb").exists()
     assert not (tmp_path / "real").exists()
@@ -355,7 +355,7 @@ def test_apt_update_runs_only_when_the_lists_lack_a_package(fake_apt, tmp_path, 
     assert "update" not in _calls(fake_apt)
     monkeypatch.setenv("FAKE_APT_UNLISTED", "festvox-ru")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(FetchError, match="sudo apt-get update"):
+    with pytest.raises(RealDataError, match="sudo apt-get update"):
         fetch_real(tmp_path / "b", SMALL, cache=tmp_path / "debs")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     fetch_real(tmp_path / "b", SMALL, cache=tmp_path / "debs")
@@ -366,7 +366,7 @@ def test_without_apt_the_error_names_what_to_install(tmp_path, monkeypatch):
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    with pytest.raises(FetchError, match="lacks apt-get and dpkg-deb") as e:
+    with pytest.raises(RealDataError, match="lacks apt-get and dpkg-deb") as e:
         fetch_real(tmp_path / "real", SMALL, cache=tmp_path / "debs")
     assert "\n" not in str(e.value) and not (tmp_path / "real").exists()
 
@@ -374,7 +374,7 @@ def test_without_apt_the_error_names_what_to_install(tmp_path, monkeypatch):
 def test_a_foreign_folder_is_refused(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(FetchError, match="not a real-speech folder"):
+    with pytest.raises(RealDataError, match="not a real-speech folder"):
         fetch_real(tmp_path / "mine", SMALL)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -388,7 +388,7 @@ def test_fetch_from_debian_end_to_end(tmp_path):
     cache = real.deb_cache()
     try:
         infos = real.deb_infos(list(real.DEBS))
-    except FetchError as e:
+    except RealDataError as e:
         pytest.skip(f"apt does not offer the packages here: {e}")
     for i in infos.values():
         if not (cache / i.filename).is_file():

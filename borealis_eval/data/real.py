@@ -38,12 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
+from borealis_eval.audio import SAMPLE_RATE
+from borealis_eval.errors import RealDataError
+
 from .manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
 VERSION = "real-1"  # bump when the sets change for the same packages and sizes
-SAMPLE_RATE = 16_000
 LONGFORM_SECONDS = (60.0, 90.0)  # a joined recording reaches the first, never passes the second
 JOIN_GAP_SECONDS = 0.5  # silence between joined recordings, so no word is glued to the next
 MIN_IVR_WORDS = 4  # shorter prompts ("Goodbye.", digits, letters) say little about ASR
@@ -56,8 +58,6 @@ FESTVOX_BLOCK = 20
 FESTVOX_HELDOUT_EVERY, FESTVOX_HELDOUT_AT = 5, 2
 
 
-class FetchError(RuntimeError):
-    """Real speech cannot be fetched here (no apt, package missing, bad checksum): one-line message."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Utterance:
 def require_tools() -> None:
     missing = [t for t in ("apt-get", "dpkg-deb") if shutil.which(t) is None]
     if missing:
-        raise FetchError(f"real speech comes from Debian packages, and this machine lacks {' and '.join(missing)}: "
+        raise RealDataError(f"real speech comes from Debian packages, and this machine lacks {' and '.join(missing)}: "
                          "run on Debian/Ubuntu or install apt and dpkg (Debian's `apt`, `dpkg` packages)")
 
 
@@ -144,7 +144,7 @@ def _run(cmd: list[str], cwd: Path | None = None, timeout: int = 900) -> subproc
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise FetchError(f"`{' '.join(cmd)}` took over {timeout} s (is the Debian mirror reachable?)") from None
+        raise RealDataError(f"`{' '.join(cmd)}` took over {timeout} s (is the Debian mirror reachable?)") from None
 
 
 def _last_line(proc: subprocess.CompletedProcess) -> str:
@@ -161,25 +161,25 @@ def deb_infos(packages: list[str]) -> dict[str, DebInfo]:
     proc = _run(["apt-get", "download", "--print-uris", *packages])
     if proc.returncode != 0:
         if os.geteuid() != 0:
-            raise FetchError(f"apt's package lists lack {' / '.join(packages)} ({_last_line(proc)}); run "
+            raise RealDataError(f"apt's package lists lack {' / '.join(packages)} ({_last_line(proc)}); run "
                              "`sudo apt-get update` (it needs root), then fetch again")
         log.info("apt's package lists lack some of %s: running apt-get update", ", ".join(packages))
         update = _run(["apt-get", "update"])
         if update.returncode != 0:
-            raise FetchError(f"apt-get update failed: {_last_line(update)}")
+            raise RealDataError(f"apt-get update failed: {_last_line(update)}")
         proc = _run(["apt-get", "download", "--print-uris", *packages])
         if proc.returncode != 0:
-            raise FetchError(f"apt cannot offer {' / '.join(packages)} even after apt-get update "
+            raise RealDataError(f"apt cannot offer {' / '.join(packages)} even after apt-get update "
                              f"({_last_line(proc)}); they are in Debian main (bookworm): add that to apt's sources")
     infos = {}
     for m in filter(None, map(_PRINT_URI.match, proc.stdout.splitlines())):
         if m["alg"].upper() != "SHA256":
-            raise FetchError(f"apt's index gives {m['alg']} for {m['file']}, not SHA256")
+            raise RealDataError(f"apt's index gives {m['alg']} for {m['file']}, not SHA256")
         name, version, _arch = urllib.parse.unquote(m["file"]).removesuffix(".deb").split("_")
         infos[name] = DebInfo(name, version, m["file"], int(m["size"]), m["hash"], m["url"])
     missing = [p for p in packages if p not in infos]
     if missing:
-        raise FetchError(f"unexpected `apt-get download --print-uris` output, no entry for {', '.join(missing)}: "
+        raise RealDataError(f"unexpected `apt-get download --print-uris` output, no entry for {', '.join(missing)}: "
                          f"{proc.stdout.strip()[:200]}")
     return infos
 
@@ -206,10 +206,10 @@ def download_deb(info: DebInfo, cache: Path) -> Path:
         proc = _run(["apt-get", "download", f"{info.package}={info.version}"], cwd=Path(tmp))
         got = Path(tmp) / info.filename
         if proc.returncode != 0 or not got.is_file():
-            raise FetchError(f"apt-get download {info.package} failed: {_last_line(proc)}")
+            raise RealDataError(f"apt-get download {info.package} failed: {_last_line(proc)}")
         digest = _sha256(got)
         if digest != info.sha256:
-            raise FetchError(f"{info.filename}: SHA256 {digest} differs from apt's index ({info.sha256})")
+            raise RealDataError(f"{info.filename}: SHA256 {digest} differs from apt's index ({info.sha256})")
         os.replace(got, final)
     return final
 
@@ -225,7 +225,7 @@ def unpack_deb(deb: Path, info: DebInfo, cache: Path) -> Path:
     try:
         proc = _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         if proc.returncode != 0:
-            raise FetchError(f"dpkg-deb -x {deb.name} failed: {_last_line(proc)}")
+            raise RealDataError(f"dpkg-deb -x {deb.name} failed: {_last_line(proc)}")
         (tmp / marker.name).write_text(json.dumps(asdict(info)))
         if final.exists():
             shutil.rmtree(final)
@@ -594,7 +594,7 @@ def _complete(dest: Path, fingerprint: str) -> bool:
 def fetch_real(dest: Path, sizes: RealSizes = RealSizes(), cache: Path | None = None) -> Path:
     """Build (or verify) the real-speech sets in ``dest`` and return it.
 
-    Raises FetchError (one line, naming what to do) when apt-get/dpkg-deb are missing, apt does not
+    Raises RealDataError (one line, naming what to do) when apt-get/dpkg-deb are missing, apt does not
     offer a package, or a download does not match apt's checksum. ``dest`` belongs to this
     function: it is replaced as a whole, and a folder that is not a real-speech folder is refused.
     """
@@ -606,7 +606,7 @@ def fetch_real(dest: Path, sizes: RealSizes = RealSizes(), cache: Path | None = 
         log.info("real speech in %s is complete and verified", dest)
         return dest
     if dest.exists() and any(dest.iterdir()) and not (dest / "SOURCES.json").is_file():
-        raise FetchError(f"{dest} exists and is not a real-speech folder (no SOURCES.json): choose another --out")
+        raise RealDataError(f"{dest} exists and is not a real-speech folder (no SOURCES.json): choose another --out")
     require_tools()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest.parent / f".{dest.name}.lock")):

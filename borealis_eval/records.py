@@ -38,8 +38,9 @@ Runs (all in that experiment):
 
 Set metrics (``<name>/<set>``; rates are fractions): wer, cer, wer_ci_low, wer_ci_high,
 cer_ci_low, cer_ci_high, n_utts, ref_words, hyp_words, sub, dele, ins, hits, ref_chars,
-char_edits, capped_rate, wer_uncapped, wer_raw, wer_basic, fail_* (failures.py), rtfx,
-audio_seconds.
+char_edits, capped_rate, wer_uncapped, wer_raw, wer_basic, wer_whisper (+ _ci_low/_ci_high: Whisper's
+own normaliser, whisper_en@ for English sets and whisper_basic@ for the others, as published
+leaderboards score), fail_* (failures.py), rtfx, audio_seconds.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from borealis_eval import records
 from borealis_eval.data.sources import AudioItem
 from borealis_eval.evaluate.failures import failure_metrics
 from borealis_eval.evaluate.metrics import UttScore, paired_test
-from borealis_eval.evaluate.normalize import normalizer_for_language
+from borealis_eval.evaluate.normalize import normalizer_for_language, whisper_normalizer_for_language
 from borealis_eval.evaluate.protocol import score_records
 
 TranscribeFn = Callable[[list[str], str], list[str]]  # (item ids, language) -> raw texts
@@ -59,13 +59,17 @@ def decode_set(items: list[AudioItem], durations: dict[str, float], transcribe: 
 
 def score_set(name: str, records: list[dict], language: str, decode_seconds: float | None,
               n_boot: int = 1000) -> SetResult:
-    """All metrics of one eval set, under the language's normaliser plus the raw/basic checks."""
+    """All metrics of one eval set, under the language's normaliser, plus the raw/basic checks and
+    Whisper's own normaliser (`wer_whisper`: the protocol of published leaderboards)."""
     norm = normalizer_for_language(language)
     main = score_records(records, norm, n_boot=n_boot)
     m: dict[str, float] = {k: float(v) for k, v in main.items() if isinstance(v, (int, float))}
     for alt in ("raw", "basic"):
         s = score_records(records, alt, n_boot=100)
         m[f"wer_{alt}"] = float(s["wer"])
+    whisper = score_records(records, whisper_normalizer_for_language(language), n_boot=n_boot)
+    m.update({"wer_whisper": float(whisper["wer"]), "wer_whisper_ci_low": float(whisper["wer_ci_low"]),
+              "wer_whisper_ci_high": float(whisper["wer_ci_high"])})
     fails = failure_metrics([r["ref"] for r in records], [r["hyp"] for r in records], language,
                             languages=[r.get("language", "") for r in records] if language == "mixed" else None)
     m.update({f"fail_{k}": float(v) for k, v in fails.items() if k != "n_utts" and isinstance(v, (int, float))})

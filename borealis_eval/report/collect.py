@@ -34,6 +34,7 @@ COUNT_FAMILIES = ("n_utts", "ref_words", "hyp_words", "sub", "dele", "ins", "hit
 #: Families that are read by dedicated sections, not shown as generic "other metrics" tables.
 #: ``system`` is MLflow's own system-metrics prefix.
 HANDLED_FAMILIES = ("train", "data", "system", "rtfx", CURVE_FAMILY, "capped_rate", "wer_raw", "wer_basic",
+                    "wer_whisper",
                     "wer_uncapped", "delta_wer_vs_baseline", "p_vs_baseline", "text_chrf",
                     "text_exact") + COUNT_FAMILIES
 CI_SUFFIXES = ("_ci_low", "_ci_high")

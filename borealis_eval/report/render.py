@@ -252,7 +252,8 @@ def _sensitivity_table(data: ReportData) -> Table:
     title = "Normalisation sensitivity"
     variants = data.variants.index
     main = data.family("wer").loc[variants]
-    alts = [a for a in ("wer_basic", "wer_raw") if not data.family(a).loc[variants].isna().all().all()]
+    alts = [a for a in ("wer_whisper", "wer_basic", "wer_raw") if a in data.families
+            and not data.family(a).loc[variants].isna().all().all()]
     if len(variants) < 2 or not alts:
         return Table(title, [], [])
     names = data.runs["variant"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ class Device:
     whisper_rtfx: float        # plain-Whisper baseline: audio seconds per wall second
 
     def describe(self) -> str:
+        if self.kind == "cpu":
+            return f"{self.name}: {self.memory_bytes / 2**30:.0f} GiB RAM; times are probed here or given, not derived"
         return (f"{self.name}: {self.memory_bytes / 1e9:.0f} GB, peak {self.peak_flops / 1e12:.0f} TFLOP/s at "
                 f"{self.mfu:.0%} utilisation, launch floor {self.launch_s_per_layer * 1e3:.1f} ms/layer/micro-batch, "
                 f"decode {self.decode_s_per_layer * 1e3:.2f} ms/layer/token step, Whisper RTFx {self.whisper_rtfx:g}")
@@ -77,7 +80,7 @@ class Device:
 # tok/s at batch 16 for 22 layers (row 8) = 23 ms per token step. The 35% utilisation and the
 # baseline RTFx are assumptions, not measurements.
 H200 = Device("H200", "cuda", 141e9, 989e12, 0.35, 0.156 / 22, 16 / 695 / 22, 100.0)
-CPU = Device("CPU", "cpu", 24 * 2**30, 20e9, 1.0, 0.0, 0.0, 3.0)
+CPU = Device("CPU", "cpu", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), 20e9, 1.0, 0.0, 0.0, 3.0)
 DEVICES = {"h200": H200, "cpu": CPU}
 
 
@@ -152,7 +155,7 @@ def count_params(model: ModelConfig, vocab_size: int | None = None) -> ParamCoun
 
     enc_kw, enc_src = encoder_shape(model.encoder)
     llm_kw, llm_src = llm_shape(model.llm)
-    enc_conf = WhisperConfig(**{k: v for k, v in enc_kw.items() if k in WhisperConfig().to_dict() or k == "d_model"})
+    enc_conf = WhisperConfig.from_dict(enc_kw)
     vocab = vocab_size or _default_vocab(model.llm, llm_kw)
     # build_llm takes the vocabulary from the tokenizer and the ids from it: drop them from the shape
     llm_kw = {k: v for k, v in llm_kw.items() if k not in _TOKEN_KEYS and not k.startswith("_")}
@@ -169,13 +172,25 @@ def count_params(model: ModelConfig, vocab_size: int | None = None) -> ParamCoun
 
 
 _TOKEN_KEYS = {"vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "architectures", "torch_dtype", "dtype",
-               "transformers_version", "model_type_", "name_or_path", "id2label", "label2id"}
+               "transformers_version", "id2label", "label2id"}
 
 
 def _default_vocab(llm: LLMConfig, shape: dict[str, Any]) -> int:
+    """The embedding rows the LLM will get without a tokenizer at hand: a BPE to be trained is
+    asked for `vocab_size` (it may come out smaller); a named tokenizer is read if it loads here;
+    else the LLM config's own vocabulary."""
     if isinstance(llm.tokenizer, TokenizerTrain):
         return llm.tokenizer.vocab_size
-    return int(shape.get("vocab_size") or 0) or 32_000
+    if isinstance(llm.tokenizer, str) and llm.config is not None:
+        from borealis_eval.models.tokenizer import load_tokenizer
+
+        try:
+            return len(load_tokenizer(llm.tokenizer))
+        except (OSError, ValueError):
+            pass
+    if not shape.get("vocab_size"):
+        raise ValueError("the LLM's vocabulary size is unknown here: give its tokenizer or vocab_size")
+    return int(shape["vocab_size"])
 
 
 # ------------------------------------------------------------------ tokens and memory
@@ -212,7 +227,8 @@ class Memory:
 
 def memory_estimate(model: ModelConfig, params: ParamCount, llm_kw: dict[str, Any], batch: int, length: float,
                     device: Device) -> Memory:
-    """`Memory.FORMULA`, with bf16 activations on a GPU and fp32 (twice the bytes) on a CPU."""
+    """`Memory.FORMULA`, with bf16 activations on a GPU and fp32 (twice the bytes) on a CPU;
+    `llm_kw` is the LLM's shape including its `vocab_size`."""
     from borealis_eval.models.speech_lm import llm_dtype
 
     gpu = device.kind == "cuda"
@@ -228,8 +244,7 @@ def memory_estimate(model: ModelConfig, params: ParamCount, llm_kw: dict[str, An
     act = 2 if gpu else 4
     targets = len(model.llm.lora.target_modules) if model.llm.train == "lora" else 0
     per_token_layer = act * (4 * h + 3 * q + 3 * kvd + 4 * i) + 4 * 4 * h + act * targets * h
-    vocab = _default_vocab(model.llm, llm_kw) if "vocab_size" not in llm_kw else llm_kw["vocab_size"]
-    per_token = llm_kw["num_hidden_layers"] * per_token_layer + 10 * vocab
+    per_token = llm_kw["num_hidden_layers"] * per_token_layer + 10 * llm_kw["vocab_size"]
     return Memory(weights=weights, gradients=4 * params.trainable, optimizer=8 * params.trainable,
                   activations=batch * length * per_token)
 
@@ -337,7 +352,7 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         raise ValueError("a probe needs local data (synth or manifest sources); this file reads hub datasets")
     notes: list[str] = [f"device {dev.describe()}"]
     measured = _measured_step_seconds(tracking_uri, abl.name, variants) if tracking_uri else {}
-    prober = Prober(base, data, dev, notes) if probe else None
+    prober = Prober(base, data, dev, notes, timing=probe) if data is not None else None  # local data: real tokens
 
     sized, counted = [], {}
     for v in variants:
@@ -350,7 +365,8 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         tokens = prober.tokens(v) if prober else _assumed_tokens(cfg, notes)
         memory = memory_estimate(cfg.model, params, llm_kw, cfg.train.batch_size, tokens.padded_length, dev)
         sized.append((v, params, llm_kw, tokens, memory))
-    probed = _probe_steps(prober, [(v, t) for v, _, _, t, _ in sized], probe_steps) if prober else {}
+    unknown = [(v, t) for v, _, _, t, _ in sized if step_seconds is None and v.config_hash not in measured]
+    probed = _probe_steps(prober, unknown, probe_steps) if probe and unknown else {}
 
     plans = []
     for v, params, llm_kw, tokens, memory in sized:
@@ -359,23 +375,23 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
             step, source = step_seconds, "given"
         elif v.config_hash in measured:
             step, source = measured[v.config_hash], "earlier run (train/steps_per_second)"
-        elif prober:
+        elif probe:
             step, source = probed[v.name]
         else:
             flops = train_flops_per_token(cfg.model, params, llm_kw, tokens.padded_length) * tokens.per_step
             micro = cfg.train.grad_accum
             step = flops / (dev.peak_flops * dev.mfu) + micro * llm_kw["num_hidden_layers"] * dev.launch_s_per_layer
             source = "assumed (FLOPs at the assumed utilisation + launch floor)"
-        eval_s = prober.eval_seconds(v) if prober else _assumed_eval_seconds(cfg, llm_kw, dev, notes)
+        eval_s = prober.eval_seconds(v) if probe else _assumed_eval_seconds(cfg, llm_kw, dev, notes)
         checkpoints = (cfg.train.steps - 1) // checkpoint_every if checkpoint_every else 0
         ckpt_s = checkpoints * 12 * params.trainable / DISK_BYTES_PER_S  # weights + two AdamW moments, fp32
         plans.append(VariantPlan(v.name, params, tokens, memory, step, source, step * cfg.train.steps, eval_s,
                                  OVERHEAD_PER_VARIANT_S + ckpt_s))
     shared = {"start-up": STARTUP_S, **({"report": REPORT_S} if report else {})}
-    if prober:
+    if probe:
         shared.update(prober.shared_seconds(variants))
     else:
-        shared.update(_assumed_shared_seconds(base, dev, notes))
+        shared.update(_assumed_shared_seconds(base, dev, notes, data))
     notes.append(f"start-up {STARTUP_S:g} s and {OVERHEAD_PER_VARIANT_S:g} s per variant (MLflow logging, weights, "
                  "paired tests), from the sweep-scaling benchmark (benchmarks/README.md row 4); report rendering "
                  f"{REPORT_S:g} s and checkpoint writes at {DISK_BYTES_PER_S / 1e6:g} MB/s are assumed")
@@ -460,10 +476,16 @@ def _assumed_eval_seconds(cfg: ExperimentConfig, llm_kw: dict[str, Any], dev: De
                    + math.ceil(text / cfg.eval.batch_size) * (text_tokens + 1)) if batches else 0.0
 
 
-def _assumed_shared_seconds(cfg: ExperimentConfig, dev: Device, notes: list[str]) -> dict[str, float]:
-    audio = sum((s.max_samples or HUB_ROWS) * HUB_CLIP_SECONDS for s in cfg.eval.sets)
+def _assumed_shared_seconds(cfg: ExperimentConfig, dev: Device, notes: list[str],
+                            data: "LocalData | None" = None) -> dict[str, float]:
+    if data is not None:
+        audio = sum(it.duration or 0.0 for _, items in data.eval_sets for it in items)
+    else:
+        audio = sum((s.max_samples or HUB_ROWS) * HUB_CLIP_SECONDS for s in cfg.eval.sets)
     out = {"baseline": audio / dev.whisper_rtfx if cfg.eval.baseline.enabled else 0.0}
-    notes.append("encoding the feature cache and downloading/decoding hub audio are not counted")
+    notes.append(f"baseline at an assumed RTFx {dev.whisper_rtfx:g}; encoding the feature cache and downloading or "
+                 "decoding hub audio are not counted" + ("; without a probe a CPU's decoding time is not estimated"
+                                                         if dev.kind == "cpu" else ""))
     return out
 
 
@@ -514,19 +536,24 @@ class LocalData:
         return cls(train, text, evals, texts)
 
 
+def _audio_frames(seconds: float) -> int:
+    from borealis_eval.models.encoder import encoder_frames
+
+    return encoder_frames(int(seconds * SAMPLE_RATE))
+
+
 class Prober:
     """Measures on this machine what the plan needs: seconds per training step of each variant, per
     decoding step, per encoded and per baseline-decoded second of audio."""
 
-    def __init__(self, base: ExperimentConfig, data: LocalData, device: Device, notes: list[str]):
-        from borealis_eval.models.encoder import encoder_frames
-
+    def __init__(self, base: ExperimentConfig, data: LocalData, device: Device, notes: list[str], timing: bool = True):
         self.base, self.data, self.device, self.notes = base, data, device, notes
         self._tok: dict[str, Any] = {}
         self._decode_fit: dict[str, tuple[float, float]] = {}
-        self._frames = encoder_frames
         enc_kw, _ = encoder_shape(base.model.encoder)
         self.enc_dim = enc_kw["d_model"]
+        if not timing:
+            return
         if base.train.threads:
             torch.set_num_threads(base.train.threads)
         notes.append("time probed on this machine (training steps of each variant on its real data mix with "
@@ -572,7 +599,7 @@ class Prober:
         out = []
         for e in stream.examples[:n]:
             if isinstance(e, AudioItem):
-                frames = self._frames(int((e.duration or 3.0) * SAMPLE_RATE))
+                frames = _audio_frames(e.duration or 3.0)
                 out.append(Example(answer=e.text, features=torch.randn(frames, self.enc_dim, generator=g).half(), id=e.id))
             else:
                 out.append(Example(answer=e.answer, instruction=e.instruction, id=e.id))
@@ -593,7 +620,7 @@ class Prober:
         for e in sample:
             ans = len(tok(e.answer if not isinstance(e, AudioItem) else e.text, add_special_tokens=False)["input_ids"]) + 1
             if isinstance(e, AudioItem):
-                a = stacked_length(self._frames(int((e.duration or 3.0) * SAMPLE_RATE)), cfg.model.adapter.downsample_k)
+                a = stacked_length(_audio_frames(e.duration or 3.0), cfg.model.adapter.downsample_k)
                 audio.append(a)
                 answers.append(ans)
                 lengths.append(len(before) + len(after) + 2 + a + ans)
@@ -629,7 +656,7 @@ class Prober:
             return self._decode_fit[shape]
         model = self._model(v).eval()
         secs = [it.duration or 3.0 for _, items in self.data.eval_sets for it in items]
-        frames = self._frames(int(min(float(np.median(secs)), cfg.eval.window_seconds) * SAMPLE_RATE))
+        frames = _audio_frames(min(float(np.median(secs)), cfg.eval.window_seconds))
         g = torch.Generator().manual_seed(1)
         batch = [Example(answer="", features=torch.randn(frames, self.enc_dim, generator=g)) for _ in range(cfg.eval.batch_size)]
         times = []

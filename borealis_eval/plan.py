@@ -218,7 +218,8 @@ class Memory:
     FORMULA = ("weights (frozen encoder at its dtype + LLM at llm dtype + adapter fp32) + gradients (4 B x trainable) "
                "+ AdamW moments (8 B x trainable) + activations of one micro-batch: B x L x [layers x (2 B x (4h + "
                "3 q + 3 kv + 4 i) + 4 B x 4h (fp32 norms) + 2 B x targets x h (LoRA dropout)) + 10 B x vocab "
-               "(bf16 logits + fp32 loss copy and its gradient)], B = train.batch_size, L = padded length")
+               "(bf16 logits + fp32 loss copy and its gradient)] (+ 2 B x LLM weights when autocast casts fp32 weights), "
+               "B = train.batch_size, L = padded length")
 
     @property
     def total(self) -> float:
@@ -245,8 +246,10 @@ def memory_estimate(model: ModelConfig, params: ParamCount, llm_kw: dict[str, An
     targets = len(model.llm.lora.target_modules) if model.llm.train == "lora" else 0
     per_token_layer = act * (4 * h + 3 * q + 3 * kvd + 4 * i) + 4 * 4 * h + act * targets * h
     per_token = llm_kw["num_hidden_layers"] * per_token_layer + 10 * llm_kw["vocab_size"]
+    # bf16 autocast keeps a bf16 copy of every fp32 LLM weight it casts, for the backward pass
+    casts = 2 * base_llm if gpu and llm_bytes == 4 else 0
     return Memory(weights=weights, gradients=4 * params.trainable, optimizer=8 * params.trainable,
-                  activations=batch * length * per_token)
+                  activations=batch * length * per_token + casts)
 
 
 def train_flops_per_token(model: ModelConfig, params: ParamCount, llm_kw: dict[str, Any], length: float) -> float:

@@ -146,3 +146,34 @@ def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch):
     assert "baseline" in p.shared_seconds and "report" not in p.shared_seconds
     assert p.seconds == pytest.approx(sum(p.shared_seconds.values()) + sum(v.seconds for v in p.variants))
     assert "variant" in P.render(p) and "assumptions:" in P.render(p)
+
+
+@pytest.mark.parametrize("train", ["lora", "full"])
+def test_activation_estimate_is_near_what_autograd_saves(train):
+    """The activation term against the bytes autograd actually keeps for backward (bf16 autocast,
+    a small Qwen3 with a real-sized vocabulary share): within 0.8-1.6x. Peak memory also holds
+    backward temporaries, so the formula may lean high, never far low."""
+    from borealis_eval.models.speech_lm import build_llm
+
+    conf = dict(model_type="qwen3", hidden_size=512, intermediate_size=1536, num_hidden_layers=2, num_attention_heads=8,
+                num_key_value_heads=2, head_dim=64)
+    vocab, batch, length = 2000, 2, 64
+    cfg = ModelConfig(encoder=EncoderConfig(config=ENC), adapter=AdapterConfig(hidden_sizes=[32]),
+                      llm=LLMConfig(config=conf, tokenizer="-", train=train))  # auto: bf16 for LoRA, fp32 for full
+    torch.manual_seed(0)
+    llm = build_llm(cfg.llm, P._VocabOnly(vocab), torch.bfloat16 if train == "lora" else torch.float32).train()
+    storages: dict = {}
+    weights = {p.untyped_storage().data_ptr() for p in llm.parameters()}  # saved for backward, not activations
+
+    def keep(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        llm(inputs_embeds=torch.randn(batch, length, 512, dtype=torch.bfloat16),
+            labels=torch.randint(0, vocab, (batch, length))).loss
+    est = P.memory_estimate(cfg, P.count_params(cfg, vocab_size=vocab), {**conf, "vocab_size": vocab}, batch, length,
+                            P.H200).activations
+    ratio = est / sum(storages.values())
+    assert 0.8 < ratio < 1.6

@@ -214,6 +214,7 @@ class Memory:
     gradients: float
     optimizer: float
     activations: float
+    per_token: float = 0.0  # activation bytes per token of a micro-batch
 
     FORMULA = ("weights (frozen encoder at its dtype + LLM at llm dtype + adapter fp32) + gradients (4 B x trainable) "
                "+ AdamW moments (8 B x trainable) + activations of one micro-batch: B x L x [layers x (2 B x (4h + "
@@ -249,7 +250,7 @@ def memory_estimate(model: ModelConfig, params: ParamCount, llm_kw: dict[str, An
     # bf16 autocast keeps a bf16 copy of every fp32 LLM weight it casts, for the backward pass
     casts = 2 * base_llm if gpu and llm_bytes == 4 else 0
     return Memory(weights=weights, gradients=4 * params.trainable, optimizer=8 * params.trainable,
-                  activations=batch * length * per_token + casts)
+                  activations=batch * length * per_token + casts, per_token=per_token)
 
 
 def train_flops_per_token(model: ModelConfig, params: ParamCount, llm_kw: dict[str, Any], length: float) -> float:
@@ -273,6 +274,7 @@ class VariantPlan:
     train_seconds: float
     eval_seconds: float  # decoding every eval set and text set with the trained variant
     overhead_seconds: float
+    batch_size: int = 1
 
     @property
     def seconds(self) -> float:
@@ -300,6 +302,12 @@ class Plan:
         """Peak estimate within `headroom` of the device memory (allocator slack, CUDA context)."""
         return v.memory.total <= headroom * self.device.memory_bytes
 
+    def max_length(self, v: VariantPlan, headroom: float = 0.9) -> int:
+        """The longest padded micro-batch length that still fits: what one text example may reach."""
+        m, b = v.memory, v.batch_size
+        fixed = m.weights + m.gradients + m.optimizer + (m.activations - b * v.tokens.padded_length * m.per_token)
+        return max(0, int((headroom * self.device.memory_bytes - fixed) / (b * m.per_token))) if m.per_token else 0
+
     def rows(self) -> list[dict[str, Any]]:
         return [{"variant": v.name, "params": _si(v.params.total), "trainable": _si(v.params.trainable),
                  "tokens/step": f"{v.tokens.per_step:,.0f}", "peak memory": f"{v.memory.total / 2**30:.1f} GiB"
@@ -322,7 +330,8 @@ class Plan:
                               "padded_length": v.tokens.padded_length, "memory_bytes": v.memory.total,
                               "memory": {k: getattr(v.memory, k) for k in ("weights", "gradients", "optimizer",
                                                                             "activations")},
-                              "fits": self.fits(v), "step_seconds": v.step_seconds, "step_source": v.step_source,
+                              "fits": self.fits(v), "max_padded_length": self.max_length(v),
+                              "step_seconds": v.step_seconds, "step_source": v.step_source,
                               "train_seconds": v.train_seconds, "eval_seconds": v.eval_seconds,
                               "overhead_seconds": v.overhead_seconds} for v in self.variants]}
 
@@ -389,7 +398,7 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         checkpoints = (cfg.train.steps - 1) // checkpoint_every if checkpoint_every else 0
         ckpt_s = checkpoints * 12 * params.trainable / DISK_BYTES_PER_S  # weights + two AdamW moments, fp32
         plans.append(VariantPlan(v.name, params, tokens, memory, step, source, step * cfg.train.steps, eval_s,
-                                 OVERHEAD_PER_VARIANT_S + ckpt_s))
+                                 OVERHEAD_PER_VARIANT_S + ckpt_s, cfg.train.batch_size))
     shared = {"start-up": STARTUP_S, **({"report": REPORT_S} if report else {})}
     if probe:
         shared.update(prober.shared_seconds(variants))
@@ -794,7 +803,7 @@ def render(p: Plan) -> str:
         m = v0.memory
         lines += ["", f"memory of {v0.name}: weights {m.weights / 2**30:.1f} GiB, gradients {m.gradients / 2**30:.2f}, "
                   f"AdamW {m.optimizer / 2**30:.2f}, activations {m.activations / 2**30:.1f} (micro-batch padded to "
-                  f"{v0.tokens.padded_length:.0f} tokens); {Memory.FORMULA}",
+                  f"{v0.tokens.padded_length:.0f} tokens; at most {p.max_length(v0):,} tokens fit); {Memory.FORMULA}",
                   f"parameters: {v0.params.source}; step time: {v0.step_source}"]
     lines += ["", "eval sets:"] + [f"  {r['set']}: {r['source']}, {r['rows']} rows, {r['long-form']}"
                                     + (f"; published: {r['reference']}" if r["reference"] else "") for r in p.eval_sets]

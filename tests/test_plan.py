@@ -177,3 +177,14 @@ def test_activation_estimate_is_near_what_autograd_saves(train):
                             P.H200).activations
     ratio = est / sum(storages.values())
     assert 0.8 < ratio < 1.6
+
+
+def test_longest_fitting_micro_batch_is_where_the_estimate_reaches_the_card():
+    p = P.plan(ROOT / "ablations" / "text_ratio.yaml", probe=False, step_seconds=1.0)
+    v = p.variants[0]
+    n = p.max_length(v)
+    assert n > v.tokens.padded_length  # audio-only batches fit with room to spare
+    kw = {**P.KNOWN_SHAPES["Qwen/Qwen3-4B"]}
+    cfg = load_ablation(ROOT / "ablations" / "text_ratio.yaml")[1][0].config
+    at = lambda length: P.memory_estimate(cfg.model, v.params, kw, v.batch_size, length, p.device).total  # noqa: E731
+    assert at(n) <= 0.9 * p.device.memory_bytes < at(n + 1)

@@ -1,4 +1,4 @@
-"""`borealis-eval`: sweep, report, data, models, score, cache, runs, ui.
+"""`borealis-eval`: sweep, plan, report, data, models, score, cache, runs, ui.
 
 User errors (`errors.UserError`: bad config, missing data, unreachable store, offline hub
 reference) print one line `error: ...` and exit 2; `--debug` shows the traceback instead.
@@ -66,6 +66,19 @@ def cmd_sweep(a) -> int:
         a.experiment, a.run = res.experiment, res.parent_run_id
         cmd_report(a)
     return 1 if res.failed else 0
+
+
+def cmd_plan(a) -> int:
+    from borealis_eval.plan import plan, render
+    from borealis_eval.tracking import TrackingConfig
+
+    uri = TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri if a.from_runs else None
+    p = plan(a.file, device=a.device, step_seconds=a.step_seconds, probe=a.probe, probe_steps=a.probe_steps,
+             tracking_uri=uri, checkpoint_every=a.checkpoint_every)
+    if a.json:
+        Path(a.json).write_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(render(p))
+    return 0
 
 
 def cmd_report(a) -> int:
@@ -269,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     _set_arg(s)
     _study_args(s)
     s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("plan", help="cost plan of an ablation: parameters, tokens/step, peak memory, device-hours")
+    s.add_argument("file")
+    s.add_argument("--device", choices=["cpu", "h200"], default=None,
+                   help="machine to plan for (default: cpu when train.threads is set, else h200)")
+    s.add_argument("--step-seconds", type=float, default=None, help="measured seconds per optimizer step (all variants)")
+    s.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                   help="time real training/decoding steps here (default: on for a CPU profile with local data)")
+    s.add_argument("--probe-steps", type=int, default=12)
+    s.add_argument("--from-runs", action="store_true", help="use train/steps_per_second of earlier runs in the store")
+    s.add_argument("--checkpoint-every", type=int, default=50, help="as the sweep will be run")
+    s.add_argument("--json", default=None, help="also write the plan as JSON here")
+    s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("report", help="render reports/<experiment>/report.{md,html} from the MLflow store")
     s.add_argument("experiment")

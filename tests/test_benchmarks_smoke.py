@@ -74,3 +74,18 @@ def test_gpu_harness_check_lora_smoke_on_cpu(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     h = json.loads((tmp_path / "h.json").read_text())
     assert h["mode"] == "lora" and h["ok"] and h["llm_weight_dtype"] == "torch.float32"  # auto: fp32 on CPU
+
+
+def test_gpu_fullscale_check_smoke_on_cpu(tmp_path):
+    """benchmarks/gpu_fullscale_check.py runs by hand on a lent GPU; --smoke keeps its code path alive."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "benchmarks/gpu_fullscale_check.py", "--smoke", "--out", str(tmp_path / "f.json")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    r = json.loads((tmp_path / "f.json").read_text())
+    assert r["smoke"] and r["plan_counts_match"]  # the plan's meta-device count equals the built model
+    assert r["fits_audio_batches"] and r["fits_text_padded_batches"] and r["fits_batch16_accum4"]
+    assert r["params_trainable"] < r["params_total"] and r["lora_dtype"] == "torch.float32"
+    _positive_numbers(r, ["train_step_s", "text_padded_step_s", "decode_unmerged_tokens_per_s",
+                          "decode_merged_tokens_per_s", "encode_rtfx"])
+    assert 0 <= r["decode_token_agreement"] <= 1

@@ -522,3 +522,41 @@ def test_random_text_loads_or_raises_config_error(fuzz_dir, text):
     path = fuzz_dir / "fuzz_text.yaml"
     path.write_text(text, encoding="utf-8")
     _check(path)
+
+
+def test_full_ablation_scores_the_seed_benchmark_sets_with_references():
+    _, variants = load_ablation(FULL)
+    ev = variants[0].config.eval
+    sets = {s.name: s for s in ev.sets}
+    russian = {"ruls": "Russian_LibriSpeech", "cv22": "Common_Voice_Corpus_22.0", "webinars": "Tone_Webinars",
+               "books": "Tone_Books", "speak": "Tone_Speak", "sova": "Sova_RuDevices"}
+    for name, split in russian.items():
+        src = sets[name].source
+        assert (src.id, src.split, src.audio_column, src.text_column) == ("Vikhrmodels/RuASRBenchmark", split, "audio", "text")
+        assert src.streaming and sets[name].max_samples == 1000  # the first 1000 rows, as Borealis scored them
+        assert {r.system for r in sets[name].reference} >= {"whisper-large-v3"}
+    assert sets["librispeech_en"].source.split == "test" and sets["librispeech_en"].language == "en"
+    assert [r.wer for r in sets["webinars"].reference if r.system == "whisper-large-v3"] == [7.77, 7.24]
+    assert ev.window_seconds == 30 and ev.long_form == "concat"
+    pool = variants[0].config.data.text_pool
+    assert pool.source.id == "Vikhrmodels/GrandMaster-PRO-MAX" and pool.source.messages_column == "conversation"
+    assert pool.max_samples == 100_000
+    _, cpu = load_ablation(CPU)  # the CPU profile keeps per-window decoding, whatever the full file says
+    assert cpu[0].config.eval.long_form == "window" and not any(s.reference for s in cpu[0].config.eval.sets)
+
+
+def test_eval_set_reference_one_or_many_and_validated(tmp_path):
+    cfg = minimal()
+    ref = {"wer": 7.24, "system": "whisper-large-v3", "source": "https://example.org/lb"}
+    cfg["base"]["eval"]["sets"][0]["reference"] = ref
+    _, variants = load_ablation(write(tmp_path / "one.yaml", cfg))
+    (r,) = variants[0].config.eval.sets[0].reference
+    assert (r.wer, r.cer, r.system, r.note) == (7.24, None, "whisper-large-v3", "")
+    cfg["base"]["eval"]["sets"][0]["reference"] = [ref, {**ref, "wer": 7.77, "cer": 5.36}]
+    _, variants = load_ablation(write(tmp_path / "two.yaml", cfg))
+    assert [x.wer for x in variants[0].config.eval.sets[0].reference] == [7.24, 7.77]
+    cfg["base"]["eval"]["sets"][0]["reference"] = {**ref, "wer": -1}
+    msg = error_of(write(tmp_path / "bad.yaml", cfg))
+    assert "base.eval.sets.0.reference.0.wer" in msg
+    cfg["base"]["eval"]["sets"][0]["reference"] = {"wer": 7.2, "system": "w"}
+    assert "reference.0.source: required field is missing" in error_of(write(tmp_path / "nosrc.yaml", cfg))

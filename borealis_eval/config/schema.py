@@ -324,8 +324,27 @@ class TrainConfig(Strict):
     threads: int | None = Field(default=None, gt=0)  # torch CPU threads
 
 
+class Reference(Strict):
+    """A published score for an eval set, shown beside our baseline (never used in scoring).
+    Figures are percentages as published; `note` says how they were measured (subset,
+    normaliser, long-form), since a gap to our baseline is often a protocol mismatch."""
+
+    wer: float = Field(ge=0, le=1000)
+    cer: float | None = Field(default=None, ge=0, le=1000)
+    system: str = Field(min_length=1)  # e.g. whisper-large-v3
+    source: str = Field(min_length=1)  # URL, or repo + path
+    note: str = ""
+
+
 class EvalSet(AudioSet):
     max_duration: float = Field(default=600.0, gt=0)
+    # published figures for this set: one mapping or a list (e.g. a leaderboard and a paper)
+    reference: list[Reference] = Field(default_factory=list)
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
 
 
 class TextSet(Strict):

@@ -175,7 +175,7 @@ def main() -> int:
     card = torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
     out["card_gib"] = card and gib(card)
     opt.zero_grad(set_to_none=True)
-    del opt
+    opt.state.clear()  # the AdamW moments: free them before decoding
 
     # decoding: a batch of 16 prompts with audio, exactly new_tokens greedy tokens, unmerged then merged LoRA
     llm.eval()

@@ -38,12 +38,19 @@ def _overrides(a) -> dict:
 
 
 def cmd_sweep(a) -> int:
-    from borealis_eval.sweep import dry_run, run_sweep
+    from borealis_eval.config import load_ablation, variants_table
+    from borealis_eval.sweep import run_sweep
 
     if a.dry_run:
-        abl, rows = dry_run(a.file, _overrides(a))
+        from borealis_eval.plan import eval_set_rows
+
+        abl, variants = load_ablation(a.file, _overrides(a))
+        rows = variants_table(variants)
+        cells = len({v.cell for v in variants})
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
-        console.print(_table(rows, f"{len(rows)} variants (dry run: nothing trained)"))
+        console.print(_table(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s) "
+                                   "(dry run: nothing trained)"))
+        console.print(_table(eval_set_rows(variants[0].config), "eval sets (the same protocol for every system)"))
         return 0
     res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
                     new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
@@ -74,7 +81,7 @@ def cmd_plan(a) -> int:
 
     uri = TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri if a.from_runs else None
     p = plan(a.file, device=a.device, step_seconds=a.step_seconds, probe=a.probe, probe_steps=a.probe_steps,
-             tracking_uri=uri, checkpoint_every=a.checkpoint_every)
+             tracking_uri=uri, checkpoint_every=a.checkpoint_every, overrides=_overrides(a))
     if a.json:
         Path(a.json).write_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(render(p))

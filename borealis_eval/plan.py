@@ -28,12 +28,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from borealis_eval.audio import ENCODER_FRAMES_PER_SECOND, SAMPLE_RATE
+from borealis_eval.errors import UsageError
 from borealis_eval.config import (EncoderConfig, ExperimentConfig, HFSource, LLMConfig, ModelConfig, TokenizerTrain,
                                   Variant, load_ablation)
 
 log = logging.getLogger("borealis_eval")
-SAMPLE_RATE = 16_000
-FRAMES_PER_SECOND = 50  # Whisper encoder output frames per second of audio
+FRAMES_PER_SECOND = ENCODER_FRAMES_PER_SECOND
 
 # Shapes of hub models, used when their config is not in the local Hugging Face cache (offline).
 # Read from the models' config.json (copies found with the project's search tools, 2026-12-01).
@@ -139,7 +140,7 @@ def _ref_shape(ref: str) -> tuple[dict[str, Any], str]:
     except (OSError, ValueError):
         if target in KNOWN_SHAPES:
             return dict(KNOWN_SHAPES[target]), f"{ref}: not in the local cache, known shape assumed"
-        raise ValueError(f"{ref}: config not in the local Hugging Face cache and its shape is not known; "
+        raise UsageError(f"{ref}: config not in the local Hugging Face cache and its shape is not known; "
                          f"download its config.json (no weights needed) or add it to plan.KNOWN_SHAPES") from None
 
 
@@ -189,7 +190,7 @@ def _default_vocab(llm: LLMConfig, shape: dict[str, Any]) -> int:
         except (OSError, ValueError):
             pass
     if not shape.get("vocab_size"):
-        raise ValueError("the LLM's vocabulary size is unknown here: give its tokenizer or vocab_size")
+        raise UsageError("the LLM's vocabulary size is unknown here: give its tokenizer or vocab_size")
     return int(shape["vocab_size"])
 
 
@@ -351,17 +352,17 @@ def default_device(variants: list[Variant]) -> Device:
 
 def plan(path: str | Path, device: Device | str | None = None, step_seconds: float | None = None,
          probe: bool | None = None, probe_steps: int = 12, tracking_uri: str | None = None,
-         checkpoint_every: int = 50, report: bool = True) -> Plan:
+         checkpoint_every: int = 50, report: bool = True, overrides: dict | None = None) -> Plan:
     """The cost plan of an ablation file (see the module docstring). `probe` defaults to True on a
     CPU device with local data; `tracking_uri` enables reading step times of earlier runs;
     `checkpoint_every` and `report` as the sweep will be run (`--checkpoint-every`, `--no-report`)."""
-    abl, variants = load_ablation(path)
+    abl, variants = load_ablation(path, overrides)
     dev = DEVICES[device] if isinstance(device, str) else device or default_device(variants)
     base = variants[0].config
     data = LocalData.load(base) if LocalData.available(base) else None
     probe = (dev.kind == "cpu" and data is not None) if probe is None else probe
     if probe and data is None:
-        raise ValueError("a probe needs local data (synth or manifest sources); this file reads hub datasets")
+        raise UsageError("a probe needs local data (synth or manifest sources); this file reads hub datasets")
     notes: list[str] = [f"device {dev.describe()}"]
     measured = _measured_step_seconds(tracking_uri, abl.name, variants) if tracking_uri else {}
     prober = Prober(base, data, dev, notes, timing=probe) if data is not None else None  # local data: real tokens
@@ -395,9 +396,9 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
             step = flops / (dev.peak_flops * dev.mfu) + micro * llm_kw["num_hidden_layers"] * dev.launch_s_per_layer
             source = "assumed (FLOPs at the assumed utilisation + launch floor)"
         eval_s = prober.eval_seconds(v) if probe else _assumed_eval_seconds(cfg, llm_kw, dev, notes)
-        checkpoints = (cfg.train.steps - 1) // checkpoint_every if checkpoint_every else 0
+        checkpoints = (cfg.train_steps - 1) // checkpoint_every if checkpoint_every else 0
         ckpt_s = checkpoints * 12 * params.trainable / DISK_BYTES_PER_S  # weights + two AdamW moments, fp32
-        plans.append(VariantPlan(v.name, params, tokens, memory, step, source, step * cfg.train.steps, eval_s,
+        plans.append(VariantPlan(v.name, params, tokens, memory, step, source, step * cfg.train_steps, eval_s,
                                  OVERHEAD_PER_VARIANT_S + ckpt_s, cfg.train.batch_size))
     shared = {"start-up": STARTUP_S, **({"report": REPORT_S} if report else {})}
     if probe:
@@ -432,7 +433,7 @@ def _probe_steps(prober: "Prober", variants: list[tuple[Variant, Tokens]], steps
             else:
                 (x0, y0), (x1, y1) = timed
                 sec = y0 + (y1 - y0) * (t.per_step - x0) / (x1 - x0)
-                out[v.name] = (max(sec, min(y0, y1)), f"interpolated by tokens/step between 2 probed variants")
+                out[v.name] = (max(sec, min(y0, y1)), "interpolated by tokens/step between 2 probed variants")
     return out
 
 
@@ -606,7 +607,8 @@ class Prober:
         from borealis_eval.models.speech_lm import Example
 
         d = v.config.data
-        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, v.config.seed)
+        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, v.config.seed,
+                     d.text_mode)
         g = torch.Generator().manual_seed(0)
         out = []
         for e in stream.examples[:n]:
@@ -625,7 +627,8 @@ class Prober:
         cfg, d = v.config, v.config.data
         model = self._model(v)
         before, after = model._prompt_ids(f"<AUDIO>\n{cfg.model.prompt}")
-        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, cfg.seed).examples
+        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, cfg.seed,
+                     d.text_mode).examples
         sample = stream[: 64 * cfg.train.batch_size]
         tok = model.tok
         lengths, audio, answers, n_text = [], [], [], 0
@@ -687,7 +690,7 @@ class Prober:
         """Every eval set decoded as `decode_set` does (duration-sorted batches, one untimed warm-up batch
         of two clips, windows per the long-form mode) plus the text sets; a trained model is assumed to
         stop after the reference transcript (+ end token), within the runaway cap."""
-        from borealis_eval.sweep import token_cap
+        from borealis_eval.decode import token_cap
 
         cfg = v.config
         per_batch, per_token = self._decode_cost(v)
@@ -722,16 +725,17 @@ class Prober:
         from borealis_eval.data.features import FeatureCache, audio_hash
         from borealis_eval.data.mixer import mix
         from borealis_eval.data.sources import AudioItem, load_waves
-        from borealis_eval.evaluate.runner import DecodeCache, windows
+        from borealis_eval.audio import windows
+        from borealis_eval.evaluate.decode_cache import DecodeCache
         from borealis_eval.models.encoder import FrozenWhisperEncoder
-        from borealis_eval.sweep import _decode_params
+        from borealis_eval.decode import decode_params as _decode_params
 
         base = self.base
         needed = {}
         for v in variants:
             d = v.config.data
             for e in mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples,
-                         v.config.seed).examples:
+                         v.config.seed, d.text_mode).examples:
                 if isinstance(e, AudioItem):
                     needed[e.id] = e
         encoder = FrozenWhisperEncoder(base.model.encoder)
@@ -762,7 +766,7 @@ class Prober:
         clips gives seconds per clip (the padded 30 s encoder dominates), times the clips."""
         from borealis_eval.data.features import audio_hash
         from borealis_eval.models.baseline import WhisperTranscriber
-        from borealis_eval.sweep import token_cap
+        from borealis_eval.decode import token_cap
 
         base = self.base
         ref = base.eval.baseline.ref

@@ -106,9 +106,7 @@ class VariantRecipe:
         """The training settings; with text_mode add the steps grow with the stream, so every
         variant sees the same number of audio examples at the same batch size."""
         tc = self.cfg.train
-        if self.cfg.data.text_mode == "add":
-            tc = tc.model_copy(update={"steps": round(tc.steps * len(self.examples) / self.cfg.data.num_examples)})
-        return tc
+        return tc if self.cfg.train_steps == tc.steps else tc.model_copy(update={"steps": self.cfg.train_steps})
 
     def train(self) -> TrainResult:
         """Train (or resume from the checkpoint) and log the curve and the training summary."""

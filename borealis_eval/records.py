@@ -9,8 +9,8 @@ Runs (all in that experiment):
   searches add ``kind=search`` and, when done, ``best.trial``, ``best.run_id``, ``best.params``.
   Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
   ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
-  ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``.
-  Metrics: ``data/bad_items``, ``data/train_items``, ``data/text_items``, ``cache/encoded``,
+  ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
+  (the cost plan, plan.py), ``eval/references.json`` (published figures per set). Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``, ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
 - variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name), ``cell``
   (the name without its seed: the runs of one cell differ only by training seed),
@@ -159,6 +159,8 @@ ERROR_TEXT = "error.txt"
 BAD_ITEMS = "data/bad_items.jsonl"
 REPORT_DIR = "report"
 BEST_TRIALS = "search/best_trials.jsonl"
+PLAN = "plan/plan.json"
+REFERENCES = "eval/references.json"  # published figures per eval set ({set: [{wer, system, source, note}]})
 PREDICTIONS_DIR = "predictions"
 PAIRED_DIR = "paired"
 

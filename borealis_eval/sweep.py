@@ -27,10 +27,10 @@ from mlflow.tracking import MlflowClient
 
 from borealis_eval import records
 from borealis_eval.claims import RECLAIMABLE_NOTE, Claim
-from borealis_eval.config import Ablation, ExperimentConfig, Variant, load_ablation, variants_table
+from borealis_eval.config import ExperimentConfig, Variant, load_ablation
 from borealis_eval.decode import decode_params, evaluate_baseline
 from borealis_eval.distributed import NullRun, broadcast, is_main_process, world_size
-from borealis_eval.errors import UsageError
+from borealis_eval.errors import UsageError, UserError
 from borealis_eval.evaluate.protocol import utt_scores
 from borealis_eval.evaluate.runner import SetResult, paired_rows
 from borealis_eval.paths import cache_root
@@ -56,14 +56,10 @@ class SweepResult:
     interrupted: str | None = None
 
 
-def dry_run(path: str | Path, overrides: dict | None = None) -> tuple[Ablation, list[dict]]:
-    abl, variants = load_ablation(path, overrides)
-    return abl, variants_table(variants)
-
-
 def baseline_key(cfg: ExperimentConfig) -> str:
     """The baseline's claim key: its model, the eval sets and the decoding settings."""
-    blob = json.dumps({"ref": cfg.eval.baseline.ref, "sets": [s.model_dump(mode="json") for s in cfg.eval.sets],
+    blob = json.dumps({"ref": cfg.eval.baseline.ref,  # citing a published figure does not change the decode
+                       "sets": [s.model_dump(mode="json", exclude={"reference"}) for s in cfg.eval.sets],
                        "decode": decode_params(cfg)}, sort_keys=True)
     return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -89,9 +85,14 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
     items += [(v.config_hash, v.name) for v in variants]
     by_key = {v.config_hash: v for v in variants}
     fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
-    st, _ = start_study("sweep", path, abl, variants, fingerprint, tracking_uri=tracking_uri, study=study, new=new,
-                        storage=storage, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                        stale_after=stale_after, progress=progress)
+    st, created = start_study("sweep", path, abl, variants, fingerprint, tracking_uri=tracking_uri, study=study,
+                              new=new, storage=storage, checkpoint_dir=checkpoint_dir,
+                              checkpoint_every=checkpoint_every, stale_after=stale_after, progress=progress)
+    if created:
+        _log_plan(st, path, overrides, checkpoint_every)
+        refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
+        if refs:
+            st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
     out = SweepResult(abl.name, st.parent.run_id, [], {}, 0.0, study=st.name)
     sweep = _Sweep(st, items, by_key, base_cfg, variants)
     with st.session():
@@ -110,6 +111,21 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
     out.interrupted = st.interrupted
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int) -> None:
+    """The cost plan (plan.py) on the parent run, and one line of it in the log, before any work."""
+    from borealis_eval.plan import plan
+
+    try:
+        p = plan(path, probe=False, tracking_uri=st.client.tracking_uri, checkpoint_every=checkpoint_every,
+                 overrides=overrides)
+    except UserError as e:  # e.g. a hub model's shape unknown offline: the sweep itself may still run
+        log.info("no cost plan: %s", e)
+        return
+    log.info("plan: %s", p.summary())
+    st.parent.artifact_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False), records.PLAN)
+    st.parent.metrics({"plan/seconds": p.seconds, "plan/device_hours": p.device_hours})
 
 
 class _Sweep:

@@ -181,8 +181,8 @@ def test_extends_chain_of_three_files(tmp_path):
     abl, variants = load_ablation(child)
     assert abl.name == "child" and abl.description == minimal()["description"]
     assert abl.grid == {"data.text_fraction": [0.0, 0.1], "seed": [3, 4]}  # grid is a mapping: axes merge
-    assert [v.name for v in variants] == ["text_fraction=0__seed=3", "text_fraction=0__seed=4",
-                                          "text_fraction=0.1__seed=3", "text_fraction=0.1__seed=4"]
+    assert [v.name for v in variants] == ["text_fraction=0__seed=3", "text_fraction=0.1__seed=3",  # seed by seed
+                                          "text_fraction=0__seed=4", "text_fraction=0.1__seed=4"]
     cfg = variants[0].config
     assert cfg.train.steps == 20 and cfg.train.batch_size == 2 and cfg.train.lr == pytest.approx(0.001)
     assert isinstance(cfg.data.train_sets[0].source, HFSource)

@@ -394,6 +394,16 @@ class EvalConfig(Strict):
 class ExperimentConfig(Strict):
     """One fully resolved variant."""
 
+    @property
+    def train_steps(self) -> int:
+        """Optimizer steps: `train.steps`, grown in proportion to the stream when text is added on top
+        of a fixed audio budget (text_mode add), so every variant sees the same audio at the same batch."""
+        d = self.data
+        if d.text_mode != "add" or not d.text_fraction:
+            return self.train.steps
+        total = d.num_examples + round(d.text_fraction * d.num_examples / (1.0 - d.text_fraction))
+        return round(self.train.steps * total / d.num_examples)
+
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -160,3 +160,52 @@ def _contrast_table(title: str, found: list[Contrast], cells: CellAnalysis, data
             f"contrasts where the headline uses them. Rows: {what}.")
     return Table(title, ["set", "cell", "reference", "ΔWER", "P(better)", "p", "verdict"], rows, note,
                  numeric_from=3, folded=len(rows) > 12)
+
+
+GAP_FLAG_PTS = 2.0
+
+
+def reference_table(data: ReportData, cells: CellAnalysis) -> Table:
+    """Each baseline beside the published figures the ablation cites for a set, under our normaliser
+    and Whisper's; a gap over 2 pts for the same system is flagged as a likely protocol mismatch."""
+    rows = []
+    whisper = data.family("wer_whisper")
+    for run_id in data.baselines.index:
+        model = str(data.runs.at[run_id, "model"] or data.runs.at[run_id, "variant"])
+        for s in data.eval_sets:
+            ours = cells.baselines.get((run_id, s))
+            if ours is None:
+                continue
+            w = whisper.at[run_id, s] if s in whisper and run_id in whisper.index else float("nan")
+            refs = data.references.get(s) or [{}]
+            for ref in refs:
+                pub = ref.get("wer")
+                same = bool(ref) and _same_system(model, str(ref.get("system", "")))
+                ours_w = w if pd.notna(w) else 100 * ours.mean
+                if not ref:
+                    verdict = ""
+                elif not same:
+                    verdict = f"other system ({ref.get('system')}): not comparable"
+                elif abs(ours_w - pub) > GAP_FLAG_PTS:
+                    verdict = (f"gap {ours_w - pub:+.1f} pts on {s}: likely protocol mismatch (normaliser, sampling, "
+                               f"long-form){': ' + ref['note'] if ref.get('note') else ''}")
+                else:
+                    verdict = f"agrees within {GAP_FLAG_PTS:g} pts"
+                rows.append(Row([Cell(model), Cell(s), Cell(f"{100 * ours.mean:.1f}", f"[{100 * ours.ci_low:.1f}, "
+                                                                                     f"{100 * ours.ci_high:.1f}]"),
+                                 Cell("" if pd.isna(w) else f"{w:.1f}"),
+                                 Cell("" if pub is None else f"{pub:g}", href=ref.get("source") or None),
+                                 Cell(str(ref.get("system", ""))), Cell(verdict, bold="mismatch" in verdict)],
+                                baseline=True))
+    note = ("Our baseline under our normaliser (with its interval) and under Whisper's own normaliser (the one "
+            "leaderboards use), beside figures published for the same set; a published figure is compared only "
+            "with the same system.")
+    return Table("Baseline beside published figures", ["baseline", "set", "WER ours", "WER (Whisper norm.)",
+                                                       "published", "published system", "check"], rows, note,
+                 numeric_from=2)
+
+
+def _same_system(model_ref: str, system: str) -> bool:
+    """'hf:openai/whisper-large-v3' and 'whisper-large-v3' name the same system; 'bundled:whisper-base' does not."""
+    name = model_ref.split(":", 1)[-1].split("@")[0].rsplit("/", 1)[-1].lower()
+    return bool(system) and name == system.strip().lower()

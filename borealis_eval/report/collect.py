@@ -72,6 +72,7 @@ class ReportData:
     normalizers: dict[str, str] = field(default_factory=dict)
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
     predictions: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # run id -> set -> rows
+    references: dict[str, list[dict]] = field(default_factory=dict)  # eval set -> published figures
     curves: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # run id -> dev set -> step, value
 
     @property
@@ -197,6 +198,7 @@ def load_report_data(
         normalizers=normalizers,
         paired=_paired(client, parent.info.run_id, eval_sets),
         predictions=_predictions(client, [r.info.run_id for r in finished], eval_sets),
+        references=_references(client, parent.info.run_id),
         curves={k: v for k, v in curves.items() if v},
     )
 
@@ -325,6 +327,15 @@ def _paired(client: MlflowClient, parent_id: str, eval_sets: list[str]) -> pd.Da
     for c in ("delta_wer", "ci_low", "ci_high"):
         out[c] = out[c] * RATE_SCALE
     return out
+
+
+def _references(client: MlflowClient, parent_id: str) -> dict[str, list[dict]]:
+    """Published figures per eval set, as the ablation cited them (``eval/references.json``)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="borealis-report-") as tmp, quiet_downloads():
+            return json.loads(Path(client.download_artifacts(parent_id, records.REFERENCES, tmp)).read_text("utf-8"))
+    except Exception:  # noqa: BLE001 - none cited (or an older study)
+        return {}
 
 
 def _predictions(client: MlflowClient, run_ids: list[str], eval_sets: list[str]) -> dict[str, dict[str, list[dict]]]:

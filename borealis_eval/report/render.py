@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import atomic, records
-from borealis_eval.report.answer import cell_table, headline, verdict_tables
+from borealis_eval.report.answer import cell_table, headline, reference_table, verdict_tables
 from borealis_eval.report.cells import CellAnalysis, analyse_cells
 from borealis_eval.report.collect import ReportData, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
@@ -99,7 +99,7 @@ def build_report(
 def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links: Links,
                  errors: ErrorAnalysis | None = None) -> Context:
     errors = errors or ErrorAnalysis()
-    tables = [t for t in (cell_table(data, cells, links),) if t.rows]
+    tables = [t for t in (cell_table(data, cells, links), reference_table(data, cells)) if t.rows]
     notes = ["WER and CER are logged as fractions and shown here in percent; "
              "differences are in percentage points (pts)."]
     if cells.skipped:

@@ -33,13 +33,15 @@ def _table(rows: list[dict], title: str | None = None) -> Table:
 def _print_rows(rows: list[dict], title: str | None = None, as_json: bool = False) -> None:
     """A table for a person, plain rows for a program: `--json` prints JSON; a pipe or file gets
     tab-separated lines (a header, then one line per row, nothing wrapped or cut, so `grep`,
-    `cut -f` and `sort` work); a terminal gets a rich table."""
+    `cut -f` and `sort` work; the title goes to stderr); a terminal gets a rich table."""
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
     elif not sys.stdout.isatty():
+        if title:
+            print(title, file=sys.stderr)
         cols = list(rows[0]) if rows else []
-        clean = lambda x: str(x).replace("\t", " ").replace("\n", " ")  # noqa: E731
-        print("\n".join("\t".join(clean(x) for x in line) for line in [cols, *(r.values() for r in rows)]))
+        lines = [cols, *(r.values() for r in rows)]
+        print("\n".join("\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in line) for line in lines))
     else:
         console.print(_table(rows, title))
 

@@ -290,14 +290,19 @@ class RunLogger:
 
 
 # ------------------------------------------------------------------ the study in the MLflow UI
+# MLflow UI 3.17 takes the GenAI / model-training mode from this URL parameter, else from the
+# browser's last choice (GenAI at first): the experiment kind tag alone does not switch it
+UI_TRAINING_MODE = "workflowType=machine_learning"
+
+
 def ui_experiment_path(experiment_id: str, view: str | None = None) -> str:
-    """The UI's route (after '#') to an experiment's runs table, optionally in a saved view."""
-    path = f"/experiments/{experiment_id}/runs"
-    return f"{path}?viewStateShareKey={view}" if view else path
+    """The UI's route (after '#') to an experiment's runs table in training mode, optionally in a saved view."""
+    path = f"/experiments/{experiment_id}/runs?{UI_TRAINING_MODE}"
+    return f"{path}&viewStateShareKey={view}" if view else path
 
 
 def ui_artifact_path(experiment_id: str, run_id: str, artifact: str) -> str:
-    return f"/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}"
+    return f"/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}?{UI_TRAINING_MODE}"
 
 
 def save_runs_view(client: MlflowClient, experiment_id: str, eval_sets: list[str], name: str = "WER per eval set",

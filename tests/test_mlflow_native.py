@@ -13,10 +13,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from _tiny import SMALL, manifest, tiny_ablation
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from _tiny import SMALL, manifest, tiny_ablation
 from borealis_eval import cli, records
 from borealis_eval.tracking import RunLogger, TrackingConfig
 
@@ -29,7 +29,7 @@ def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Completed
     """The CLI in a child process whose stdout is a pipe (what `| grep` sees)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "borealis_eval.cli", *args], cwd=cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,11 @@ def corpus(tmp_path_factory):
     return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, corpus):
-    """A two-variant sweep with the bundled whisper-tiny.en baseline, a report and a registration."""
+def tiny_study(tmp: Path, corpus: Path, register: str | None = None) -> dict:
+    """A two-variant sweep with the bundled whisper-tiny.en baseline and its report (and a
+    registration), run through the CLI into tmp/store.db; its records read back through MlflowClient."""
     from borealis_eval.cli import main
 
-    tmp = tmp_path_factory.mktemp("native")
     uri = f"sqlite:///{tmp}/store.db"  # not the default name: nothing may reach it by the global URI
     abl = tiny_ablation(tmp, corpus, EXPERIMENT, grid={"data.text_fraction": [0.0, 0.25]}, baseline=True,
                         overrides={"base": {"eval": {"text_sets": [{"name": "heldout",
@@ -53,14 +52,18 @@ def study(tmp_path_factory, corpus):
         mp.setenv("BOREALIS_CACHE_DIR", str(tmp / "cache"))
         mp.chdir(tmp)
         assert main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--out", str(tmp / "report"),
-                     "--register", REGISTERED]) == 0
+                     *(["--register", register] if register else [])]) == 0
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id])
     by_role: dict[str, list] = {}
-    for r in runs:
+    for r in client.search_runs([exp.experiment_id]):
         by_role.setdefault(r.data.tags[records.ROLE], []).append(r)
     return {"tmp": tmp, "uri": uri, "abl": abl, "client": client, "exp": exp, "by_role": by_role, "corpus": corpus}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, corpus):
+    return tiny_study(tmp_path_factory.mktemp("native"), corpus, register=REGISTERED)
 
 
 # ------------------------------------------------------------------ the four acceptance checks
@@ -129,7 +132,8 @@ def test_parent_description_has_the_headline_and_a_link_to_the_report(study):
     headline, question, link = note.split("\n\n")
     assert headline.startswith("**Best variant: ") and "baseline Whisper" in headline
     assert question == "tiny scale-out test"
-    target = f"#/experiments/{study['exp'].experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
+    target = (f"#/experiments/{study['exp'].experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
+              "?workflowType=machine_learning")
     assert link == f"Report: [report/report.html]({target})"
     assert "report/report.html" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
 
@@ -217,7 +221,7 @@ def test_models_list_survives_a_pipe_and_speaks_json(tmp_path):
     assert all(line.count("\t") == 4 for line in lines) and lines[0].split("\t")[0] == "name"
     shell = subprocess.run(f"{sys.executable} -m borealis_eval.cli models list | grep -c bundled:whisper-base",
                            shell=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, check=True)
     assert shell.stdout.strip() == "1"
     rows = json.loads(_cli("models", "list", "--json", cwd=tmp_path).stdout)
     assert "bundled:whisper-base" in [r["name"] for r in rows]
@@ -242,5 +246,6 @@ def test_ui_prints_the_runs_page_of_each_experiment(study, monkeypatch, capsys):
     assert cli.main(["--tracking-uri", study["uri"], "ui", "--port", "5123"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     eid = study["exp"].experiment_id
-    assert out == [f"{EXPERIMENT}: http://127.0.0.1:5123/#/experiments/{eid}/runs?viewStateShareKey=borealis-wer"]
+    assert out == [(f"{EXPERIMENT}: http://127.0.0.1:5123/#/experiments/{eid}/runs?workflowType=machine_learning"
+                    "&viewStateShareKey=borealis-wer")]
     assert execs and execs[0][1][1:4] == ["-m", "mlflow", "ui"]

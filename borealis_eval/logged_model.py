@@ -103,8 +103,7 @@ def log_variant_model(run: RunLogger, v: Variant, model: SpeechLM, tokenizer, da
 def _client_download(client: MlflowClient, uri: str, dst: Path) -> Path:
     from mlflow.artifacts import download_artifacts
 
-    return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=client.tracking_uri,
-                                   registry_uri=client._registry_uri))
+    return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=client.tracking_uri))
 
 
 def model_id_of(ref: str, client: MlflowClient) -> str | None:

@@ -39,7 +39,8 @@ Runs (all in that experiment):
   ``MLmodel`` (flavours ``borealis_speech_lm`` and ``python_function``), ``weights/trainable.safetensors``
   (what was trained: adapter, LoRA or LLM weights), ``tokenizer/``, ``config/resolved.yaml``;
   params: the variant's axes, ``language_mix``, ``text_fraction``, ``seed``, ``config_hash``,
-  ``model.trainable_params``; tags ``variant``, ``config_hash``, ``borealis.study``; metrics:
+  ``model.trainable_params``; tags ``variant`` (the exact name: a model name cannot hold . / : % " '),
+  ``config_hash``; metrics:
   the set metrics and text-skill scores, each linked to its dataset.
 - baseline (nested): tags ``role=baseline``, ``variant=baseline``, ``model`` (reference),
   ``config_hash`` (the baseline's claim key), ``borealis.study``, ``normalizer/<set>``; params

@@ -23,7 +23,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,7 +165,8 @@ def experiment_id(client: MlflowClient, tc: TrackingConfig, name: str, descripti
     else:
         eid = exp.experiment_id
     if (exp.tags if exp else {}).get(records.EXPERIMENT_KIND) != records.MODEL_DEVELOPMENT:
-        client.set_experiment_tag(eid, records.EXPERIMENT_KIND, records.MODEL_DEVELOPMENT)  # UI: training runs, not GenAI
+        # UIs that read the kind open on training runs, not GenAI traces (3.17 also needs UI_TRAINING_MODE)
+        client.set_experiment_tag(eid, records.EXPERIMENT_KIND, records.MODEL_DEVELOPMENT)
     if description:
         client.set_experiment_tag(eid, "borealis.description", description)
         client.set_experiment_tag(eid, "mlflow.note.content", description)
@@ -257,7 +258,7 @@ class RunLogger:
 
     @_store_call
     def log_model(self, name: str, folder: str | Path, params: dict[str, Any], tags: dict[str, Any],
-                  model_type: str, metric_datasets: dict[str, DatasetRef | None]) -> str:
+                  model_type: str, metric_datasets: dict[str, DatasetRef]) -> str:
         """`folder` as an MLflow logged model of this run (the runs table's Model column); the run's
         latest values of `metric_datasets`' keys are attached to it, each linked to its dataset.
         Returns the model id."""
@@ -269,12 +270,13 @@ class RunLogger:
         try:
             self.client.log_model_artifacts(model.model_id, str(folder))
         except BaseException:
-            self.client.finalize_logged_model(model.model_id, "FAILED")
+            with suppress(Exception):  # not left PENDING, if the store still answers; the upload error is the news
+                self.client.finalize_logged_model(model.model_id, "FAILED")
             raise
         self.client.finalize_logged_model(model.model_id, "READY")
         self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
-        linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id,
-                         dataset_name=d.name if d else None, dataset_digest=d.digest if d else None)
+        linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id, dataset_name=d.name,
+                         dataset_digest=d.digest)
                   for k, d in metric_datasets.items() if (m := self.latest.get(k)) is not None]
         for s in range(0, len(linked), 1000):
             self.client.log_batch(self.run_id, metrics=linked[s : s + 1000])
@@ -313,9 +315,9 @@ def save_runs_view(client: MlflowClient, experiment_id: str, eval_sets: list[str
     columns = ["attributes.`Dataset`", "attributes.`Models`",
                *(f"tags.`{t}`" for t in (records.LANGUAGE_MIX, records.TEXT_FRACTION, records.SEED)),
                *(f"metrics.`{records.set_metric('wer', s)}`" for s in eval_sets)]
-    state = {"selectedColumns": columns, "searchFilter": f"tags.{records.ROLE} != '{records.PARENT}'",
-             "orderByKey": f"metrics.`{records.set_metric('wer', eval_sets[0])}`" if eval_sets else "",
-             "orderByAsc": True}
+    state = {"selectedColumns": columns, "searchFilter": f"tags.{records.ROLE} != '{records.PARENT}'"}
+    if eval_sets:
+        state.update(orderByKey=f"metrics.`{records.set_metric('wer', eval_sets[0])}`", orderByAsc=True)
     now = int(time.time() * 1000)
     old = client.get_experiment(experiment_id).tags.get(records.SAVED_VIEW_PREFIX + view)
     created = json.loads(old).get("createdAt", now) if old else now

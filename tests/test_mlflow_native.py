@@ -125,6 +125,27 @@ def test_each_variant_is_a_logged_model_that_reloads_and_reproduces_its_wer(stud
             assert out["test_en"]["wer"] == pytest.approx(run.data.metrics["wer/test_en"]), ref
 
 
+def test_a_run_from_before_logged_models_still_evaluates(study, tmp_path, monkeypatch, capsys):
+    """Older runs kept config, weights and tokenizer as run artifacts: `evaluate run:<id>` reads those."""
+    client = study["client"]
+    run = study["by_role"]["variant"][0]
+    model = client.get_logged_model(client.get_run(run.info.run_id).outputs.model_outputs[0].model_id)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(tmp_path)))
+    old = client.create_run(study["exp"].experiment_id, run_name="written-before-logged-models")
+    for sub in ("config", "weights", "tokenizer"):
+        client.log_artifacts(old.info.run_id, str(folder / sub), sub)
+    client.set_terminated(old.info.run_id)
+    monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--tracking-uri", study["uri"], "evaluate", f"run:{old.info.run_id}", "--ablation",
+                     str(study["abl"]), "--sets", "test_en"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_en"]["wer"] == pytest.approx(run.data.metrics["wer/test_en"])
+    client.delete_run(old.info.run_id)  # the other tests see the study as the sweep left it
+    assert cli.main(["--tracking-uri", study["uri"], "evaluate", "run:0123456789abcdef", "--ablation",
+                     str(study["abl"])]) == 2
+    assert "not a finished variant" in capsys.readouterr().err
+
+
 def test_parent_description_has_the_headline_and_a_link_to_the_report(study):
     client = study["client"]
     (parent,) = study["by_role"]["parent"]

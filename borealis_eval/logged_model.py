@@ -143,8 +143,9 @@ def download_variant(ref: str, client: MlflowClient, dst: Path) -> Path:
         if model_id is not None:
             return _client_download(client, client.get_logged_model(model_id).artifact_location, dst / "model")
         run_id = ref.removeprefix("run:")  # a run from before logged models: the same files as run artifacts
-        for path in (records.RESOLVED_CONFIG, WEIGHTS, records.TOKENIZER_DIR):
-            client.download_artifacts(run_id, path, str(dst))
+        for path in (records.RESOLVED_CONFIG, WEIGHTS, records.TOKENIZER_DIR):  # each into its own place
+            (dst / path).parent.mkdir(parents=True, exist_ok=True)
+            client.download_artifacts(run_id, path, str((dst / path).parent))
         return dst
     except Exception as e:  # noqa: BLE001 - mlflow raises several types for a missing run, model or artifact
         raise RunRecordError(f"{ref}: not a finished variant with config, weights and tokenizer "

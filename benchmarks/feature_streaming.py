@@ -126,7 +126,7 @@ def run(quick: bool = False) -> dict:
     growth = max(sides[f"{p} {large:g} h"]["peak_rss_mb"] / sides[f"{p} {small:g} h"]["peak_rss_mb"] - 1
                  for p in ("stream", "eval"))
     ram = sides[f"ram {small:g} h"]
-    summary = (f"peak RSS, training stream: " + ", ".join(f"{h:g} h {sides[f'stream {h:g} h']['peak_rss_mb']:.0f} MB"
+    summary = ("peak RSS, training stream: " + ", ".join(f"{h:g} h {sides[f'stream {h:g} h']['peak_rss_mb']:.0f} MB"
                                                           for h in sizes)
                + "; evaluation reads: " + ", ".join(f"{h:g} h {sides[f'eval {h:g} h']['peak_rss_mb']:.0f} MB"
                                                     for h in sizes)

@@ -17,7 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False)
+# soft_wrap: a long line (a run id, a path) is never cut at 80 columns when stdout is a pipe
+console = Console(stderr=False, soft_wrap=True)
 
 
 def _table(rows: list[dict], title: str | None = None) -> Table:
@@ -27,6 +28,22 @@ def _table(rows: list[dict], title: str | None = None) -> Table:
     for r in rows:
         t.add_row(*[str(x) for x in r.values()])
     return t
+
+
+def _print_rows(rows: list[dict], title: str | None = None, as_json: bool = False) -> None:
+    """A table for a person, plain rows for a program: `--json` prints JSON; a pipe or file gets
+    tab-separated lines (a header, then one line per row, nothing wrapped or cut, so `grep`,
+    `cut -f` and `sort` work; the title goes to stderr); a terminal gets a rich table."""
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif not sys.stdout.isatty():
+        if title:
+            print(title, file=sys.stderr)
+        cols = list(rows[0]) if rows else []
+        lines = [cols, *(r.values() for r in rows)]
+        print("\n".join("\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in line) for line in lines))
+    else:
+        console.print(_table(rows, title))
 
 
 # ------------------------------------------------------------------ commands
@@ -48,9 +65,9 @@ def cmd_sweep(a) -> int:
         rows = variants_table(variants)
         cells = len({v.cell for v in variants})
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
-        console.print(_table(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s) "
-                                   "(dry run: nothing trained)"))
-        console.print(_table(eval_set_rows(variants[0].config), "eval sets (the same protocol for every system)"))
+        _print_rows(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s) "
+                          "(dry run: nothing trained)")
+        _print_rows(eval_set_rows(variants[0].config), "eval sets (the same protocol for every system)")
         return 0
     res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
                     new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
@@ -72,6 +89,13 @@ def cmd_sweep(a) -> int:
     if not a.no_report:
         a.experiment, a.run = res.experiment, res.parent_run_id
         cmd_report(a)
+    if a.register:
+        from borealis_eval.logged_model import register_best
+        from borealis_eval.tracking import TrackingConfig, preflight
+
+        mv = register_best(preflight(TrackingConfig.load(tracking_uri=a.tracking_uri)), res.parent_run_id, a.register)
+        console.print(f"registered {a.register} version {mv.version}: variant {mv.tags.get('variant', '?')}, "
+                      f"models:/{a.register}/{mv.version} (logged model {mv.model_id})")
     return 1 if res.failed else 0
 
 
@@ -135,7 +159,7 @@ def cmd_models_list(a) -> int:
 
     rows = [{"name": f"bundled:{n}", "kind": s.kind, "prepared": is_prepared(n), "source": s.package,
              "description": s.description} for n, s in BUNDLED.items()]
-    console.print(_table(rows, "bundled models (no hub needed)"))
+    _print_rows(rows, "bundled models (no hub needed)", a.json)
     return 0
 
 
@@ -178,8 +202,12 @@ def cmd_cache_info(a) -> int:
     from borealis_eval.data.features import cache_info
 
     rows = cache_info()
-    console.print(_table([{**r, "MB": f"{r.pop('bytes') / 1e6:.1f}"} for r in rows] or [{"encoder": "(empty)"}],
-                         "encoder-feature cache"))
+    if a.json:
+        _print_rows(rows, as_json=True)
+    else:
+        _print_rows([{**{k: v for k, v in r.items() if k != "bytes"}, "MB": f"{r['bytes'] / 1e6:.1f}"}
+                     for r in rows] or [{"encoder": "(empty)"}],
+                    "encoder-feature cache")
     return 0
 
 
@@ -203,23 +231,47 @@ def cmd_runs(a) -> int:
     mlflow.set_tracking_uri(tc.tracking_uri)
     df = mlflow.search_runs(experiment_names=[a.experiment], output_format="pandas")
     if df.empty:
-        console.print(f"no runs in experiment '{a.experiment}'")
+        if a.json:
+            print("[]")
+        else:
+            console.print(f"no runs in experiment '{a.experiment}'")
         return 1
     cols = ["run_id", "tags.mlflow.runName", "tags.role", "status"] + sorted(c for c in df.columns if c.startswith("metrics.wer/"))
     df = df[[c for c in cols if c in df.columns]].rename(columns=lambda c: c.split(".", 1)[-1])
-    df["run_id"] = df["run_id"].str[:8]
-    console.print(_table(df.round(4).astype(str).to_dict("records"), a.experiment))
+    if a.json:  # full ids, numbers as numbers, missing as null
+        _print_rows(json.loads(df.to_json(orient="records")), as_json=True)
+        return 0
+    if sys.stdout.isatty():
+        df["run_id"] = df["run_id"].str[:8]
+    _print_rows(df.round(4).astype(str).to_dict("records"), a.experiment)
     return 0
 
 
 def cmd_ui(a) -> int:
-    from borealis_eval.tracking import TrackingConfig
+    from mlflow.tracking import MlflowClient
+
+    from borealis_eval import records
+    from borealis_eval.tracking import TrackingConfig, ui_experiment_path
 
     tc = TrackingConfig.load(tracking_uri=a.tracking_uri)
+    base = f"http://127.0.0.1:{a.port}"
+    client = MlflowClient(tracking_uri=tc.tracking_uri)
+    if a.experiment:
+        exp = client.get_experiment_by_name(a.experiment)
+        if exp is None:
+            from borealis_eval.errors import UsageError
+
+            raise UsageError(f"no experiment '{a.experiment}' in {tc.tracking_uri}")
+        exps = [exp]
+    else:  # every study's experiment, newest first (MLflow's empty "Default" left out)
+        exps = [e for e in client.search_experiments(order_by=["last_update_time DESC"]) if e.name != "Default"]
+    for e in exps:  # the saved view shows WER per eval set, once a report has been built
+        view = records.WER_VIEW if records.SAVED_VIEW_PREFIX + records.WER_VIEW in e.tags else None
+        print(f"{e.name}: {base}/#{ui_experiment_path(e.experiment_id, view)}", flush=True)
     # the venv's own mlflow (its bin/ need not be on PATH)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tc.tracking_uri, "--host", "127.0.0.1",
            "--port", str(a.port), "--workers", "1"]  # one worker: a personal browser, quick to start
-    console.print(" ".join(cmd[1:]))
+    print(" ".join(cmd[1:]), file=sys.stderr, flush=True)
     os.execv(cmd[0], cmd)
     return 0
 
@@ -245,6 +297,10 @@ def _set_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a field of the ablation's base config (repeatable), e.g. --set train.steps=100; "
                         "the value is read as YAML")
+
+
+def _json_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
 def _study_args(s: argparse.ArgumentParser) -> None:
@@ -278,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", default=None, help="report folder (default reports/<name>)")
+    s.add_argument("--register", metavar="NAME", default=None,
+                   help="register the best variant (lowest mean WER over the eval sets) in the MLflow model "
+                        "registry as a new version of NAME")
     _set_arg(s)
     _study_args(s)
     s.set_defaults(fn=cmd_sweep)
@@ -309,8 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None)
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("evaluate", help="score a trained variant (run:<id>) or a Whisper model on an ablation's eval sets")
-    s.add_argument("model", help="run:<mlflow run id> of a variant, or a Whisper reference (bundled:/hf:/folder)")
+    s = sub.add_parser("evaluate", help="score a trained variant (run:/model:/models:/) or a Whisper model on an "
+                                        "ablation's eval sets")
+    s.add_argument("model", help="a trained variant: run:<run id>, model:<logged model id>, models:/<model id>, "
+                                 "models:/<registered name>/<version> or models:/<name>@<alias>; or a Whisper "
+                                 "reference (bundled:/hf:/folder)")
     s.add_argument("--ablation", required=True, help="ablation file whose eval sets to use")
     s.add_argument("--sets", nargs="+", help="only these eval sets")
     s.add_argument("--out", help="also write the JSON here")
@@ -328,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_data_fetch_real)
 
     m = sub.add_parser("models", help="bundled offline weights").add_subparsers(dest="models_cmd", required=True)
-    m.add_parser("list").set_defaults(fn=cmd_models_list)
+    s = m.add_parser("list", help="bundled models (tab-separated when piped)")
+    _json_arg(s)
+    s.set_defaults(fn=cmd_models_list)
     s = m.add_parser("prepare", help="import bundled weights into the cache")
     s.add_argument("names", nargs="+")
     s.add_argument("--force", action="store_true")
@@ -342,14 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_score)
 
     c = sub.add_parser("cache", help="encoder-feature cache").add_subparsers(dest="cache_cmd", required=True)
-    c.add_parser("info").set_defaults(fn=cmd_cache_info)
+    s = c.add_parser("info", help="encoder-feature cache entries per encoder (tab-separated when piped)")
+    _json_arg(s)
+    s.set_defaults(fn=cmd_cache_info)
     c.add_parser("clear").set_defaults(fn=cmd_cache_clear)
 
-    s = sub.add_parser("runs", help="list an experiment's runs")
+    s = sub.add_parser("runs", help="list an experiment's runs (tab-separated with full run ids when piped)")
     s.add_argument("experiment")
+    _json_arg(s)
     s.set_defaults(fn=cmd_runs)
 
-    s = sub.add_parser("ui", help="start the MLflow UI on the configured store (127.0.0.1)")
+    s = sub.add_parser("ui", help="start the MLflow UI on the configured store (127.0.0.1); prints each "
+                                  "experiment's runs-page URL first")
+    s.add_argument("experiment", nargs="?", default=None, help="print only this experiment's URL")
     s.add_argument("--port", type=int, default=5000)
     s.set_defaults(fn=cmd_ui)
     return p

@@ -10,13 +10,11 @@ variant does, in the manner of torchtune's single-device recipes.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
 from borealis_eval import records
 from borealis_eval.config import TrainConfig, Variant
@@ -27,6 +25,7 @@ from borealis_eval.data.sources import AudioItem
 from borealis_eval.decode import evaluate_speech_lm, evaluate_text_skill, weights_id
 from borealis_eval.distributed import is_main_process
 from borealis_eval.evaluate.runner import SetResult, metrics_for_mlflow
+from borealis_eval.logged_model import log_variant_model
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.resources import Resources
 from borealis_eval.tracking import RunLogger
@@ -87,6 +86,7 @@ class VariantRecipe:
         cfg, res = self.cfg, self.res
         self.mix = res.mix_for(self.v)
         self.run.metrics({records.data_metric(k): x for k, x in self.mix.stats.items()})
+        self.run.datasets(res.datasets_for(self.v))
         self.tokenizer = res.tokenizer_for(cfg.model.llm)
         torch.manual_seed(cfg.seed)
         self.model = SpeechLM.from_config(cfg.model, res.encoder.dim, self.tokenizer, device=res.device).to(res.device)
@@ -154,14 +154,9 @@ class VariantRecipe:
         return results
 
     def save(self) -> None:
-        """The trained weights (only what was trained) and the tokenizer, as run artifacts."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / records.WEIGHTS_FILE
-            save_file({k: t.detach().cpu().contiguous() for k, t in self.model.trainable_state_dict().items()},
-                      str(path))
-            self.run.artifact_file(path, records.WEIGHTS_DIR)
-            self.tokenizer.save_pretrained(Path(tmp) / records.TOKENIZER_DIR)
-            self.run.artifact_dir(Path(tmp) / records.TOKENIZER_DIR, records.TOKENIZER_DIR)
+        """The trained weights (only what was trained) and the tokenizer, as the run's MLflow logged
+        model, with the variant's axes and eval metrics attached (logged_model.py)."""
+        log_variant_model(self.run, self.v, self.model, self.tokenizer, self.res.datasets_for(self.v))
 
     def cleanup(self) -> None:
         """Drop the model and the stream (the next variant of this worker builds its own)."""

@@ -1,7 +1,9 @@
 """What a study writes to MLflow, named in one place: every writer and the report's reader use this.
 
 Experiment: one per ablation ``name``; tags ``borealis.description`` and ``mlflow.note.content``
-(the question).
+(the question), ``mlflow.experimentKind=custom_model_development`` (the UI opens on training runs,
+not its GenAI views), and, once a report is built, a saved runs-table view
+``mlflow.sharedViewState.borealis-wer`` (WER per eval set as columns).
 
 Runs (all in that experiment):
 - parent (one per sweep/search study): tags ``role=parent``, ``borealis.ablation`` (file),
@@ -10,7 +12,11 @@ Runs (all in that experiment):
   Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
   ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
-  (the cost plan, plan.py), ``eval/references.json`` (published figures per set). Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``, ``data/text_items``, ``cache/encoded``,
+  (the cost plan, plan.py), ``eval/references.json`` (published figures per set). Once the
+  report is built, ``mlflow.note.content`` (the run's description in the UI) holds the headline
+  answer, the question and a link to ``report/report.html``.
+  Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,
+  ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
 - variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name), ``cell``
   (the name without its seed: the runs of one cell differ only by training seed),
@@ -27,11 +33,27 @@ Runs (all in that experiment):
   set metrics below as ``<name>/S``; ``delta_wer_vs_baseline/S``, ``p_vs_baseline/S``;
   ``text_chrf/<text set>``, ``text_exact/<text set>``; ``augment/*`` with augmentation.
   Artifacts: ``config/resolved.yaml``, ``predictions/S.jsonl`` (rows ``{id, language, duration,
-  speaker, ref, hyp}``, raw hypotheses), ``predictions/text_<name>.jsonl``,
-  ``weights/trainable.safetensors``, ``tokenizer/``, ``error.txt`` (traceback) on failure.
+  speaker, ref, hyp}``, raw hypotheses), ``predictions/text_<name>.jsonl``, ``error.txt``
+  (traceback) on failure. Runs written before logged models also have ``weights/trainable.safetensors``
+  and ``tokenizer/`` (still read by ``evaluate run:<id>``).
+  Dataset inputs: every train set, the text pool (when the mix draws text or the tokenizer is
+  trained on it) with context ``training``; every eval and text set with context ``evaluation``
+  (digest, source and profile: data/lineage.py).
+  Logged model (one per finished variant, the run's output; type ``speech-lm``): the folder
+  ``MLmodel`` (flavours ``borealis_speech_lm`` and ``python_function``), ``weights/trainable.safetensors``
+  (what was trained: adapter, LoRA or LLM weights), ``tokenizer/``, ``config/resolved.yaml``;
+  params: the variant's axes, ``language_mix``, ``text_fraction``, ``seed``, ``config_hash``,
+  ``model.trainable_params``; tags ``variant`` (the exact name: a model name cannot hold . / : % " '),
+  ``config_hash``; metrics:
+  the set metrics and text-skill scores, each linked to its dataset.
 - baseline (nested): tags ``role=baseline``, ``variant=baseline``, ``model`` (reference),
   ``config_hash`` (the baseline's claim key), ``borealis.study``, ``normalizer/<set>``; params
-  ``baseline.*``; the same per-set metrics and predictions as a variant.
+  ``baseline.*``; the same per-set metrics and predictions as a variant; its eval sets as dataset
+  inputs (``evaluation``).
+- with ``system_metrics`` on (mlflow.yaml), variant and baseline runs carry MLflow's ``system/*``
+  metrics (CPU, memory, disk, network; GPU with pynvml).
+- registered model (``sweep --register NAME``): a version of NAME from the best variant's logged
+  model, its description the selection rule, the headline and the report's location.
 - a run that did not finish: status FAILED (an error) or KILLED (a signal), tag ``error`` =
   ``<ExceptionType>: <message>``; training faults add ``error.step`` (0-based) and
   ``error.batch_ids``; an out-of-memory outside training adds ``error.hint``.
@@ -80,6 +102,12 @@ OPTUNA_PRUNED = "optuna.pruned"
 BEST_TRIAL = "best.trial"
 BEST_RUN = "best.run_id"
 BEST_PARAMS = "best.params"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"  # a kind the MLflow UI knows (FACTS.md)
+DATASET_CONTEXT = "mlflow.data.context"  # an input tag: TRAINING or EVALUATION (data/lineage.py)
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # an experiment tag per saved runs-table view (MLflow UI 3.17)
+WER_VIEW = "borealis-wer"  # our saved view's id
+SELECTION_RULE = "borealis.selection_rule"  # a registered model version's tag: why this variant
 
 _AXIS = "axis."
 _NORMALIZER = "normalizer/"
@@ -163,6 +191,10 @@ PLAN = "plan/plan.json"
 REFERENCES = "eval/references.json"  # published figures per eval set ({set: [{wer, system, source, note}]})
 PREDICTIONS_DIR = "predictions"
 PAIRED_DIR = "paired"
+
+
+MODEL_TYPE = "speech-lm"  # the logged models' model_type
+MODEL_FLAVOR = "borealis_speech_lm"  # the MLmodel flavour rescore reads
 
 
 def predictions(set_name: str) -> str:

@@ -18,6 +18,7 @@ import torch
 from borealis_eval.audio import SAMPLE_RATE, windows
 from borealis_eval.config import ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant
 from borealis_eval.data.features import FeatureCache, FeatureStore, audio_hash, cache_features
+from borealis_eval.data.lineage import EVALUATION, TRAINING, VALIDATION, DatasetRef, audio_set_ref, text_set_ref
 from borealis_eval.data.mixer import Mix, mix
 from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_audio_set, load_text_pool, load_waves,
                                         set_language)
@@ -25,6 +26,9 @@ from borealis_eval.errors import BadDataError, UsageError
 from borealis_eval.evaluate.decode_cache import DecodeCache
 from borealis_eval.models.encoder import FrozenWhisperEncoder
 from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+
+TEXT_POOL = "text_pool"  # the training text pool's name (its bad items and its dataset input)
 
 
 @dataclass
@@ -60,6 +64,16 @@ class Resources:
     text_sets: list[tuple[str, list[TextItem]]] = field(default_factory=list)
     decodes: DecodeCache = field(default_factory=DecodeCache)
     tokenizers: dict[str, object] = field(default_factory=dict)
+    datasets: list[DatasetRef] = field(default_factory=list)  # every set loaded, for the runs' MLflow inputs
+
+    def datasets_for(self, v: Variant | None) -> list[DatasetRef]:
+        """The sets a run uses: a variant's train sets, its text pool (when its mix draws text or its
+        tokenizer is trained on it), eval and text sets; the baseline (`None`) only the audio eval sets."""
+        if v is None:
+            return [d for d in self.datasets if d.context == EVALUATION and not d.text]
+        uses_pool = bool(self.text_items) and (v.config.data.text_fraction > 0
+                                               or isinstance(v.config.model.llm.tokenizer, TokenizerTrain))
+        return [d for d in self.datasets if d.context in (EVALUATION, VALIDATION) or not d.text or uses_pool]
 
     def tokenizer_for(self, llm: LLMConfig):
         key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
@@ -102,12 +116,16 @@ def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resou
     if base.train.threads:
         torch.set_num_threads(base.train.threads)
     bad: list[dict] = []
-    train_items = [it for s in base.data.train_sets for it in load_audio_set(s)]
+    train_sets = [(s, load_audio_set(s)) for s in base.data.train_sets]
+    train_items = [it for _, items in train_sets for it in items]
     pool = next((v.config.data.text_pool for v in variants if v.config.data.text_pool), None)
-    text_items = load_text_pool(pool, "text_pool", bad, base.data.max_bad_share) if pool else []
+    text_items = load_text_pool(pool, TEXT_POOL, bad, base.data.max_bad_share) if pool else []
     encoder = FrozenWhisperEncoder(base.model.encoder, device=dev)
     cache = FeatureCache(encoder.identity.key)
     res = Resources(base, dev, train_items, text_items, [], encoder, cache, FeatureStore(cache), bad_items=bad)
+    res.datasets = [audio_set_ref(s, items, TRAINING) for s, items in train_sets]
+    if pool:
+        res.datasets.append(text_set_ref(TEXT_POOL, pool, text_items, TRAINING))
 
     # Only clips that some variant's mix draws are loaded and encoded.
     needed: dict[str, AudioItem] = {it.id: it for it in train_items} if all_train else {}
@@ -139,7 +157,10 @@ def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) 
         waves = load_waves(items, bad, spec.name)
         check_bad(bad, spec.name, len(items), base.data.max_bad_share)
         items = [it for it in items if it.id in waves]
-        into.append(EvalData(spec.name, spec.language or set_language(items), items, waves))
+        es = EvalData(spec.name, spec.language or set_language(items), items, waves)
+        into.append(es)
+        res.datasets.append(audio_set_ref(spec, items, EVALUATION if into is res.eval_sets else VALIDATION,
+                                          es.audio_keys))
         if not encode:
             continue
         win = {f"{i}#{j}": w for i, wave in waves.items()
@@ -148,3 +169,4 @@ def load_eval_data(res: Resources, base: ExperimentConfig, encode: bool = True) 
     for ts in base.eval.text_sets:
         pool = TextPool(source=ts.source, max_samples=ts.max_samples)
         res.text_sets.append((ts.name, load_text_pool(pool, ts.name, bad, base.data.max_bad_share)))
+        res.datasets.append(text_set_ref(ts.name, ts, res.text_sets[-1][1], EVALUATION))

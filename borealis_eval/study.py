@@ -160,6 +160,7 @@ class Study:
     progress: bool = True
     stop: StopFlag = field(default_factory=StopFlag)
     interrupted: str | None = None
+    system_metrics: bool = False  # MLflow's system-metrics monitor on each variant/baseline run (mlflow.yaml)
 
     def checkpoint_dir(self, key: str) -> Path:
         return self.checkpoint_root / self.name / key
@@ -221,7 +222,7 @@ class Study:
                 tags[records.PREVIOUS_ATTEMPT] = claim.previous_run_id
         try:
             run = RunLogger.start(self.client, self.exp_id, name, {**tags, records.STUDY: self.name},
-                                  self.parent.run_id)
+                                  self.parent.run_id, system_metrics=self.system_metrics)
         except StoreError as e:
             self.store.interrupt(self.name, key, str(e))
             raise
@@ -337,6 +338,7 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
     opened, created = open_study(store, client, exp_id, key, default_name, f"{kind}-{stamp}", tags,
                                  (path.read_text(encoding="utf-8"), records.ablation_copy(path.name)),
                                  ckroot, checkpoint_every, progress)
+    opened.system_metrics = tc.monitors_system
     if study and not created:
         got = client.get_run(opened.parent.run_id).data.tags.get(records.FINGERPRINT)
         if got and got != fingerprint:

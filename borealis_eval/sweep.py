@@ -194,6 +194,7 @@ class _Sweep:
                                                         records.CONFIG_HASH: key}, claim)
             with st.attempt(run, key):
                 run.params({"baseline.ref": cfg.eval.baseline.ref, "eval.num_beams": cfg.eval.num_beams})
+                run.datasets(res.datasets_for(None))
                 results = evaluate_baseline(res, cfg)
                 log_results(run, results)
                 for r in results:

@@ -4,6 +4,12 @@ The embedded default is a sqlite store and an artifact folder next to mlflow.yam
 code points at a server through mlflow.yaml or MLFLOW_TRACKING_URI. Runs are driven through
 `MlflowClient` with explicit run ids (no global active-run state), so nesting is explicit.
 
+The records are MLflow's own where MLflow has one, so its UI shows a study the way its users
+expect: the experiment is tagged as model development (`mlflow.experimentKind`), every set a
+run reads is a dataset input, a trained variant is a logged model linked to its run (with its
+axes as params and its eval metrics per dataset), system metrics come from MLflow's monitor,
+and a study's runs table has a saved view with WER per set (`save_runs_view`).
+
 A store that fails mid-run fails loudly (StoreError, a TrackingError the CLI prints in one line)
 instead of losing data quietly: unsent metrics stay buffered, the training loop checkpoints first,
 and the sweep marks the variant's claim interrupted, so rerunning the same command resumes it.
@@ -17,17 +23,21 @@ import os
 import time
 import urllib.error
 import urllib.request
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from borealis_eval import records
 from borealis_eval.errors import StoreError, TrackingError
+
+if TYPE_CHECKING:
+    from borealis_eval.data.lineage import DatasetRef
 
 DEFAULT_CONFIG = Path("mlflow.yaml")
 
@@ -55,10 +65,24 @@ def _store_call(fn):
     return wrapper
 
 
+FIELDS = ("tracking_uri", "artifact_location", "system_metrics")
+
+
 @dataclass
 class TrackingConfig:
+    """mlflow.yaml: where runs go, and how they are monitored.
+
+    `system_metrics` (true / false / auto, default auto = on when a CUDA GPU is visible) samples
+    CPU, RAM, disk, network and, with pynvml, GPU utilisation into each variant's and baseline's
+    run (`system/*`, MLflow's SystemMetricsMonitor; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL sets
+    the period, 10 s by default). It lives here, not in the ablation file, because it describes
+    the machine and the store, not the study: switching it must not change a variant's config
+    hash (that would re-train finished variants and break resume).
+    """
+
     tracking_uri: str
     artifact_location: str | None = None
+    system_metrics: bool | str = "auto"
 
     @classmethod
     def load(cls, path: str | Path | None = None, tracking_uri: str | None = None) -> "TrackingConfig":
@@ -67,9 +91,12 @@ class TrackingConfig:
         data: dict[str, Any] = {}
         if path.is_file():
             data = yaml.safe_load(path.read_text()) or {}
-            unknown = set(data) - {"tracking_uri", "artifact_location"}
+            unknown = set(data) - set(FIELDS)
             if unknown:
-                raise TrackingError(f"{path}: unknown field(s) {sorted(unknown)} (allowed: tracking_uri, artifact_location)")
+                raise TrackingError(f"{path}: unknown field(s) {sorted(unknown)} (allowed: {', '.join(FIELDS)})")
+        monitor = data.get("system_metrics", "auto")
+        if monitor not in (True, False, "auto"):
+            raise TrackingError(f"{path}: system_metrics must be true, false or auto, got {monitor!r}")
         base = path.resolve().parent
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or data.get("tracking_uri", "sqlite:///mlruns.db")
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -77,11 +104,21 @@ class TrackingConfig:
         art = data.get("artifact_location", "mlartifacts")
         if art and "://" not in art:
             art = (base / art).resolve().as_uri()
-        return cls(uri, art)
+        return cls(uri, art, monitor)
 
     @property
     def is_remote(self) -> bool:
         return self.tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def monitors_system(self) -> bool:
+        """System metrics on? `auto`: only where a CUDA GPU is visible (on CPU the samples cost a
+        store write every interval and tell little)."""
+        if self.system_metrics == "auto":
+            import torch
+
+            return torch.cuda.is_available()
+        return bool(self.system_metrics)
 
 
 def preflight(tc: TrackingConfig, timeout: float = 5.0) -> MlflowClient:
@@ -127,6 +164,9 @@ def experiment_id(client: MlflowClient, tc: TrackingConfig, name: str, descripti
             eid = exp.experiment_id
     else:
         eid = exp.experiment_id
+    if (exp.tags if exp else {}).get(records.EXPERIMENT_KIND) != records.MODEL_DEVELOPMENT:
+        # UIs that read the kind open on training runs, not GenAI traces (3.17 also needs UI_TRAINING_MODE)
+        client.set_experiment_tag(eid, records.EXPERIMENT_KIND, records.MODEL_DEVELOPMENT)
     if description:
         client.set_experiment_tag(eid, "borealis.description", description)
         client.set_experiment_tag(eid, "mlflow.note.content", description)
@@ -141,11 +181,14 @@ class RunLogger:
     def __init__(self, client: MlflowClient, run_id: str, flush_every: int | None = None):
         self.client, self.run_id, self.flush_every = client, run_id, flush_every or self.FLUSH_EVERY
         self._metrics: list[Metric] = []
+        self.latest: dict[str, Metric] = {}  # last point per key (a logged model re-links its eval metrics)
         self.log_seconds = 0.0
+        self._monitor = None
 
     @classmethod
     def start(cls, client: MlflowClient, exp_id: str, name: str, tags: dict[str, Any],
-              parent_id: str | None = None) -> "RunLogger":
+              parent_id: str | None = None, system_metrics: bool = False) -> "RunLogger":
+        """Create the run; with `system_metrics`, MLflow's monitor samples the machine into it until `end`."""
         tags = {k: str(v) for k, v in tags.items()}
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
@@ -154,11 +197,19 @@ class RunLogger:
         except Exception as e:  # noqa: BLE001 - see _store_call
             raise StoreError(f"MLflow store {client.tracking_uri} failed creating run '{name}' ({_brief(e)}); "
                              "rerun the same command once the store is back") from e
-        return cls(client, run.info.run_id)
+        logger = cls(client, run.info.run_id)
+        if system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            logger._monitor = SystemMetricsMonitor(run.info.run_id, tracking_uri=client.tracking_uri)
+            logger._monitor.start()
+        return logger
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         ts = int(time.time() * 1000)
-        self._metrics.extend(Metric(k, float(v), ts, step) for k, v in values.items())
+        points = [Metric(k, float(v), ts, step) for k, v in values.items()]
+        self._metrics.extend(points)
+        self.latest.update((m.key, m) for m in points)
         if len(self._metrics) >= self.flush_every:
             self.flush()
 
@@ -198,6 +249,88 @@ class RunLogger:
         self.client.log_artifacts(self.run_id, str(local), folder)
 
     @_store_call
+    def datasets(self, refs: list[DatasetRef]) -> None:
+        """The sets this run reads, as MLflow dataset inputs (name, digest, source, context, profile)."""
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(Dataset(d.name, d.digest, d.source_type, json.dumps(d.source, ensure_ascii=False),
+                                 profile=json.dumps(d.profile, ensure_ascii=False)),
+                         tags=[InputTag(records.DATASET_CONTEXT, d.context)]) for d in refs])
+
+    @_store_call
+    def log_model(self, name: str, folder: str | Path, params: dict[str, Any], tags: dict[str, Any],
+                  model_type: str, metric_datasets: dict[str, DatasetRef]) -> str:
+        """`folder` as an MLflow logged model of this run (the runs table's Model column); the run's
+        latest values of `metric_datasets`' keys are attached to it, each linked to its dataset.
+        Returns the model id."""
+        self.flush()
+        exp_id = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(exp_id, name, source_run_id=self.run_id, model_type=model_type,
+                                                params={k: str(v)[:6000] for k, v in params.items()},
+                                                tags={k: str(v) for k, v in tags.items()})
+        try:
+            self.client.log_model_artifacts(model.model_id, str(folder))
+        except BaseException:
+            with suppress(Exception):  # not left PENDING, if the store still answers; the upload error is the news
+                self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id, dataset_name=d.name,
+                         dataset_digest=d.digest)
+                  for k, d in metric_datasets.items() if (m := self.latest.get(k)) is not None]
+        for s in range(0, len(linked), 1000):
+            self.client.log_batch(self.run_id, metrics=linked[s : s + 1000])
+        return model.model_id
+
+    @_store_call
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
+        if self._monitor is not None:  # before the run ends: the monitor stops sampling a finished run
+            self._monitor.finish()
+            self._monitor = None
         self.client.set_terminated(self.run_id, status)
+
+
+# ------------------------------------------------------------------ the study in the MLflow UI
+# MLflow UI 3.17 takes the GenAI / model-training mode from this URL parameter, else from the
+# browser's last choice (GenAI at first): the experiment kind tag alone does not switch it
+UI_TRAINING_MODE = "workflowType=machine_learning"
+
+
+def ui_experiment_path(experiment_id: str, view: str | None = None) -> str:
+    """The UI's route (after '#') to an experiment's runs table in training mode, optionally in a saved view."""
+    path = f"/experiments/{experiment_id}/runs?{UI_TRAINING_MODE}"
+    return f"{path}&viewStateShareKey={view}" if view else path
+
+
+def ui_artifact_path(experiment_id: str, run_id: str, artifact: str) -> str:
+    return f"/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}?{UI_TRAINING_MODE}"
+
+
+def save_runs_view(client: MlflowClient, experiment_id: str, eval_sets: list[str], name: str = "WER per eval set",
+                   view: str = records.WER_VIEW) -> str:
+    """A named saved view of the runs table (MLflow UI 3.17 keeps them as experiment tags): the
+    variants and the baseline side by side, with their axes, datasets, logged models and WER per
+    eval set as columns, best first on the first set. Returns the view id."""
+    columns = ["attributes.`Dataset`", "attributes.`Models`",
+               *(f"tags.`{t}`" for t in (records.LANGUAGE_MIX, records.TEXT_FRACTION, records.SEED)),
+               *(f"metrics.`{records.set_metric('wer', s)}`" for s in eval_sets)]
+    state = {"selectedColumns": columns, "searchFilter": f"tags.{records.ROLE} != '{records.PARENT}'"}
+    if eval_sets:
+        state.update(orderByKey=f"metrics.`{records.set_metric('wer', eval_sets[0])}`", orderByAsc=True)
+    now = int(time.time() * 1000)
+    old = client.get_experiment(experiment_id).tags.get(records.SAVED_VIEW_PREFIX + view)
+    created = json.loads(old).get("createdAt", now) if old else now
+    client.set_experiment_tag(experiment_id, records.SAVED_VIEW_PREFIX + view, json.dumps(
+        {"name": name, "createdAt": created, "updatedAt": now, "state": json.dumps(state)}))
+    return view
+
+
+def describe_study(client: MlflowClient, experiment_id: str, parent_run_id: str, headline: str, question: str,
+                   report_artifact: str) -> str:
+    """The parent run's description (the UI's run note): the answer first, then the question and
+    a link to the report artifact. Returns the text."""
+    link = ui_artifact_path(experiment_id, parent_run_id, report_artifact)
+    text = f"**{headline}**\n\n{question.strip()}\n\nReport: [{report_artifact}](#{link})"
+    client.set_tag(parent_run_id, records.NOTE, text)
+    return text

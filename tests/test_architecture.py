@@ -125,8 +125,9 @@ def test_feature_cache_identity_follows_the_weights_not_the_reference(tmp_path):
 
 
 # ------------------------------------------------------------------ store outage while saving weights
-def test_store_failing_while_saving_the_tokenizer_is_a_resumable_interrupt(tmp_path, corpus, monkeypatch, capsys):
-    """Before: the tokenizer upload bypassed the store-error path and the variant was marked failed."""
+def test_store_failing_while_saving_the_model_is_a_resumable_interrupt(tmp_path, corpus, monkeypatch, capsys):
+    """Before: the tokenizer upload bypassed the store-error path and the variant was marked failed.
+    Weights and tokenizer now go up as the variant's logged model, through the same path."""
     monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     abl = tiny_ablation(tmp_path, corpus, "tiny_artifacts_down", steps=2)
@@ -135,9 +136,12 @@ def test_store_failing_while_saving_the_tokenizer_is_a_resumable_interrupt(tmp_p
     def down(self, *a, **k):
         raise MlflowException("(sqlite3.OperationalError) disk I/O error (injected)")
 
-    monkeypatch.setattr(MlflowClient, "log_artifacts", down)
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", down)
     rc = cli.main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--no-report"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and "rerun the same command once the store is back to resume" in err
     (claim,) = claims_of(tmp_path / "borealis-studies.db").values()
     assert claim["status"] == "interrupted"  # resumable, not failed
+    client = MlflowClient(uri)
+    (model,) = client.search_logged_models([client.get_experiment_by_name("tiny_artifacts_down").experiment_id])
+    assert model.status.name == "FAILED"  # the half-uploaded logged model is not left pending

@@ -1,10 +1,14 @@
-"""The HTML report in a real browser: headless Chromium driven over the DevTools protocol.
+"""The HTML report and the MLflow UI in a real browser: headless Chromium over the DevTools protocol.
 
 Chromium's ``--remote-debugging-pipe`` speaks CDP as NUL-separated JSON on file descriptors
 3 (commands in) and 4 (events and replies out): no websocket client, no new dependency. The
 test loads the report from file://, waits for the load event, asks the page (from outside,
 the report itself carries no script) whether every table has rows and every image decoded,
 collects console and log errors, and keeps a full-page screenshot in the test's tmp dir.
+
+The MLflow UI part serves a tiny study's store with `mlflow server` (a free port, SIGTERM to its
+process group at the end), opens the runs page that `borealis-eval ui` prints and waits for the
+runs table. With BOREALIS_DOCS_SCREENSHOT=1 its screenshot also replaces docs/mlflow_runs.png.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import json
 import os
 import select
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -217,3 +225,139 @@ def test_broken_image_is_detected(report, tmp_path):
     widths = [i["width"] for i in state["images"]]
     assert widths.count(0) == 2
     assert any("missing.png" in e for e in errors), errors
+
+
+# ------------------------------------------------------------------ the MLflow UI on a tiny study
+UI_TIMEOUT = 180.0  # a cold `mlflow server` and a first page load on a busy 2-core machine
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "mlflow_runs.png"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(tmp_path_factory):
+    """A tiny study (the harness' own records) served by `mlflow server`; stopped with SIGTERM."""
+    from test_mlflow_native import SMALL, tiny_study
+
+    from borealis_eval.data.synth import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("mlflow_ui")
+    study = tiny_study(root, synthesize_corpus(root / "corpus", seed=3, sizes=SMALL, progress=False))
+    port = _free_port()
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", study["uri"],
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + UI_TIMEOUT
+        while True:
+            assert server.poll() is None, (root / "server.log").read_text(errors="replace")[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer /health"
+            time.sleep(1)
+        yield {**study, "base": f"http://127.0.0.1:{port}"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: their own process group
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _wait_for(browser: Chromium, session: str, expression: str, what: str):
+    """Evaluate `expression` until it is truthy (the UI renders after its API calls return)."""
+    deadline = time.monotonic() + UI_TIMEOUT
+    while True:
+        value = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                             session=session)["result"].get("value")
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"the MLflow UI never showed {what}"
+        time.sleep(0.5)
+
+
+RUNS_TABLE = """(() => {
+  const headers = [...document.querySelectorAll('.ag-header-cell')].map(h => h.innerText.trim());
+  const rows = [...document.querySelectorAll('.ag-center-cols-container .ag-row, .ag-pinned-left-cols-container .ag-row')]
+    .map(r => r.innerText.replace(/\\s+/g, ' '));
+  return headers.includes('wer/test_en') && rows.length >= 3 ? {headers, rows, hash: location.hash,
+    text: document.body.innerText} : null;
+})()"""
+
+
+def test_mlflow_ui_opens_the_runs_table_with_wer_datasets_and_models(mlflow_ui, tmp_path):
+    from borealis_eval import records
+    from borealis_eval.tracking import ui_experiment_path
+
+    eid = mlflow_ui["exp"].experiment_id
+    url = f"{mlflow_ui['base']}/#{ui_experiment_path(eid, records.WER_VIEW)}"  # what `borealis-eval ui` prints
+    browser = Chromium(tmp_path / "profile")
+    try:
+        session = browser.new_page()
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 1800, "height": 560, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send("Page.navigate", {"url": url}, session=session)
+        browser.wait_event("Page.loadEventFired")
+        _wait_for(browser, session, "document.querySelectorAll('.ag-center-cols-container .ag-row').length >= 3",
+                  "the runs table")
+        # the assistant panel opens itself on a first visit and takes a third of the width (the grid
+        # renders only the columns in view); the shared-view banner takes height
+        for button in ("mlflow.assistant.chat_panel.close", "mlflow.experiment_page.shared_view.dismiss"):
+            _wait_for(browser, session, f"!!document.querySelector('[data-component-id=\"{button}\"]')", button)
+            browser.send("Runtime.evaluate", {"expression": f"document.querySelector('[data-component-id=\"{button}\"]')"
+                                                            ".click()"}, session=session)
+        table = _wait_for(browser, session, RUNS_TABLE, "the runs table with wer/test_en")
+        time.sleep(1)  # the grid's last layout pass
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+    finally:
+        browser.close()
+    screenshot = tmp_path / "mlflow_runs.png"
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    print(f"\nscreenshot: {screenshot}")
+    if os.environ.get("BOREALIS_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+
+    assert "/runs?" in table["hash"] and "No data available" not in table["text"]  # not the GenAI overview
+    assert {"Dataset", "Models", "wer/test_en", "wer/dev"} <= set(table["headers"])
+    rows = " | ".join(table["rows"])
+    variants = [r.info.run_name for r in mlflow_ui["by_role"]["variant"]]
+    for name in (*variants, "baseline-whisper"):
+        assert name in rows, name
+    assert "sweep-" not in rows  # the saved view lists the variants and the baseline, not the parent
+    assert "text_fraction=0_25" in rows  # the variant's logged model, in the Models column
+    digest = {d.dataset.name: d.dataset.digest for d in mlflow_ui["client"].get_run(
+        mlflow_ui["by_role"]["baseline"][0].info.run_id).inputs.dataset_inputs}["test_en"]
+    assert f"test_en ({digest})" in rows  # a dataset input, with its digest, in the Dataset column
+    assert screenshot.stat().st_size > 30_000
+
+
+def test_mlflow_ui_parent_run_shows_the_headline_and_links_the_report(mlflow_ui, tmp_path):
+    (parent,) = mlflow_ui["by_role"]["parent"]
+    eid = mlflow_ui["exp"].experiment_id
+    browser = Chromium(tmp_path / "profile")
+    try:
+        session = browser.new_page()
+        browser.send("Page.navigate", {"url": f"{mlflow_ui['base']}/#/experiments/{eid}/runs/{parent.info.run_id}"
+                                              "?workflowType=machine_learning"}, session=session)
+        browser.wait_event("Page.loadEventFired")
+        href = _wait_for(browser, session, "[...document.querySelectorAll('a')].find(a => a.innerText.trim() === "
+                                           "'report/report.html')?.href", "the report link in the description")
+        text = browser.send("Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True},
+                            session=session)["result"]["value"]
+        browser.send("Page.navigate", {"url": href}, session=session)
+        viewer = _wait_for(browser, session, "document.body.innerText.includes('Path: file://') && "
+                                             "document.body.innerText", "the report in the artifact viewer")
+    finally:
+        browser.close()
+    assert "Best variant: " in text and "tiny scale-out test" in text  # the description: answer, then question
+    assert "report/report.html" in viewer and "/artifacts/report/report.html" in viewer

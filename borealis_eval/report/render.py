@@ -19,6 +19,7 @@ from borealis_eval.report.collect import ReportData, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
 from borealis_eval.report.plots import Plot, draw_all
 from borealis_eval.report.tables import Cell, Links, Row, Table, frac, num, pct, share
+from borealis_eval.tracking import describe_study, save_runs_view
 
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -93,6 +94,10 @@ def build_report(
         client.log_artifact(run_id, str(html), ARTIFACT_PATH)
         for plot in plots:
             client.log_artifact(run_id, str(plot.path), f"{ARTIFACT_PATH}/plots")
+        # the study in the MLflow UI: the answer as the parent's description, WER per set as a saved view
+        describe_study(client, data.experiment_id, run_id, context.headline, data.description,
+                       f"{ARTIFACT_PATH}/{html.name}")
+        save_runs_view(client, data.experiment_id, data.eval_sets)
     return ReportPaths(md=md, html=html, plots=tuple(p.path for p in plots))
 
 

@@ -335,6 +335,7 @@ def test_report_and_manifest_crash_mid_write_leave_the_old_file(tmp_path, monkey
 
     from borealis_eval import atomic
     from borealis_eval.data.manifest import read_manifest, write_manifest
+    from borealis_eval.errors import DataError
 
     report = tmp_path / "report.md"
     report.write_text("old report\n")
@@ -356,7 +357,7 @@ def test_report_and_manifest_crash_mid_write_leave_the_old_file(tmp_path, monkey
 
     # A manifest cut in the middle of a row (copied by hand, a crash in another tool) is refused precisely.
     man.write_text('{"id": "1", "text": "a"}\n{"id": "2", "te')
-    with pytest.raises(ValueError, match=r"train\.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"train\.jsonl:2: invalid JSON"):  # a user error: one line at the CLI
         read_manifest(man)
 
 

@@ -10,6 +10,7 @@ Whisper's own sequential long-form generation for the baseline.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import torch
@@ -26,7 +27,7 @@ def decode_params(cfg: ExperimentConfig) -> dict:
     """The decoding settings that change hypotheses (part of the decode-cache key and the baseline's claim)."""
     e = cfg.eval
     return {"max_new_tokens": e.max_new_tokens, "tps": e.max_tokens_per_second, "beams": e.num_beams,
-            "window": e.window_seconds, "long_form": e.long_form}
+            "window": e.window_seconds, "long_form": e.long_form, "merge_lora": e.merge_lora}
 
 
 def token_cap(cfg: ExperimentConfig, seconds: float, windows: int = 1) -> int:
@@ -42,6 +43,21 @@ def weights_id(model: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(t.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()
+
+
+def decoder(model: SpeechLM, cfg: ExperimentConfig) -> SpeechLM:
+    """What evaluation decodes with: anything with `generate(examples, max_new_tokens, num_beams) -> texts`
+    (the one interface a faster backend, e.g. vLLM fed with prompt embeddings, would implement).
+
+    With LoRA adapters and `eval.merge_lora`, a copy of the model with the adapters merged into the
+    base weights (peft's merge_and_unload): the same function without the adapters' extra matmuls
+    in every layer; the trained model itself is left as it is.
+    """
+    if not cfg.eval.merge_lora or not hasattr(model.llm, "merge_and_unload"):
+        return model
+    merged = copy.deepcopy(model)
+    merged.llm = merged.llm.merge_and_unload()
+    return merged.eval()
 
 
 def _decode_cached(res: Resources, es: EvalData, model_id: str | None, params: dict, decode) -> tuple[list[dict], float]:
@@ -62,6 +78,7 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, m
     """Decode and score every eval set (or those named in `sets`; or `eval_sets` instead of the
     study's) with a trained speech-LLM; `warmup=False` skips the untimed warm-up (no RTFx needed)."""
     results = []
+    model = decoder(model, cfg)
     for es in res.eval_sets if eval_sets is None else eval_sets:
         if sets is not None and es.name not in sets:
             continue
@@ -92,6 +109,7 @@ def evaluate_speech_lm(model: SpeechLM, res: Resources, cfg: ExperimentConfig, m
 def evaluate_text_skill(model: SpeechLM, res: Resources, cfg: ExperimentConfig) -> dict[str, tuple[dict, list[dict]]]:
     """Answer held-out text-only instructions: per text set, (chrF/exact-match scores, prediction rows)."""
     out = {}
+    model = decoder(model, cfg) if res.text_sets else model
     for name, items in res.text_sets:
         preds: list[str] = []
         for s in range(0, len(items), cfg.eval.batch_size):

@@ -374,6 +374,9 @@ class EvalConfig(Strict):
     # long audio for the speech-LLM: decode each window and join the texts ("window"), or splice
     # every window's audio embeddings into one prompt and decode once ("concat")
     long_form: Literal["window", "concat"] = "window"
+    # decode with LoRA adapters merged into a copy of the weights (the same function; unmerged LoRA
+    # decoding was measured 6x slower on an H200)
+    merge_lora: bool = True
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     bootstrap: int = Field(default=1000, ge=100)
     # learning curves: every N training steps, greedy WER on the small fixed `dev_sets` (0: off)

@@ -16,10 +16,21 @@ import pytest
 import soundfile as sf
 
 from borealis_eval.data import festival, piper
-from borealis_eval.data.manifest import AudioError, load_audio, read_manifest, write_manifest
+from borealis_eval.data.manifest import (
+    AudioError,
+    load_audio,
+    read_manifest,
+    write_manifest,
+)
 from borealis_eval.data.sentences import SentenceBank, normalise, tokens
 from borealis_eval.data.synth import synthesize_corpus
-from borealis_eval.data.voices import NATURAL_TEST, NATURAL_TRAIN, Speakers, Voice, voice_stratum, voices
+from borealis_eval.data.voices import (
+    NATURAL_TEST,
+    Speakers,
+    Voice,
+    voice_stratum,
+    voices,
+)
 
 SIZES = {"train": 20, "dev": 5, "test_ru": 8, "test_en": 8, "webinar": 2, "text_train": 150, "text_heldout": 20}
 SPEECH = ("train", "dev", "test_ru", "test_en", "webinar")

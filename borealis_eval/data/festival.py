@@ -21,9 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
-
-from .espeak import TARGET_SR
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ def installed_voices() -> frozenset[str]:
     if shutil.which("festival") is None:
         return frozenset()
     out = subprocess.run(["festival", "--pipe"], input='(format t "%l\\n" (voice.list))\n',
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     return frozenset(out.stdout.strip().strip("()").split())
 
 
@@ -129,17 +126,9 @@ class Festival:
         self._stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> "Festival":
+    def __enter__(self) -> Festival:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def to_16k(audio: np.ndarray, sr: int, warp: float = 1.0) -> np.ndarray:
-    """Resample to 16 kHz, played ``warp`` times faster (pitch and formants rise with it, as a
-    smaller speaker's would): the speed perturbation that turns one voice into several."""
-    if warp == 1.0 and sr == TARGET_SR:
-        return audio.astype(np.float32, copy=False)
-    out = soxr.resample(audio, sr * warp, TARGET_SR)
-    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # resampling can overshoot full scale

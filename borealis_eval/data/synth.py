@@ -22,10 +22,18 @@ import numpy as np
 
 from . import festival, piper
 from .espeak import TARGET_SR
-from .festival import to_16k
 from .manifest import read_manifest, write_manifest
 from .sentences import LANGUAGES, SentenceBank, check_splits
-from .voices import NATURAL_SHARE, Speakers, Voice, describe, festival_voices, voice_stratum, voices
+from .voices import (
+    NATURAL_SHARE,
+    Speakers,
+    Voice,
+    describe,
+    festival_voices,
+    to_16k,
+    voice_stratum,
+    voices,
+)
 from .webinar import plan_webinar, render_webinar
 
 log = logging.getLogger(__name__)

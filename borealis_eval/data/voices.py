@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
 
 from .espeak import TARGET_SR
 from .espeak import synthesize as espeak_synthesize
 from .festival import VOICES as FESTIVAL_VOICES
-from .festival import Festival, to_16k
+from .festival import Festival
 from .piper import VOICE_NAME as PIPER_VOICE
 from .piper import Piper
 
@@ -49,7 +50,7 @@ class Voice:
         return f"{self.engine}:{self.name}"
 
     @staticmethod
-    def parse(voice_id: str) -> "Voice":
+    def parse(voice_id: str) -> Voice:
         engine, _, rest = voice_id.partition(":")
         name, _, warp = rest.partition("@")
         if engine not in ENGINES or not name:
@@ -114,6 +115,15 @@ def describe(voice: Voice) -> str:
     return f"espeak-ng voice {voice.name}"
 
 
+def to_16k(audio: np.ndarray, sr: int, warp: float = 1.0) -> np.ndarray:
+    """Resample to 16 kHz, played ``warp`` times faster (pitch and formants rise with it, as a
+    smaller speaker's would): the speed perturbation that turns one voice into several."""
+    if warp == 1.0 and sr == TARGET_SR:
+        return audio.astype(np.float32, copy=False)
+    out = soxr.resample(audio, sr * warp, TARGET_SR)
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # resampling can overshoot full scale
+
+
 def festival_voices(voice_ids) -> list[str]:
     """Festival's voice names among ``voice_ids`` (what the machine must have installed)."""
     return sorted({v.name for v in map(Voice.parse, voice_ids) if v.engine == "festival"})
@@ -156,7 +166,7 @@ class Speakers:
             self._festival.close()
             self._festival = None
 
-    def __enter__(self) -> "Speakers":
+    def __enter__(self) -> Speakers:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -32,8 +32,10 @@ from borealis_eval.data.voices import (
     voices,
 )
 
-SIZES = {"train": 20, "dev": 5, "test_ru": 8, "test_en": 8, "webinar": 2, "text_train": 150, "text_heldout": 20}
-SPEECH = ("train", "dev", "test_ru", "test_en", "webinar")
+SIZES = {"train": 20, "dev": 5, "test_ru": 8, "test_en": 8, "test_ru_espeak": 4, "test_en_espeak": 4, "webinar": 2,
+         "text_train": 150, "text_heldout": 20}
+SPEECH = ("train", "dev", "test_ru", "test_en", "test_ru_espeak", "test_en_espeak", "webinar")
+TESTS = {"ru": ("test_ru", "test_ru_espeak"), "en": ("test_en", "test_en_espeak")}
 
 
 FESTIVAL_MISSING = festival.missing(sorted(festival.VOICES))
@@ -76,7 +78,7 @@ def test_deterministic_and_cached(corpus, tmp_path, capsys):
     wavs = sorted(p.relative_to(corpus) for p in (corpus / "audio").rglob("*.wav"))
     assert wavs == sorted(p.relative_to(other) for p in (other / "audio").rglob("*.wav"))
     assert [w for w in wavs if (corpus / w).read_bytes() != (other / w).read_bytes()] == []
-    engines = {r["engine"] for s in SPEECH[:4] for r in _manifests(corpus)[s]}
+    engines = {r["engine"] for s in SPEECH[:-1] for r in _manifests(corpus)[s]}
     assert engines == {"espeak", "festival", "piper"}
     stamp = {p: p.stat().st_mtime_ns for p in [corpus / "corpus.json", corpus / "train.jsonl",
                                                 *sorted((corpus / "audio" / "train").iterdir())[:3]]}
@@ -88,7 +90,7 @@ def test_deterministic_and_cached(corpus, tmp_path, capsys):
 def test_no_sentence_in_two_splits(corpus):
     m = _manifests(corpus)
     owner = {}
-    for split in SPEECH[:4]:
+    for split in SPEECH[:-1]:
         for r in m[split]:
             key = normalise(r["text"])
             assert key not in owner, (r["text"], owner.get(key), split)
@@ -113,7 +115,7 @@ def test_heldout_words_and_voices(corpus):
             assert r["voice_stratum"] == "train"
             assert not r["heldout_template"]
     for lang in ("ru", "en"):
-        rows = m[f"test_{lang}"]
+        rows = [r for split in TESTS[lang] for r in m[split]]
         for r in rows:  # the stratum says truthfully what is new in the sentence
             new_word = bool(tokens(r["text"]) & held[lang])
             assert r["stratum"] == ("shape" if r["heldout_template"] else "word" if new_word else "voice"), r
@@ -153,7 +155,7 @@ def test_voice_split_in_manifests(corpus):
     m = _manifests(corpus)
     for lang in ("ru", "en"):
         train = [Voice.parse(r["speaker"]) for s in ("train", "dev") for r in m[s] if r["language"] == lang]
-        for r in m[f"test_{lang}"]:
+        for r in (r for split in TESTS[lang] for r in m[split]):
             v = Voice.parse(r["speaker"])
             assert r["engine"] == v.engine and v not in train, r
             assert r["voice_stratum"] == voice_stratum(v, lang), r
@@ -163,8 +165,9 @@ def test_voice_split_in_manifests(corpus):
                 assert v.speaker not in {t.speaker for t in train}, r
             if r["voice_stratum"] == "same-speaker":  # only Festival Russian (the festvox-ru reader)
                 assert (lang, v.speaker) == ("ru", "festival:msu_ru_nsh_clunits"), r
-    n_natural = {lang: sum(r["engine"] != "espeak" for r in m[f"test_{lang}"]) for lang in ("ru", "en")}
-    assert n_natural == {"ru": 6, "en": 6}  # three quarters of 8
+    # main test sets: natural voices only; *_espeak: espeak only; training: half and half
+    assert {r["engine"] for r in m["test_ru"]} == {"festival"} and {r["engine"] for r in m["test_en"]} == {"piper"}
+    assert {r["engine"] for s in ("test_ru_espeak", "test_en_espeak") for r in m[s]} == {"espeak"}
     assert sum(r["engine"] != "espeak" for r in m["train"]) == 20  # half of 2 x 20
     for r in m["webinar"]:  # two held-out speakers (one natural) and two training voices
         heard = [Voice.parse(v) for v in r["speaker"].split(",")]
@@ -185,20 +188,22 @@ def test_voice_tables_split(lang):
         assert Voice.parse(v.id) == v
 
 
+TINY = {"train": 4, "dev": 2, "test_ru": 4, "test_en": 4, "test_ru_espeak": 2, "test_en_espeak": 2, "webinar": 0,
+        "text_train": 10, "text_heldout": 5}
+
+
 def test_missing_engine_fails_naming_the_install(tmp_path, monkeypatch):
     monkeypatch.setattr(festival, "missing", lambda voices: ["festival voice x is missing (as root: apt-get install ...)"])
     with pytest.raises(RuntimeError, match="apt-get install"):
-        synthesize_corpus(tmp_path / "c", seed=1, sizes={"train": 4, "dev": 2, "test_ru": 4, "test_en": 4, "webinar": 0},
-                          progress=False)
+        synthesize_corpus(tmp_path / "c", seed=1, sizes=TINY, progress=False)
     assert not list(tmp_path.iterdir())
 
 
 def test_espeak_only_corpus(tmp_path):
     """natural_voices=False: a corpus (another fingerprint) that needs neither Festival nor Piper."""
-    sizes = {"train": 4, "dev": 2, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 10, "text_heldout": 5}
-    out = synthesize_corpus(tmp_path / "c", seed=1, sizes=sizes, progress=False, natural_voices=False)
-    rows = [r for s in SPEECH[:4] for r in read_manifest(out / f"{s}.jsonl")]
-    assert len(rows) == 2 * 4 + 2 * 2 + 4 + 4 and {r["engine"] for r in rows} == {"espeak"}
+    out = synthesize_corpus(tmp_path / "c", seed=1, sizes=TINY, progress=False, natural_voices=False)
+    rows = [r for s in SPEECH[:-1] for r in read_manifest(out / f"{s}.jsonl")]
+    assert len(rows) == 2 * 4 + 2 * 2 + 4 * 2 + 2 * 2 and {r["engine"] for r in rows} == {"espeak"}
     assert json.loads((out / "corpus.json").read_text())["natural_voices"] is False
 
 

@@ -1,7 +1,8 @@
 """Build the synthetic ru/en speech corpus (train/dev/test/webinar audio + text-only pool).
 
 Layout (notes/CONTRACT.md): train.jsonl dev.jsonl test_ru.jsonl test_en.jsonl webinar.jsonl
-text_train.jsonl text_heldout.jsonl corpus.json audio/<split>/<id>.wav (16 kHz mono PCM_16).
+test_ru_espeak.jsonl test_en_espeak.jsonl text_train.jsonl text_heldout.jsonl corpus.json
+audio/<split>/<id>.wav (16 kHz mono PCM_16).
 The corpus is a pure function of (generator version, seed, sizes): manifests are byte-identical
 for a seed, a finished corpus with the same fingerprint is reused, and a build happens in a
 temporary sibling folder renamed into place only when complete.
@@ -25,7 +26,6 @@ from .espeak import TARGET_SR
 from .manifest import read_manifest, write_manifest
 from .sentences import LANGUAGES, SentenceBank, check_splits
 from .voices import (
-    NATURAL_SHARE,
     Speakers,
     Voice,
     describe,
@@ -46,6 +46,8 @@ DEFAULT_SIZES = {
     "dev": 100,  # per language
     "test_ru": 64,
     "test_en": 64,
+    "test_ru_espeak": 32,
+    "test_en_espeak": 32,
     "webinar": 4,  # alternating en, ru
     "text_train": 3000,  # at least one pair per held-out word/template, both languages
     "text_heldout": 200,
@@ -53,6 +55,15 @@ DEFAULT_SIZES = {
 # planned webinar length; espeak lands a few seconds under the plan, so recordings come out 60-85 s
 WEBINAR_PLAN_SECONDS = (64.0, 88.0)
 MIN_SECONDS, MAX_SECONDS = 1.5, 6.0
+# (split, languages, sentence kind, share of clips spoken by a natural voice; the rest: espeak).
+# The main test sets are all natural voices (espeak Russian makes Whisper loop); the *_espeak
+# sets keep espeak's held-out voices measurable on their own.
+SPLITS = (("train", ("ru", "en"), "train", 0.5),
+          ("dev", ("ru", "en"), "train", 0.5),
+          ("test_ru", ("ru",), "test", 1.0),
+          ("test_en", ("en",), "test", 1.0),
+          ("test_ru_espeak", ("ru",), "test", 0.0),
+          ("test_en_espeak", ("en",), "test", 0.0))
 # libespeak-ng and Piper carry state between utterances (espeak's pitch-flutter phase, Piper's
 # noise generators), so a clip's samples depend on what the process spoke before. Clips are
 # therefore rendered in shards fixed by the plan, each in a fresh process: the audio is the same
@@ -136,23 +147,26 @@ def _voice_job(rng: random.Random, lang: str, heldout: bool, natural: bool) -> d
 
 
 def _plan(seed: int, sizes: dict, natural_voices: bool) -> tuple[dict, dict, SentenceBank, random.Random]:
-    """Choose every sentence, voice and speed (cheap, deterministic, before any audio)."""
+    """Choose every sentence, voice and speed (cheap, deterministic, before any audio).
+
+    Voices are drawn from their own generator, so the voice design can change without
+    changing a single sentence.
+    """
     rng = random.Random(f"borealis-corpus-{seed}")
+    voice_rng = random.Random(f"borealis-voices-{seed}")
     bank = SentenceBank(seed)
-    speech: dict[str, list] = {"train": [], "dev": [], "test_ru": [], "test_en": []}
+    speech: dict[str, list] = {split: [] for split, *_ in SPLITS}
     jobs: dict[str, list[dict]] = {k: [] for k in speech}
-    for split, langs, kind, n in (("train", ("ru", "en"), "train", sizes["train"]),
-                                  ("dev", ("ru", "en"), "train", sizes["dev"]),
-                                  ("test_ru", ("ru",), "test", sizes["test_ru"]),
-                                  ("test_en", ("en",), "test", sizes["test_en"])):
+    for split, langs, kind, share in SPLITS:
         for lang in langs:
-            n_natural = round(n * NATURAL_SHARE[kind]) if natural_voices else 0
+            n = sizes[split]
+            n_natural = round(n * share) if natural_voices else 0
             natural = [True] * n_natural + [False] * (n - n_natural)
-            rng.shuffle(natural)
+            voice_rng.shuffle(natural)
             for i, s in enumerate(bank.draw_many(split, rng, lang, kind, n)):
                 speech[split].append(s)
                 jobs[split].append({"id": f"{split}-{lang}-{i:05d}", "text": s.text, "language": lang,
-                                    **_voice_job(rng, lang, kind == "test", natural[i]), "sentence": s})
+                                    **_voice_job(voice_rng, lang, kind == "test", natural[i]), "sentence": s})
     return speech, jobs, bank, rng
 
 
@@ -208,12 +222,13 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
     from tqdm.auto import tqdm
 
     speech, jobs, bank, rng = _plan(seed, sizes, natural_voices)
+    voice_rng = random.Random(f"borealis-webinar-voices-{seed}")
     # webinars: alternate en/ru, the second pair telephone-band; planned here, rendered in shards
     web_tasks = []
     for i in range(sizes["webinar"]):
         lang = ("en", "ru")[i % 2]
         rid = f"webinar-{lang}-{i:03d}"
-        plan = plan_webinar(bank, "webinar", lang, rng, webinar_speakers(lang, rng, natural_voices),
+        plan = plan_webinar(bank, "webinar", lang, rng, webinar_speakers(lang, voice_rng, natural_voices),
                             telephone=(i // 2) % 2 == 1, min_seconds=WEBINAR_PLAN_SECONDS[0],
                             max_seconds=WEBINAR_PLAN_SECONDS[1])
         web_tasks.append({"kind": "webinar", "plan": plan, "id": rid, "language": lang,
@@ -290,10 +305,12 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
                        "strata (shape: held-out template; word: held-out word in a known template; voice: "
                        "new sentence of known words and template); webinar: held-out material; text pools "
                        "contain all words and templates; no sentence in two splits. Voices: half of "
-                       "train/dev and three quarters of test spoken by natural voices (Festival, Piper), "
-                       "the rest by espeak; a test row's voice_stratum says what is new about its voice "
-                       "(new-engine, new-voice, or same-speaker: Festival Russian, the speaker of the "
-                       "festvox-ru recordings, speaks in training at other warps)"),
+                       "train/dev spoken by natural voices (Festival), half by espeak; test_ru/test_en "
+                       "entirely by natural held-out voices (Festival Russian, Piper English), "
+                       "test_*_espeak by espeak's held-out voices; a test row's voice_stratum says "
+                       "what is new about its voice (new-engine, new-voice, or same-speaker: Festival "
+                       "Russian, the reader of the festvox-ru recordings, speaks in training at other "
+                       "warps)"),
             "languages": sorted(LANGUAGES),
             "sample_rate": TARGET_SR,
         }
@@ -333,7 +350,7 @@ def _voice_summary(manifests: dict) -> dict:
     used = {split: sorted({r["speaker"] for r in rows}) for split, rows in manifests.items() if split != "webinar"}
     used["webinar"] = sorted({s for r in manifests["webinar"] for s in r["speaker"].split(",")})
     everyone = sorted({v for vs in used.values() for v in vs})
-    strata = {f"test_{lang}": {v.id: voice_stratum(v, lang) for v in voices(lang, heldout=True)} for lang in ("ru", "en")}
+    strata = {lang: {v.id: voice_stratum(v, lang) for v in voices(lang, heldout=True)} for lang in ("ru", "en")}
     return {**used, "strata": strata, "who": {v: describe(Voice.parse(v)) for v in everyone}}
 
 

@@ -73,8 +73,6 @@ NATURAL_TEST = {
     "ru": [Voice("festival", "msu_ru_nsh_clunits")],
     "en": [Voice("piper", PIPER_VOICE, w) for w in (0.95, 1.0, 1.05)],
 }
-# share of clips spoken by a natural voice (the rest by espeak), exact per split and language
-NATURAL_SHARE = {"train": 0.5, "test": 0.75}
 
 
 def voices(language: str, heldout: bool, engine: str | None = None) -> list[Voice]:

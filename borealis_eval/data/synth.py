@@ -160,7 +160,8 @@ def _plan(seed: int, sizes: dict, natural_voices: bool) -> tuple[dict, dict, Sen
     for split, langs, kind, share in SPLITS:
         for lang in langs:
             n = sizes[split]
-            n_natural = round(n * share) if natural_voices else 0
+            has_natural = natural_voices and bool(voices(lang, kind == "test", "natural"))
+            n_natural = round(n * share) if has_natural else 0
             natural = [True] * n_natural + [False] * (n - n_natural)
             voice_rng.shuffle(natural)
             for i, s in enumerate(bank.draw_many(split, rng, lang, kind, n)):
@@ -332,7 +333,7 @@ def webinar_speakers(language: str, rng: random.Random, natural_voices: bool = T
     """Four speakers: two held-out (a natural test voice, an espeak one) and two training voices."""
     if not natural_voices:
         return [v.id for heldout in (True, False) for v in rng.sample(voices(language, heldout, "espeak"), 2)]
-    return [rng.choice(voices(language, heldout, kind)).id
+    return [rng.choice(voices(language, heldout, kind) or voices(language, heldout, "espeak")).id
             for heldout in (True, False) for kind in ("natural", "espeak")]
 
 

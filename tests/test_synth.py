@@ -188,6 +188,17 @@ def test_voice_tables_split(lang):
         assert Voice.parse(v.id) == v
 
 
+def test_festival_russian_can_leave_training(monkeypatch):
+    """One line (NATURAL_TRAIN["ru"] = []) makes the Russian test voice a new engine: the plan follows."""
+    from borealis_eval.data import synth, voices as voices_module
+
+    monkeypatch.setitem(voices_module.NATURAL_TRAIN, "ru", [])
+    jobs = synth._plan(0, {**synth.DEFAULT_SIZES, "train": 40, "dev": 4, "test_ru": 8, "test_en": 4}, True)[1]
+    train_ru = [Voice.parse(j["voice"]) for s in ("train", "dev") for j in jobs[s] if j["language"] == "ru"]
+    assert {v.engine for v in train_ru} == {"espeak"}
+    assert {voice_stratum(Voice.parse(j["voice"]), "ru") for j in jobs["test_ru"]} == {"new-engine"}
+
+
 TINY = {"train": 4, "dev": 2, "test_ru": 4, "test_en": 4, "test_ru_espeak": 2, "test_en_espeak": 2, "webinar": 0,
         "text_train": 10, "text_heldout": 5}
 

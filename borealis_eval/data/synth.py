@@ -52,7 +52,7 @@ DEFAULT_SIZES = {
     "text_train": 3000,  # at least one pair per held-out word/template, both languages
     "text_heldout": 200,
 }
-# planned webinar length; espeak lands a few seconds under the plan, so recordings come out 60-85 s
+# planned webinar length; speech lands a few seconds under or over the plan: recordings of 60-90 s
 WEBINAR_PLAN_SECONDS = (64.0, 88.0)
 MIN_SECONDS, MAX_SECONDS = 1.5, 6.0
 # (split, languages, sentence kind, share of clips spoken by a natural voice; the rest: espeak).

@@ -6,10 +6,10 @@ festvox-ru reader, English diphone and HTS voices) and Piper (neural English, pi
 formants and tempo together, as a smaller, faster speaker would), e.g.
 ``festival:msu_ru_nsh_clunits@0.9``, ``espeak:ru+m3``, ``piper:en_US-joe-medium@1.05``.
 
-The split: a test voice is never heard in training. English test voices come from an engine
-that never speaks in training (Piper), Russian ones from Festival's only Russian voice, whose
-speaker also speaks in training (at other warps) and in the real ``festvox-ru`` recordings:
-each test row's ``voice_stratum`` says which case it is (``voice_stratum``).
+The split: a test voice is never heard in training. English natural test voices come from an
+engine that never speaks in training (Piper); the Russian one is Festival's only Russian voice,
+whose speaker also speaks in training (at other warps) and is the reader of the real
+``festvox-ru`` recordings. Each test row's ``voice_stratum`` says which case it is.
 """
 
 from __future__ import annotations

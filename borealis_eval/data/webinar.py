@@ -1,9 +1,10 @@
 """Synthetic "webinar" recordings: long (>30 s), several speakers, room, noise, hum, phone band.
 
 They exercise long-form decoding and robustness the way real webinars do (the Borealis
-ablation saw ~60% WER there): speakers take turns reading test-like sentences (held-out words
-and shapes), separated by pauses and sometimes overlapping, then the mix is reverberated,
-optionally band-limited to 300-3400 Hz, and buried in noise at 10-20 dB SNR plus 50 Hz hum.
+ablation saw ~60% WER there): speakers (natural and espeak voices, see ``synth.webinar_speakers``)
+take turns reading test-like sentences (held-out words and shapes), separated by pauses and
+sometimes overlapping, then the mix is reverberated, optionally band-limited to 300-3400 Hz,
+and buried in noise at 10-20 dB SNR plus 50 Hz hum.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import random
 import numpy as np
 
 from .augment import noise_at_snr, reverberate, speech_power, telephone_band
-from .espeak import TARGET_SR, synthesize
+from .espeak import TARGET_SR
 from .sentences import SentenceBank
+from .voices import Speakers, Voice
 
 SR = TARGET_SR
 
@@ -30,32 +32,33 @@ def add_noise_and_hum(x: np.ndarray, rng: np.random.Generator, snr_db: float) ->
 
 
 def plan_webinar(bank: SentenceBank, split: str, language: str, rng: random.Random,
-                 train_voices: list[str], heldout_voices: list[str], telephone: bool,
+                 speakers: list[str], telephone: bool,
                  min_seconds: float = 45.0, max_seconds: float = 65.0) -> dict:
     """Choose every turn and effect of one recording without synthesising anything.
 
-    Sentences come from ``bank`` as test-like material (new to every other split). Length is
-    planned from an estimate of the speaking time (espeak: ~16 characters/s at 150 wpm), so the
-    plan does not depend on audio; real recordings land within a few seconds of the target.
+    ``speakers`` are voice ids (``voices.Voice``). Sentences come from ``bank`` as test-like
+    material (new to every other split). Length is planned from an estimate of the speaking
+    time (~16 characters/s at espeak's 150 wpm; the natural voices are close), so the plan
+    does not depend on audio; recordings land within a few seconds of the target.
     """
-    speakers = rng.sample(heldout_voices, min(2, len(heldout_voices))) + rng.sample(train_voices, 2)
+    speakers = list(speakers)
     rng.shuffle(speakers)
     target = rng.uniform(min_seconds, max_seconds)
     turns, elapsed, speaker = [], 0.5, None
     while elapsed < target - 3.0:
         speaker = rng.choice([s for s in speakers if s != speaker])
-        rate, pitch = rng.randint(130, 190), rng.randint(35, 65)
+        rate, pitch, length_scale = rng.randint(130, 190), rng.randint(35, 65), round(rng.uniform(0.9, 1.1), 3)
         texts = [bank.draw(split, rng, language, "test").text for _ in range(rng.choice([1, 1, 2]))]
         overlap = rng.uniform(0.2, 0.6) if turns and rng.random() < 0.15 else 0.0
         pause = rng.uniform(0.3, 1.5)
-        turns.append({"speaker": speaker, "rate": rate, "pitch": pitch, "texts": texts,
-                      "overlap": overlap, "pause": pause})
+        turns.append({"speaker": speaker, "rate": rate, "pitch": pitch, "length_scale": length_scale,
+                      "texts": texts, "overlap": overlap, "pause": pause})
         elapsed += sum(len(x) for x in texts) / (16.0 * rate / 150) + pause - overlap
     return {"language": language, "speakers": speakers, "turns": turns, "telephone": telephone,
             "rt60": rng.uniform(0.2, 0.6), "snr_db": rng.uniform(10.0, 20.0), "noise_seed": rng.getrandbits(32)}
 
 
-def render_webinar(plan: dict) -> tuple[np.ndarray, dict]:
+def render_webinar(plan: dict, speakers: Speakers) -> tuple[np.ndarray, dict]:
     """Synthesise a planned recording; returns audio and {text, speaker, turns, snr_db, ...}.
 
     Turns follow each other with the planned pause, or start ``overlap`` seconds before the
@@ -68,7 +71,8 @@ def render_webinar(plan: dict) -> tuple[np.ndarray, dict]:
     for turn in plan["turns"]:
         chunks = []
         for text in turn["texts"]:
-            chunks += [synthesize(text, turn["speaker"], turn["rate"], turn["pitch"]),
+            chunks += [speakers.speak(Voice.parse(turn["speaker"]), text, turn["rate"], turn["pitch"],
+                                      turn["length_scale"]),
                        np.zeros(int(0.15 * SR), np.float32)]
         audio = np.concatenate(chunks[:-1])
         if turn["overlap"] and turns:

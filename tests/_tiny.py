@@ -7,7 +7,16 @@ import yaml
 
 from borealis_eval.config import deep_merge
 
-SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
+SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "test_ru_espeak": 0, "test_en_espeak": 0, "webinar": 0,
+         "text_train": 40, "text_heldout": 8}
+
+
+def tiny_corpus(folder: Path, seed: int = 3) -> Path:
+    """The scale-out tests' corpus: SMALL sizes, espeak voices only (the natural voices and their
+    engines are tested in test_synth.py; here they would only slow every fixture down)."""
+    from borealis_eval.data.synth import synthesize_corpus
+
+    return synthesize_corpus(folder, seed=seed, sizes=SMALL, progress=False, natural_voices=False)
 
 
 def manifest(corpus: Path, split: str) -> dict:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _tiny import tiny_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
 
 
 def _positive_numbers(d: dict, keys: list[str]) -> None:
@@ -19,9 +20,7 @@ def _positive_numbers(d: dict, keys: list[str]) -> None:
 
 
 def test_quick_benchmarks_write_results(tmp_path):
-    from borealis_eval.data.synth import synthesize_corpus
-
-    corpus = synthesize_corpus(tmp_path / "corpus", seed=3, sizes=SMALL, progress=False)
+    corpus = tiny_corpus(tmp_path / "corpus")
     out = tmp_path / "results"
     env = {**os.environ, "BENCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus),
            "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}

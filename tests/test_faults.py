@@ -29,8 +29,7 @@ from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from _tiny import SMALL, claims_of, tiny_ablation
-from borealis_eval.data.synth import synthesize_corpus
+from _tiny import claims_of, tiny_ablation, tiny_corpus
 from test_workers import worker_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _runs(uri: str, experiment: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from _tiny import SMALL, manifest, tiny_ablation
+from _tiny import manifest, tiny_ablation, tiny_corpus
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
@@ -34,9 +34,8 @@ def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from borealis_eval.data.synth import synthesize_corpus
 
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def tiny_study(tmp: Path, corpus: Path, register: str | None = None) -> dict:

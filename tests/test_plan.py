@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tiny import SMALL, tiny_ablation
+from _tiny import tiny_ablation, tiny_corpus
 from borealis_eval import plan as P
 from borealis_eval.config import (AdapterConfig, EncoderConfig, LLMConfig, LoraConfig, ModelConfig, TokenizerTrain,
                                   load_ablation)
@@ -126,11 +126,10 @@ def test_full_scale_plan_without_probe_is_assumption_based():
 
 
 def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch):
-    from borealis_eval.data.synth import synthesize_corpus
 
     monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
 
-    corpus = synthesize_corpus(tmp_path / "corpus", seed=3, sizes=SMALL, progress=False)
+    corpus = tiny_corpus(tmp_path / "corpus")
     path = tiny_ablation(tmp_path, corpus, grid={"data.text_fraction": [0.0, 0.25, 0.5]}, steps=6)
     p = P.plan(path, probe_steps=2, report=False)
     assert p.device is P.CPU and len(p.variants) == 3

@@ -259,7 +259,7 @@ def test_fetch_builds_the_sets(fake_apt, tmp_path):
             assert r["duration"] == pytest.approx(sf.info(r["audio_path"]).duration, abs=1e-3)
     read = sets["real_ru_read"]
     assert all(real.festvox_heldout(r["id"]) and "+" not in r["text"] for r in read)
-    assert {r["stratum"] for r in read} == {"real-read"} and read[0]["source"] == "festvox-ru 0.5+dfsg-6"
+    assert {r["stratum"] for r in read} == {"real-read-speaker-in-training"} and read[0]["source"] == "festvox-ru 0.5+dfsg-6"
     ivr = sets["real_ru_ivr"] + sets["real_en_ivr"]
     assert all(real.word_count(r["text"]) >= 4 for r in ivr)
     assert all("[" not in r["text"] and "(" not in r["text"] for r in ivr)

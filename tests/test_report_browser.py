@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from _tiny import tiny_corpus
+
 from borealis_eval.report import build_report
 from test_report import EXPERIMENT, make_store
 
@@ -241,12 +243,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mlflow_ui(tmp_path_factory):
     """A tiny study (the harness' own records) served by `mlflow server`; stopped with SIGTERM."""
-    from test_mlflow_native import SMALL, tiny_study
+    from test_mlflow_native import tiny_study
 
-    from borealis_eval.data.synth import synthesize_corpus
 
     root = tmp_path_factory.mktemp("mlflow_ui")
-    study = tiny_study(root, synthesize_corpus(root / "corpus", seed=3, sizes=SMALL, progress=False))
+    study = tiny_study(root, tiny_corpus(root / "corpus"))
     port = _free_port()
     with open(root / "server.log", "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", study["uri"],

@@ -16,14 +16,13 @@ import sqlalchemy as sa
 import torch
 
 from _numerics import assert_close
-from _tiny import SMALL, tiny_ablation
-from borealis_eval.data.synth import synthesize_corpus
+from _tiny import tiny_ablation, tiny_corpus
 from test_workers import sweep_cmd, worker_env
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _wait_mid_training(proc, storage: str, study: str, ck: Path, n_finished: int, timeout: float = 120) -> str:

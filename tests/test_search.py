@@ -3,13 +3,12 @@
 import mlflow
 import pytest
 
-from _tiny import SMALL, tiny_ablation
-from borealis_eval.data.synth import synthesize_corpus
+from _tiny import tiny_ablation, tiny_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def test_search_logs_parent_and_nested_trials_and_reports_best(tmp_path, corpus, monkeypatch, capsys):

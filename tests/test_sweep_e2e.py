@@ -6,14 +6,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from borealis_eval.data.synth import synthesize_corpus
 
-from _tiny import SMALL, manifest, tiny_ablation  # the corpus sizes and ablation the scale-out tests use too
+from _tiny import manifest, tiny_ablation, tiny_corpus  # the corpus sizes and ablation the scale-out tests use too
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def write_ablation(tmp: Path, corpus: Path, baseline: bool = True) -> Path:

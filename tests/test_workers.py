@@ -15,15 +15,14 @@ import mlflow
 import pytest
 import sqlalchemy as sa
 
-from _tiny import SMALL, tiny_ablation
-from borealis_eval.data.synth import synthesize_corpus
+from _tiny import tiny_ablation, tiny_corpus
 
 GRID = {"data.text_fraction": [0.0, 0.1, 0.25], "seed": [0, 1]}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, sizes=SMALL, progress=False)
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def sweep_cmd(uri: str, abl: Path, *extra: str) -> list[str]:

@@ -45,7 +45,7 @@ from .manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
-VERSION = "real-1"  # bump when the sets change for the same packages and sizes
+VERSION = "real-2"  # bump when the sets change for the same packages and sizes
 LONGFORM_SECONDS = (60.0, 90.0)  # a joined recording reaches the first, never passes the second
 JOIN_GAP_SECONDS = 0.5  # silence between joined recordings, so no word is glued to the next
 MIN_IVR_WORDS = 4  # shorter prompts ("Goodbye.", digits, letters) say little about ASR
@@ -492,7 +492,10 @@ def plan_sets(festvox: list[Utterance], ast_ru: list[Utterance], ast_en: list[Ut
 
 
 # ------------------------------------------------------------------ writing
-STRATA = {"real_ru_read": "real-read", "real_ru_ivr": "real-ivr", "real_en_ivr": "real-ivr"}
+# real_ru_read's reader is the festival Russian voice of the synthetic corpus (unit selection over
+# all 620 recordings, held-out ones included): for variants trained on that corpus the speaker, and
+# units of these very recordings, were heard in training; its stratum says so
+STRATA = {"real_ru_read": "real-read-speaker-in-training", "real_ru_ivr": "real-ivr", "real_en_ivr": "real-ivr"}
 
 
 def _row(u: Utterance, audio: str, stratum: str, info: dict[str, DebInfo], duration: float, **extra) -> dict:
@@ -649,7 +652,8 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
                        f"{LONGFORM_SECONDS[1]:g} s, {JOIN_GAP_SECONDS:g} s gaps). Short sets are subsets chosen by a "
                        "hash of the id; no recording is in two sets. Held out means from training on festvox "
                        "recordings: festival's Russian voice is built from all 620 of them, so where a training "
-                       "corpus has festival Russian, real_ru_read's speaker (not its sentences) was heard in training."),
+                       "corpus has festival Russian, real_ru_read's speaker, and audio units cut from these very "
+                       "recordings (not their sentences), were heard in training."),
             "problems": problems,
         }
         (tmp / "SOURCES.md").write_text(_sources_md(meta), encoding="utf-8")

@@ -38,6 +38,8 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tc.warmup_ratio * tc.steps), tc.steps)
     model.train()
+    if a.bf16:  # as train() does under bf16 autocast on CPU (train.training_attention)
+        model.llm.set_attn_implementation("eager")
     bs = tc.batch_size
     batches = [examples[i : i + bs] for i in range(0, len(examples) - bs + 1, bs)]
 

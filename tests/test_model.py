@@ -155,16 +155,21 @@ def test_left_and_right_padded_batches_hold_the_same_rows(tok):
 def test_bf16_training_on_cpu_is_deterministic_and_restores_sdpa(tok):
     """train.precision: bf16 on CPU autocasts; attention is eager while training (SDPA's CPU bf16
     backward is slow), SDPA again afterwards; same seed, same losses."""
+    from accelerate.state import AcceleratorState
+
     g = torch.Generator().manual_seed(0)
     exs = [Example(answer=t, features=torch.randn(8, 32, generator=g), id=str(i)) for i, t in enumerate(TEXTS[:6])]
     runs = []
-    for _ in range(2):
-        m = tiny_model(tok)
-        seen = []
-        res = train(m, exs, TrainConfig(steps=30, batch_size=6, lr=3e-3, warmup_ratio=0.0, precision="bf16"), seed=0,
-                    progress=False, on_step=lambda step, m=m: seen.append(m.llm.config._attn_implementation))
-        assert set(seen) == {"eager"} and m.llm.config._attn_implementation == "sdpa"
-        runs.append(res.losses)
+    try:
+        for _ in range(2):
+            m = tiny_model(tok)
+            seen = []
+            res = train(m, exs, TrainConfig(steps=30, batch_size=6, lr=3e-3, warmup_ratio=0.0, precision="bf16"), seed=0,
+                        progress=False, on_step=lambda step, m=m: seen.append(m.llm.config._attn_implementation))
+            assert set(seen) == {"eager"} and m.llm.config._attn_implementation == "sdpa"
+            runs.append(res.losses)
+    finally:  # accelerate keeps one precision per process: let the other tests train in fp32 again
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert res.last_loss < 0.8 * res.first_loss  # it learns
     assert runs[0] == runs[1]
 

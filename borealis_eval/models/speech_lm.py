@@ -88,7 +88,6 @@ class SpeechLM(nn.Module):
         self.prompt = prompt
         self.eos_id = self.tok.eos_token_id
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
-        self._answer_cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, enc_dim: int, tokenizer=None, device: str | torch.device = "cpu"):
@@ -113,21 +112,13 @@ class SpeechLM(nn.Module):
             self._prompt_cache[content] = (enc(before), enc(after))
         return self._prompt_cache[content]
 
-    def _answer_ids(self, answer: str) -> list[int]:
-        """The answer's token ids + eos, tokenized once per distinct answer (a stream repeats its examples)."""
-        ids = self._answer_cache.get(answer)
-        if ids is None:
-            ids = self._answer_cache[answer] = self.tok(answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
-        return ids
-
-    def _layout(self, ex: Example, with_answer: bool) -> tuple[list[int], int, list[int], int]:
-        """(ids before the audio, audio slots incl. the two markers, ids after it, answer length): the
-        answer (+ eos) ends the ids after the audio; a text-only example has no audio slots."""
-        answer = self._answer_ids(ex.answer) if with_answer else []
+    def _layout(self, ex: Example, answer: list[int]) -> tuple[list[int], int, list[int]]:
+        """(ids before the audio, audio slots incl. the two markers, ids after it): the answer ids end
+        the ids after the audio; a text-only example has no audio slots."""
         if ex.features is None:
-            return self._prompt_ids(ex.instruction or "")[0], 0, answer, len(answer)
+            return self._prompt_ids(ex.instruction or "")[0], 0, answer
         before, after = self._prompt_ids(f"{AUDIO_MARK}\n{self.prompt}")
-        return before, stacked_length(ex.features.shape[0], self.adapter.k) + 2, after + answer, len(answer)
+        return before, stacked_length(ex.features.shape[0], self.adapter.k) + 2, after + answer
 
     def _audio_rows(self, feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         """Every audio example's slots, concatenated: [start marker, adapter frames, end marker] each."""
@@ -146,16 +137,18 @@ class SpeechLM(nn.Module):
         only. One embedding lookup for the whole batch; the audio slots are then filled in place."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
-        layouts = [self._layout(ex, with_answer) for ex in examples]
-        n = max(len(b) + k + len(a) for b, k, a, _ in layouts)
+        answers = ([ids + [self.eos_id] for ids in self.tok([ex.answer for ex in examples], add_special_tokens=False)
+                    ["input_ids"]] if with_answer else [[] for _ in examples])
+        layouts = [self._layout(ex, ans) for ex, ans in zip(examples, answers)]
+        n = max(len(b) + k + len(a) for b, k, a in layouts)
         ids, labels, mask, audio_pos = [], [], [], []
-        for i, (before, k, after, n_ans) in enumerate(layouts):
+        for i, ((before, k, after), answer) in enumerate(zip(layouts, answers)):
             length = len(before) + k + len(after)
             lead = n - length if left_pad else 0
             trail = n - length - lead
             ids.append([0] * lead + before + [0] * k + after + [0] * trail)
             mask.append([0] * lead + [1] * length + [0] * trail)
-            labels.append([IGNORE] * (lead + length - n_ans) + after[len(after) - n_ans :] + [IGNORE] * trail)
+            labels.append([IGNORE] * (lead + length - len(answer)) + answer + [IGNORE] * trail)
             audio_pos += [(i, lead + len(before) + j) for j in range(k)]
         mask_t = torch.tensor(mask, dtype=torch.long, device=dev)
         embeds = emb(torch.tensor(ids, dtype=torch.long, device=dev)) * mask_t[..., None].to(emb.weight.dtype)

@@ -50,24 +50,25 @@ def setup(a: argparse.Namespace):
     """(config, resources, fresh model, training examples) exactly as `sweep.run_variant` builds them."""
     import torch
 
-    from borealis_eval.config import EvalSet, load_ablation
+    from benchmarks.common import cpu_variants
+    from borealis_eval.config import EvalSet
     from borealis_eval.data.sources import AudioItem
     from borealis_eval.models.speech_lm import Example, SpeechLM
     from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
 
-    variants = {v.name: v for v in load_ablation(ROOT / "ablations" / "cpu" / "text_ratio.yaml")[1]}
-    v = variants[a.variant]
+    v = {v.name: v for v in cpu_variants()}[a.variant]
     over = {"batch_size": a.batch_size, "steps": a.steps, "lr": a.lr, "threads": a.threads, "precision": a.precision}
     tc = v.config.train.model_copy(update={k: x for k, x in over.items() if x is not None})
     data = v.config.data.model_copy(update={"num_examples": tc.steps * tc.batch_size * tc.grad_accum})
-    cfg = v.config.model_copy(update={"train": tc, "data": data, "seed": a.seed})
+    sets = [s for s in v.config.eval.sets if a.sets is None or s.name in a.sets]
+    cfg = v.config.model_copy(update={"train": tc, "data": data, "seed": a.seed,
+                                      "eval": v.config.eval.model_copy(update={"sets": sets})})
     v = v.model_copy(update={"config": cfg})
     res = prepare_resources([v])
     torch.set_num_threads(tc.threads or torch.get_num_threads())
     if a.dev:
-        split = cfg.eval.sets[0].source.model_copy(update={"split": "dev"})  # the profile's corpus
         dev_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
-            "sets": [EvalSet(name="dev", source=split, max_samples=a.dev)], "text_sets": []})})
+            "sets": [EvalSet(name="dev", source=_dev_source(cfg), max_samples=a.dev)], "text_sets": []})})
         load_eval_data(res, dev_cfg)
     m = mix_for(v, res)
     tok = res.tokenizer_for(cfg.model.llm)
@@ -77,6 +78,14 @@ def setup(a: argparse.Namespace):
                 else Example(answer=e.answer, instruction=e.instruction, id=e.id)
                 for e in m.examples if not isinstance(e, AudioItem) or e.id in res.features]
     return cfg, res, model, examples
+
+
+def _dev_source(cfg):
+    """The dev split of the profile's corpus (a synth split, or a manifest beside the test sets')."""
+    src = cfg.eval.sets[0].source
+    if src.kind == "manifest":
+        return src.model_copy(update={"path": str(Path(src.path).with_name("dev.jsonl"))})
+    return src.model_copy(update={"split": "dev"})
 
 
 def one_run(a: argparse.Namespace) -> dict:
@@ -192,7 +201,7 @@ def summary(runs: dict[str, list[dict]]) -> str:
 
 # the settings proposed for ablations/cpu/text_ratio.yaml (applied to this checkout's side by --proposed)
 PROPOSED = {"precision": "bf16"}
-SETTINGS = ("batch_size", "steps", "lr", "precision")
+SETTINGS = ("batch_size", "lr", "precision")  # the method: this checkout's side only (unless --same-settings)
 
 
 def main() -> None:
@@ -200,13 +209,14 @@ def main() -> None:
     p.add_argument("--variant", default=DEFAULT_VARIANT, help="a variant name of ablations/cpu/text_ratio.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train with each (WER is reported per seed mean)")
     p.add_argument("--batch-size", type=int, help="train.batch_size (num_examples follows: steps x batch)")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="train.steps, both sides (a quick look; the profile has 550)")
     p.add_argument("--lr", type=float)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="train.precision")
     p.add_argument("--proposed", action="store_true", help=f"the proposed profile settings {PROPOSED}; "
                    "the flags above override them")
     p.add_argument("--threads", type=int, help="torch threads, both sides (default: the profile's train.threads)")
     p.add_argument("--dev", type=int, default=200, help="dev utterances decoded after the timed part (0: none)")
+    p.add_argument("--sets", nargs="+", help="only these of the profile's eval sets (default: all)")
     p.add_argument("--vs-ref", help="also run the package as committed at this git ref, with the profile's own "
                    "settings (today's variant); the settings above apply to this checkout only")
     p.add_argument("--same-settings", action="store_true", help="apply the settings to the --vs-ref side too")
@@ -224,6 +234,8 @@ def main() -> None:
     settings = {**(PROPOSED if a.proposed else {}),
                 **{k: getattr(a, k) for k in SETTINGS if getattr(a, k) is not None}}
     common = ["--variant", a.variant, "--dev", str(a.dev)] + (["--threads", str(a.threads)] if a.threads else [])
+    common += ["--sets", *a.sets] if a.sets else []
+    common += ["--steps", str(a.steps)] if a.steps else []
     as_args = lambda d: [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", str(v))]  # noqa: E731
     sides = {"this checkout": (as_args(settings), None)}
     runs: dict[str, list[dict]] = {"this checkout": []}

@@ -1,7 +1,8 @@
 """Training recipe for one variant: setup, train, done. One readable loop, no framework.
 
-AdamW on the trainable parameters (adapter, LoRA or the whole LLM), linear warm-up then cosine
-decay, gradient clipping and accumulation, bf16 autocast on CUDA, fixed seeds. `accelerate`
+Fused AdamW on the trainable parameters (adapter, LoRA or the whole LLM), linear warm-up then
+cosine decay, gradient clipping and accumulation, bf16 autocast on CUDA (and on a CPU with native
+bf16 when train.precision is bf16: about half the CPU time of fp32), fixed seeds. `accelerate`
 owns devices and DDP, so the same code runs under `accelerate launch`.
 
 Checkpoints (optional): every `checkpoint_every` steps the main process writes the trainable
@@ -141,8 +142,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: assume not
+        return False
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
+    if bf16 and not torch.cuda.is_available() and not _cpu_has_native_bf16():
+        log_.warning("train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast emulates it, "
+                     "slower than fp32; use train.precision: fp32 on this machine")
     # Launched as several processes without a GPU (torchrun / `accelerate launch --multi_gpu` on CPU): accelerate
     # only forms the gloo group when told it runs on CPU, else each process would silently train alone.
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -21,6 +21,9 @@ from borealis_eval.models.tokenizer import ensure_chat_ready, load_tokenizer
 
 AUDIO_MARK = "<AUDIO>"
 IGNORE = -100
+# causal LMs whose forward computes logits = lm_head(last hidden state) and nothing else (checked in
+# transformers' modeling files); the loss runs their output layer on labelled positions only
+PLAIN_LM_HEAD = {"qwen2", "qwen3", "llama", "mistral"}
 
 
 @dataclass
@@ -174,10 +177,9 @@ class SpeechLM(nn.Module):
 
     @staticmethod
     def _labelled_logits_only(causal: nn.Module) -> bool:
-        """Whether the loss may skip unlabelled positions: only for models whose logits are a plain
-        linear map of the last hidden state (no soft-capping or scaling in the causal-LM head)."""
-        c = causal.config
-        return all(getattr(c, k, None) is None for k in ("final_logit_softcapping", "logit_scale"))
+        """Whether the loss may skip unlabelled positions: only for model types whose logits are a plain
+        linear map of the last hidden state (others soft-cap or scale them inside their forward)."""
+        return causal.config.model_type in PLAIN_LM_HEAD
 
     @torch.inference_mode()
     def generate(self, examples: list[Example], max_new_tokens: int = 128, num_beams: int = 1) -> list[str]:

@@ -1,41 +1,48 @@
 """Where a CPU-profile training step spends its time (torch.profiler + a phase breakdown).
 
-    python -m benchmarks.step_profile [--steps 30] [--threads 1] [--batch-size 8]
+    python -m benchmarks.step_profile [--steps 30] [--threads 1] [--batch-size 8] [--bf16]
+    python -m benchmarks.step_profile --code DIR --no-fused     # the package exported from a git ref
 
 Same model and batches as `benchmarks.variant_cost` (the sweep's own setup). Phases are
 timed with perf_counter around the pieces of `train()`'s step, in the order it runs them:
 batch assembly (`SpeechLM.batch`: token layout, embed, adapter, splice, pad), the LLM forward and loss,
 backward, gradient clipping, AdamW + scheduler. Then torch.profiler's operator table over the
-same steps (CPU time, self and total), and the share of time outside any torch operator.
+same steps (self and total CPU time per operator, number of operator calls per step).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 
 
 def main() -> None:
-    import torch
-    from transformers import get_cosine_schedule_with_warmup
-
-    from benchmarks.variant_cost import DEFAULT_VARIANT, setup
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variant", default=DEFAULT_VARIANT)
+    p.add_argument("--variant", default="language_mix=ru50_en50__text_fraction=0.15")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (train.precision: bf16)")
+    p.add_argument("--no-fused", action="store_true", help="for-loop AdamW (train() before it used fused on CPU)")
+    p.add_argument("--code", help="import borealis_eval from this folder (e.g. `git archive REF borealis_eval`)")
     a = p.parse_args()
-    ns = argparse.Namespace(variant=a.variant, seed=0, batch_size=a.batch_size, steps=a.steps * 3, lr=None,
-                            threads=a.threads, precision=None, dev=0)
-    cfg, res, model, examples = setup(ns)
+    if a.code:
+        sys.path.insert(0, a.code)
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from benchmarks.variant_cost import setup
+
+    cfg, res, model, examples = setup(a.variant, batch_size=a.batch_size, steps=a.steps * 3, threads=a.threads,
+                                      sets=[])
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=not a.no_fused or None)
+    # SpeechLM.loss (labelled positions only) where the code has it, else the LLM's own loss as before
+    loss_of = getattr(model, "loss", None) or (lambda e, m, l: model.llm(inputs_embeds=e, attention_mask=m, labels=l).loss)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tc.warmup_ratio * tc.steps), tc.steps)
     model.train()
     if a.bf16:  # as train() does under bf16 autocast on CPU (train.training_attention)
@@ -51,7 +58,7 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             embeds, mask, labels = model.batch(batch)
             t1 = time.perf_counter()
-            loss = model.loss(embeds, mask, labels)
+            loss = loss_of(embeds, mask, labels)
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()

@@ -46,8 +46,11 @@ class _NoTracking:
     def artifact_json_lines(self, *a, **k) -> None: ...
 
 
-def setup(a: argparse.Namespace):
-    """(config, resources, fresh model, training examples) exactly as `sweep.run_variant` builds them."""
+def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None = None, steps: int | None = None,
+          lr: float | None = None, threads: int | None = None, precision: str | None = None, dev: int = 0,
+          sets: list[str] | None = None):
+    """(config, resources, fresh model, training examples) exactly as `sweep.run_variant` builds them;
+    None keeps the profile's setting. `dev` utterances of the dev split join the eval sets."""
     import torch
 
     from benchmarks.common import cpu_variants
@@ -56,19 +59,19 @@ def setup(a: argparse.Namespace):
     from borealis_eval.models.speech_lm import Example, SpeechLM
     from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
 
-    v = {v.name: v for v in cpu_variants()}[a.variant]
-    over = {"batch_size": a.batch_size, "steps": a.steps, "lr": a.lr, "threads": a.threads, "precision": a.precision}
+    v = {v.name: v for v in cpu_variants()}[variant]
+    over = {"batch_size": batch_size, "steps": steps, "lr": lr, "threads": threads, "precision": precision}
     tc = v.config.train.model_copy(update={k: x for k, x in over.items() if x is not None})
     data = v.config.data.model_copy(update={"num_examples": tc.steps * tc.batch_size * tc.grad_accum})
-    sets = [s for s in v.config.eval.sets if a.sets is None or s.name in a.sets]
-    cfg = v.config.model_copy(update={"train": tc, "data": data, "seed": a.seed,
-                                      "eval": v.config.eval.model_copy(update={"sets": sets})})
+    kept = [s for s in v.config.eval.sets if sets is None or s.name in sets]
+    cfg = v.config.model_copy(update={"train": tc, "data": data, "seed": seed,
+                                      "eval": v.config.eval.model_copy(update={"sets": kept})})
     v = v.model_copy(update={"config": cfg})
     res = prepare_resources([v])
     torch.set_num_threads(tc.threads or torch.get_num_threads())
-    if a.dev:
+    if dev:
         dev_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
-            "sets": [EvalSet(name="dev", source=_dev_source(cfg), max_samples=a.dev)], "text_sets": []})})
+            "sets": [EvalSet(name="dev", source=_dev_source(cfg), max_samples=dev)], "text_sets": []})})
         load_eval_data(res, dev_cfg)
     m = mix_for(v, res)
     tok = res.tokenizer_for(cfg.model.llm)
@@ -96,7 +99,8 @@ def one_run(a: argparse.Namespace) -> dict:
     from borealis_eval.train import train
 
     t_setup = time.perf_counter()
-    cfg, res, model, examples = setup(a)
+    cfg, res, model, examples = setup(a.variant, a.seed, a.batch_size, a.steps, a.lr, a.threads, a.precision, a.dev,
+                                      a.sets)
     tc = cfg.train
     setup_s = time.perf_counter() - t_setup
     rss_before = _peak_mb("VmRSS")

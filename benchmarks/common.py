@@ -102,11 +102,11 @@ def cpu_config():
     return cpu_variants()[0].config
 
 
-def cpu_variants():
-    """Every variant of the CPU profile, resolved; BENCH_CORPUS as in `cpu_config`."""
+def cpu_variants(ablation: Path = CPU_ABLATION):
+    """Every variant of the CPU profile (or of another copy of its file), resolved; BENCH_CORPUS as in `cpu_config`."""
     from borealis_eval.config import ExperimentConfig, load_ablation
 
-    variants = load_ablation(CPU_ABLATION)[1]
+    variants = load_ablation(ablation)[1]
     corpus = os.environ.get("BENCH_CORPUS")
     if not corpus:
         return variants

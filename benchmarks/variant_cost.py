@@ -1,7 +1,8 @@
 """What one CPU-profile variant costs end to end: `train()` then the sweep's own evaluation.
 
-    python -m benchmarks.variant_cost                                # this checkout, one run
-    python -m benchmarks.variant_cost --vs-ref 5d038b1 --repeats 3   # vs the package at a git ref, interleaved
+    python -m benchmarks.variant_cost                                           # this checkout, one run
+    python -m benchmarks.variant_cost --vs-ref 5d038b1 --proposed --repeats 3   # today vs proposed, interleaved
+    python -m benchmarks.variant_cost --vs-ref 5d038b1 --proposed --seeds 0 1 2 # WER over seeds
 
 A run is one fresh process (its own peak RSS, no warm state from the other side) that does
 what `sweep.run_variant` does minus MLflow: the variant's mix, `SpeechLM.from_config`,
@@ -11,10 +12,12 @@ that evaluation; data loading and encoding (the feature cache, shared by a sweep
 is reported apart. The dev set (`--dev N` utterances of the corpus's dev split: training
 templates and voices, unseen sentences) is decoded after the timed part, as the quality check.
 
-`--vs-ref REF` runs the same command with the `borealis_eval` package exported from git at
-REF (`git archive`, to a temporary folder put first on sys.path), alternating A B A B... so
-load from other jobs falls on both alike; the summary gives medians with min/max. Settings
-that are config (batch, steps, lr, threads) apply to both sides.
+`--vs-ref REF` also runs the `borealis_eval` package and the ablation files as committed at REF
+(`git archive` into a temporary folder put first on sys.path): today's variant. Sides alternate
+A B B A ... so load from other jobs falls on both alike; the summary gives timing medians with
+min/max, WER seed means with min/max and the paired speed-up. The method settings (batch, lr,
+precision; `--proposed` = the profile change proposed) apply to this checkout only, unless
+`--same-settings`; steps, threads, seeds, sets and dev apply to both.
 """
 
 from __future__ import annotations
@@ -48,18 +51,19 @@ class _NoTracking:
 
 def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None = None, steps: int | None = None,
           lr: float | None = None, threads: int | None = None, precision: str | None = None, dev: int = 0,
-          sets: list[str] | None = None):
+          sets: list[str] | None = None, ablation: Path | None = None):
     """(config, resources, fresh model, training examples) exactly as `sweep.run_variant` builds them;
-    None keeps the profile's setting. `dev` utterances of the dev split join the eval sets."""
+    None keeps the profile's setting. `dev` utterances of the dev split join the eval sets.
+    `ablation`: another copy of the profile's file (the one committed with an older package)."""
     import torch
 
-    from benchmarks.common import cpu_variants
+    from benchmarks.common import CPU_ABLATION, cpu_variants
     from borealis_eval.config import EvalSet
     from borealis_eval.data.sources import AudioItem
     from borealis_eval.models.speech_lm import Example, SpeechLM
     from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
 
-    v = {v.name: v for v in cpu_variants()}[variant]
+    v = {v.name: v for v in cpu_variants(ablation or CPU_ABLATION)}[variant]
     over = {"batch_size": batch_size, "steps": steps, "lr": lr, "threads": threads, "precision": precision}
     tc = v.config.train.model_copy(update={k: x for k, x in over.items() if x is not None})
     data = v.config.data.model_copy(update={"num_examples": tc.steps * tc.batch_size * tc.grad_accum})
@@ -99,8 +103,9 @@ def one_run(a: argparse.Namespace) -> dict:
     from borealis_eval.train import train
 
     t_setup = time.perf_counter()
+    ablation = a.code / "ablations" / "cpu" / "text_ratio.yaml" if a.code else None  # the ref's own settings
     cfg, res, model, examples = setup(a.variant, a.seed, a.batch_size, a.steps, a.lr, a.threads, a.precision, a.dev,
-                                      a.sets)
+                                      a.sets, ablation)
     tc = cfg.train
     setup_s = time.perf_counter() - t_setup
     rss_before = _peak_mb("VmRSS")
@@ -140,8 +145,9 @@ def one_run(a: argparse.Namespace) -> dict:
 
 # ------------------------------------------------------------------ parent: sides, repeats, summary
 def export_ref(ref: str, into: Path) -> Path:
-    """The `borealis_eval` package as committed at `ref`, unpacked under `into`."""
-    archive = subprocess.run(["git", "archive", ref, "borealis_eval"], cwd=ROOT, check=True, capture_output=True).stdout
+    """The `borealis_eval` package and the ablation files as committed at `ref`, unpacked under `into`."""
+    archive = subprocess.run(["git", "archive", ref, "borealis_eval", "ablations"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -221,8 +227,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads, both sides (default: the profile's train.threads)")
     p.add_argument("--dev", type=int, default=200, help="dev utterances decoded after the timed part (0: none)")
     p.add_argument("--sets", nargs="+", help="only these of the profile's eval sets (default: all)")
-    p.add_argument("--vs-ref", help="also run the package as committed at this git ref, with the profile's own "
-                   "settings (today's variant); the settings above apply to this checkout only")
+    p.add_argument("--vs-ref", help="also run the package as committed at this git ref, with the profile's settings "
+                   "as committed there (today's variant); the settings above apply to this checkout only")
     p.add_argument("--same-settings", action="store_true", help="apply the settings to the --vs-ref side too")
     p.add_argument("--repeats", type=int, default=1, help="runs per seed and side, interleaved A B B A ...")
     p.add_argument("--json", type=Path, help="write every run's figures here")

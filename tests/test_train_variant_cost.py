@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
 
 
+@pytest.mark.slow
 def test_variant_cost_runs_this_checkout_against_a_git_ref(tmp_path):
     from borealis_eval.data.synth import synthesize_corpus
 

@@ -99,12 +99,17 @@ def cpu_config():
     BENCH_CORPUS=<folder> swaps the profile's synthetic corpus for the manifests of another
     corpus (the smoke test points it at a tiny one it synthesises).
     """
+    return cpu_variants()[0].config
+
+
+def cpu_variants(ablation: Path = CPU_ABLATION):
+    """Every variant of the CPU profile (or of another copy of its file), resolved; BENCH_CORPUS as in `cpu_config`."""
     from borealis_eval.config import ExperimentConfig, load_ablation
 
-    cfg = load_ablation(CPU_ABLATION)[1][0].config
+    variants = load_ablation(ablation)[1]
     corpus = os.environ.get("BENCH_CORPUS")
     if not corpus:
-        return cfg
+        return variants
 
     def swap(node):
         if isinstance(node, dict):
@@ -113,7 +118,8 @@ def cpu_config():
             return {k: swap(v) for k, v in node.items()}
         return [swap(v) for v in node] if isinstance(node, list) else node
 
-    return ExperimentConfig.model_validate(swap(cfg.model_dump(mode="json")))
+    return [v.model_copy(update={"config": ExperimentConfig.model_validate(swap(v.config.model_dump(mode="json")))})
+            for v in variants]
 
 
 def corpus_tokenizer(cfg):

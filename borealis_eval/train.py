@@ -1,7 +1,8 @@
 """Training recipe for one variant: setup, train, done. One readable loop, no framework.
 
-AdamW on the trainable parameters (adapter, LoRA or the whole LLM), linear warm-up then cosine
-decay, gradient clipping and accumulation, bf16 autocast on CUDA, fixed seeds. `accelerate`
+Fused AdamW on the trainable parameters (adapter, LoRA or the whole LLM), linear warm-up then
+cosine decay, gradient clipping and accumulation, bf16 autocast on CUDA (and on a CPU with native
+bf16 when train.precision is bf16: about half the CPU time of fp32), fixed seeds. `accelerate`
 owns devices and DDP, so the same code runs under `accelerate launch`.
 
 Checkpoints (optional): every `checkpoint_every` steps the main process writes the trainable
@@ -21,6 +22,7 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -106,8 +108,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: assume not
+        return False
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
+    if bf16 and not torch.cuda.is_available() and not _cpu_has_native_bf16():
+        log_.warning("train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast emulates it, "
+                     "slower than fp32; use train.precision: fp32 on this machine")
     # Launched as several processes without a GPU (torchrun / `accelerate launch --multi_gpu` on CPU): accelerate
     # only forms the gloo group when told it runs on CPU, else each process would silently train alone.
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -115,6 +127,25 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
                        cpu=cpu_ddp, kwargs_handlers=[ddp])
+
+
+@contextmanager
+def training_attention(llm, acc: Accelerator):
+    """Eager attention while training under bf16 autocast on CPU, the model's own outside it.
+
+    The CPU flash-attention kernel behind SDPA has a slow bf16 backward: a CPU-profile step took
+    72 ms with SDPA against 53 ms with eager attention (fp32: 115 ms; benchmarks/README.md). Eager's
+    softmax stays fp32. Evaluation after training keeps SDPA (no backward there).
+    """
+    before = llm.config._attn_implementation
+    switch = acc.mixed_precision == "bf16" and acc.device.type == "cpu" and before == "sdpa"
+    if switch:
+        llm.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            llm.set_attn_implementation(before)
 
 
 def _batches(examples: list[Example], batch_size: int, rank: int, world: int):
@@ -150,9 +181,10 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
-    # fused AdamW on CUDA: one kernel per step instead of a launch per tensor group; the step is
-    # launch-bound at these sizes (measured on an H200: 0.151 -> 0.118 s/step, benchmarks/README.md #8)
-    fused = all(p.is_cuda and p.dtype.is_floating_point for p in params)
+    # fused AdamW: one kernel per step instead of a launch per tensor (GPU) or a dozen elementwise passes
+    # per tensor (CPU); measured 0.151 -> 0.118 s/step on an H200 and ~10% of a CPU-profile step
+    # (benchmarks/README.md #8, benchmarks/variant_cost.py)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * cfg.steps), cfg.steps)
     model, opt, sched = acc.prepare(model, opt, sched)
@@ -189,55 +221,56 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         if barrier:
             acc.wait_for_everyone()
 
-    for step in bar:
-        for _ in range(cfg.grad_accum):
-            positions, batch = next(stream)
-            try:
-                if batch_transform is not None:  # e.g. augmentation re-encodes audio: it can run out of memory too
-                    batch = batch_transform(batch, positions)
-                with acc.accumulate(model), acc.autocast():
-                    loss = model(batch) if acc.num_processes > 1 else core(batch)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(step, "loss", [e.id for e in batch])
-                    acc.backward(loss)
-                    if acc.sync_gradients:
-                        norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                        if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
-                            raise TrainingDiverged(step, "gradient norm", [e.id for e in batch])
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-            except Exception as e:
-                if is_oom(e):
-                    raise TrainingOOM(step, cfg, [x.id for x in batch], e) from e
-                raise
-            pending.append(loss.detach().float().item())
-        step_loss = float(np.mean(pending[-cfg.grad_accum:]))
-        losses.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
-        extra = on_step(step + 1) if on_step is not None else None
-        if on_step is not None:
-            model.train()
-        loss_due = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-        if log is not None and (loss_due or extra):
-            window = losses[-cfg.log_every:]
-            point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]} if loss_due else {}
-            point.update(extra or {})
-            history.append((step + 1, point))
-            try:
-                log(point, step + 1)
-            except Exception:
-                # The metrics sink failed (e.g. the tracking store went away): keep the training done so
-                # far, this point included, so a rerun resumes here. No barrier: only the main process logs.
-                checkpoint(step + 1, barrier=False)
-                raise
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
-            checkpoint(step + 1)
-        reason = should_stop() if should_stop is not None else None
-        if reason and step + 1 < cfg.steps:
-            checkpoint(step + 1)
-            bar.close()
-            raise TrainingInterrupted(step + 1, reason)
+    with training_attention(core.llm, acc):
+        for step in bar:
+            for _ in range(cfg.grad_accum):
+                positions, batch = next(stream)
+                try:
+                    if batch_transform is not None:  # e.g. augmentation re-encodes audio: it can run out of memory too
+                        batch = batch_transform(batch, positions)
+                    with acc.accumulate(model), acc.autocast():
+                        loss = model(batch) if acc.num_processes > 1 else core(batch)
+                        if not torch.isfinite(loss):
+                            raise TrainingDiverged(step, "loss", [e.id for e in batch])
+                        acc.backward(loss)
+                        if acc.sync_gradients:
+                            norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                                raise TrainingDiverged(step, "gradient norm", [e.id for e in batch])
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                except Exception as e:
+                    if is_oom(e):
+                        raise TrainingOOM(step, cfg, [x.id for x in batch], e) from e
+                    raise
+                pending.append(loss.detach().float().item())
+            step_loss = float(np.mean(pending[-cfg.grad_accum:]))
+            losses.append(step_loss)
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+            extra = on_step(step + 1) if on_step is not None else None
+            if on_step is not None:
+                model.train()
+            loss_due = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+            if log is not None and (loss_due or extra):
+                window = losses[-cfg.log_every:]
+                point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]} if loss_due else {}
+                point.update(extra or {})
+                history.append((step + 1, point))
+                try:
+                    log(point, step + 1)
+                except Exception:
+                    # The metrics sink failed (e.g. the tracking store went away): keep the training done so
+                    # far, this point included, so a rerun resumes here. No barrier: only the main process logs.
+                    checkpoint(step + 1, barrier=False)
+                    raise
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+                checkpoint(step + 1)
+            reason = should_stop() if should_stop is not None else None
+            if reason and step + 1 < cfg.steps:
+                checkpoint(step + 1)
+                bar.close()
+                raise TrainingInterrupted(step + 1, reason)
     bar.close()
     if checkpoint_dir is not None and start < cfg.steps:
         checkpoint(cfg.steps)  # an interruption during evaluation does not cost the training

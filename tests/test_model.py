@@ -94,6 +94,93 @@ def test_loss_covers_only_answer_tokens(tok):
     assert torch.isfinite(loss)
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.detach().flatten().double(), b.detach().flatten().double(), dim=0))
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "gemma2"])
+def test_loss_on_labelled_positions_equals_the_llms_own_loss_and_gradients(tok, model_type):
+    """`SpeechLM.loss` projects only the answer positions of a plain LM head (qwen3); a model that
+    soft-caps its logits (gemma2) takes the LLM's own loss. Both equal HF's loss over every position."""
+    llm = LLMConfig(config={**TINY_LLM, "model_type": model_type}, tokenizer={"vocab_size": 300}, train="full")
+    torch.manual_seed(0)
+    m = SpeechLM.from_config(ModelConfig(encoder=EncoderConfig(config=TINY_ENC), llm=llm,
+                                         adapter=AdapterConfig(downsample_k=2, hidden_sizes=[48])), enc_dim=32, tokenizer=tok)
+    assert m._labelled_logits_only(m.llm) == (model_type == "qwen3")
+    exs = [Example(answer="the cat sat on the mat", features=torch.randn(13, 32), id="a"),
+           Example(answer="four", instruction="two plus two is", id="t"),
+           Example(answer="hello world", features=torch.randn(5, 32), id="b")]
+    grads = []
+    for fast in (True, False):
+        m.zero_grad()
+        embeds, mask, labels = m.batch(exs)
+        loss = m.loss(embeds, mask, labels) if fast else m.llm(inputs_embeds=embeds, attention_mask=mask,
+                                                                labels=labels).loss
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (fast_loss, fast_g), (ref_loss, ref_g) = grads
+    assert fast_loss == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert fast_g.keys() == ref_g.keys()
+    for n in ref_g:
+        scale = ref_g[n].abs().max().item()
+        assert (fast_g[n] - ref_g[n]).abs().max().item() <= 1e-4 * scale and _cosine(fast_g[n], ref_g[n]) > 0.9999, n
+
+
+def test_packed_adapter_gives_the_padded_batchs_frames():
+    a = Adapter(enc_dim=8, llm_dim=6, k=4, hidden_sizes=[12])
+    feats = [torch.randn(n, 8) for n in (13, 4, 9)]
+    padded = torch.zeros(3, 13, 8)
+    for j, f in enumerate(feats):
+        padded[j, : f.shape[0]] = f
+    ref = torch.cat([a(padded)[j, : stacked_length(f.shape[0], 4)] for j, f in enumerate(feats)])
+    got = a.forward_packed(feats)
+    assert got.shape == ref.shape == (4 + 1 + 3, 6)
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max() and _cosine(got, ref) > 0.99999
+
+
+def test_left_and_right_padded_batches_hold_the_same_rows(tok):
+    m = tiny_model(tok)
+    exs = [Example(answer="", features=torch.randn(16, 32), id="long"),
+           Example(answer="", features=torch.randn(3, 32), id="short"),
+           Example(answer="", instruction="two plus two is", id="text")]
+    with torch.no_grad():
+        right, rmask, _ = m.batch(exs, with_answer=False)
+        left, lmask, _ = m.batch(exs, with_answer=False, left_pad=True)
+        for i in range(len(exs)):
+            n = int(rmask[i].sum())
+            assert n == int(lmask[i].sum()) and lmask[i, -n:].all() and rmask[i, :n].all()
+            assert torch.equal(right[i, :n], left[i, -n:])
+            assert not right[i, n:].any() and not left[i, :-n or None].any()  # padding embeds are zeros
+        # the audio slots hold the adapter's frames between the learned start/end markers
+        before, _ = m._prompt_ids(f"<AUDIO>\n{m.prompt}")
+        frames = m.adapter(exs[0].features[None])[0]
+        assert torch.equal(right[0, len(before)], m.adapter.audio_start)
+        assert torch.allclose(right[0, len(before) + 1 : len(before) + 1 + frames.shape[0]], frames, rtol=1e-5, atol=1e-6)
+        assert torch.equal(right[0, len(before) + 1 + frames.shape[0]], m.adapter.audio_end)
+
+
+def test_bf16_training_on_cpu_is_deterministic_and_restores_sdpa(tok):
+    """train.precision: bf16 on CPU autocasts; attention is eager while training (SDPA's CPU bf16
+    backward is slow), SDPA again afterwards; same seed, same losses."""
+    from accelerate.state import AcceleratorState
+
+    g = torch.Generator().manual_seed(0)
+    exs = [Example(answer=t, features=torch.randn(8, 32, generator=g), id=str(i)) for i, t in enumerate(TEXTS[:6])]
+    runs = []
+    try:
+        for _ in range(2):
+            m = tiny_model(tok)
+            seen = []
+            res = train(m, exs, TrainConfig(steps=30, batch_size=6, lr=3e-3, warmup_ratio=0.0, precision="bf16"), seed=0,
+                        progress=False, on_step=lambda step, m=m: seen.append(m.llm.config._attn_implementation))
+            assert set(seen) == {"eager"} and m.llm.config._attn_implementation == "sdpa"
+            runs.append(res.losses)
+    finally:  # accelerate keeps one precision per process: let the other tests train in fp32 again
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert res.last_loss < 0.8 * res.first_loss  # it learns
+    assert runs[0] == runs[1]
+
+
 def test_training_reduces_loss_and_batched_greedy_matches_single(tok):
     m = tiny_model(tok)
     g = torch.Generator().manual_seed(0)

@@ -48,3 +48,15 @@ class Adapter(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, T, enc_dim] -> [B, ceil(T/k), llm_dim]."""
         return self.mlp(stack_frames(feats, self.k))
+
+    def forward_packed(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """[T_i, enc_dim] each -> [sum ceil(T_i/k), llm_dim]: the same frames as `forward` on the padded
+        batch, without running the MLP on the padding (clips differ in length by up to ~4x)."""
+        dtype = self.mlp[0].weight.dtype
+        lens = [stacked_length(f.shape[0], self.k) for f in feats]
+        buf = torch.zeros(sum(lens) * self.k, feats[0].shape[1], dtype=dtype, device=self.mlp[0].weight.device)
+        o = 0
+        for f, n in zip(feats, lens):
+            buf[o : o + f.shape[0]] = f
+            o += n * self.k
+        return self.mlp(buf.view(-1, self.k * buf.shape[1]))

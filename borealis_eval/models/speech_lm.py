@@ -21,6 +21,9 @@ from borealis_eval.models.tokenizer import ensure_chat_ready, load_tokenizer
 
 AUDIO_MARK = "<AUDIO>"
 IGNORE = -100
+# causal LMs whose forward computes logits = lm_head(last hidden state) and nothing else (checked in
+# transformers' modeling files); the loss runs their output layer on labelled positions only
+PLAIN_LM_HEAD = {"qwen2", "qwen3", "llama", "mistral"}
 
 
 @dataclass
@@ -100,7 +103,7 @@ class SpeechLM(nn.Module):
         adapter = Adapter(enc_dim, hidden, a.downsample_k, a.hidden_sizes, a.activation, a.dropout)
         return cls(llm, tokenizer, adapter, cfg.prompt)
 
-    # ------------------------------------------------------------ prompt pieces
+    # ------------------------------------------------------------ token layout
     def _prompt_ids(self, content: str) -> tuple[list[int], list[int]]:
         """Token ids before and after the audio mark of the rendered user turn."""
         if content not in self._prompt_cache:
@@ -112,58 +115,71 @@ class SpeechLM(nn.Module):
             self._prompt_cache[content] = (enc(before), enc(after))
         return self._prompt_cache[content]
 
-    def _embed(self, ids: list[int]) -> torch.Tensor:
-        emb = self.llm.get_input_embeddings()
-        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+    def _layout(self, ex: Example, answer: list[int]) -> tuple[list[int], int, list[int]]:
+        """(ids before the audio, audio slots incl. the two markers, ids after it): the answer ids end
+        the ids after the audio; a text-only example has no audio slots."""
+        if ex.features is None:
+            return self._prompt_ids(ex.instruction or "")[0], 0, answer
+        before, after = self._prompt_ids(f"{AUDIO_MARK}\n{self.prompt}")
+        return before, stacked_length(ex.features.shape[0], self.adapter.k) + 2, after + answer
 
-    def _sequences(self, examples: list[Example], with_answer: bool):
-        """Per example: (embeddings [L, H], labels [L]) with the answer appended if asked."""
-        emb_w = self.llm.get_input_embeddings().weight
-        audio_idx = [i for i, ex in enumerate(examples) if ex.features is not None]
-        audio_emb: dict[int, torch.Tensor] = {}
-        if audio_idx:
-            feats = [examples[i].features for i in audio_idx]
-            tmax = max(f.shape[0] for f in feats)
-            padded = emb_w.new_zeros(len(feats), tmax, feats[0].shape[1])
-            for j, f in enumerate(feats):
-                padded[j, : f.shape[0]] = f.to(padded.dtype)
-            out = self.adapter(padded.to(next(self.adapter.parameters()).dtype)).to(emb_w.dtype)
-            for j, i in enumerate(audio_idx):
-                audio_emb[i] = out[j, : stacked_length(feats[j].shape[0], self.adapter.k)]
-        seqs = []
-        for i, ex in enumerate(examples):
-            if ex.features is not None:
-                before, after = self._prompt_ids(f"{AUDIO_MARK}\n{self.prompt}")
-                a = self.adapter
-                parts = [self._embed(before), a.audio_start[None].to(emb_w.dtype), audio_emb[i],
-                         a.audio_end[None].to(emb_w.dtype), self._embed(after)]
-            else:
-                before, _ = self._prompt_ids(ex.instruction or "")
-                parts = [self._embed(before)]
-            prompt = torch.cat(parts)
-            labels = torch.full((prompt.shape[0],), IGNORE, dtype=torch.long)
-            if with_answer:
-                ans = self.tok(ex.answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
-                prompt = torch.cat([prompt, self._embed(ans)])
-                labels = torch.cat([labels, torch.tensor(ans, dtype=torch.long)])
-            seqs.append((prompt, labels))
-        return seqs
+    def _audio_rows(self, feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """Every audio example's slots, concatenated: [start marker, adapter frames, end marker] each."""
+        a = self.adapter
+        frames = a.forward_packed(feats).to(dtype)
+        start, end = a.audio_start[None].to(dtype), a.audio_end[None].to(dtype)
+        pieces, o = [], 0
+        for f in feats:
+            n = stacked_length(f.shape[0], a.k)
+            pieces += [start, frames[o : o + n], end]
+            o += n
+        return torch.cat(pieces)
 
     def batch(self, examples: list[Example], with_answer: bool = True, left_pad: bool = False):
-        seqs = self._sequences(examples, with_answer)
-        n, hdim = max(s[0].shape[0] for s in seqs), seqs[0][0].shape[1]
-        dev = seqs[0][0].device
-        embeds = seqs[0][0].new_zeros(len(seqs), n, hdim)
-        mask = torch.zeros(len(seqs), n, dtype=torch.long, device=dev)
-        labels = torch.full((len(seqs), n), IGNORE, dtype=torch.long, device=dev)
-        for i, (e, l) in enumerate(seqs):
-            sl = slice(n - e.shape[0], n) if left_pad else slice(0, e.shape[0])
-            embeds[i, sl], mask[i, sl], labels[i, sl] = e, 1, l.to(dev)
-        return embeds, mask, labels
+        """(inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L]); labels are the answer + eos
+        only. One embedding lookup for the whole batch; the audio slots are then filled in place."""
+        emb = self.llm.get_input_embeddings()
+        dev = emb.weight.device
+        answers = ([ids + [self.eos_id] for ids in self.tok([ex.answer for ex in examples], add_special_tokens=False)
+                    ["input_ids"]] if with_answer else [[] for _ in examples])
+        layouts = [self._layout(ex, ans) for ex, ans in zip(examples, answers)]
+        n = max(len(b) + k + len(a) for b, k, a in layouts)
+        ids, labels, mask, audio_pos = [], [], [], []
+        for i, ((before, k, after), answer) in enumerate(zip(layouts, answers)):
+            length = len(before) + k + len(after)
+            lead = n - length if left_pad else 0
+            trail = n - length - lead
+            ids.append([0] * lead + before + [0] * k + after + [0] * trail)
+            mask.append([0] * lead + [1] * length + [0] * trail)
+            labels.append([IGNORE] * (lead + length - len(answer)) + answer + [IGNORE] * trail)
+            audio_pos += [(i, lead + len(before) + j) for j in range(k)]
+        mask_t = torch.tensor(mask, dtype=torch.long, device=dev)
+        embeds = emb(torch.tensor(ids, dtype=torch.long, device=dev)) * mask_t[..., None].to(emb.weight.dtype)
+        if audio_pos:
+            rows, cols = torch.tensor(audio_pos, device=dev).T
+            feats = [ex.features for ex in examples if ex.features is not None]
+            embeds = embeds.index_put((rows, cols), self._audio_rows(feats, embeds.dtype))
+        return embeds, mask_t, torch.tensor(labels, dtype=torch.long, device=dev)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
-        embeds, mask, labels = self.batch(examples)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        return self.loss(*self.batch(examples))
+
+    def loss(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens; the output layer runs only where there is a label."""
+        causal = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm  # PEFT wraps it
+        if not self._labelled_logits_only(causal):
+            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        hidden = causal.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
+        return nn.functional.cross_entropy(logits.float(), targets[keep])
+
+    @staticmethod
+    def _labelled_logits_only(causal: nn.Module) -> bool:
+        """Whether the loss may skip unlabelled positions: only for model types whose logits are a plain
+        linear map of the last hidden state (others soft-cap or scale them inside their forward)."""
+        return causal.config.model_type in PLAIN_LM_HEAD
 
     @torch.inference_mode()
     def generate(self, examples: list[Example], max_new_tokens: int = 128, num_beams: int = 1) -> list[str]:

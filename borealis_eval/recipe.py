@@ -29,7 +29,7 @@ from borealis_eval.logged_model import log_variant_model
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.resources import Resources
 from borealis_eval.tracking import RunLogger
-from borealis_eval.train import TrainResult, train
+from borealis_eval.train import TrainResult, train, uses_bf16
 
 
 @dataclass
@@ -90,8 +90,8 @@ class VariantRecipe:
         self.tokenizer = res.tokenizer_for(cfg.model.llm)
         torch.manual_seed(cfg.seed)
         self.model = SpeechLM.from_config(cfg.model, res.encoder.dim, self.tokenizer, device=res.device).to(res.device)
-        self.examples = [
-            Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)
+        self.examples = [  # audio features stay in the feature cache until their batch is built
+            Example(answer=e.text, feature_key=e.id, id=e.id) if isinstance(e, AudioItem)
             else Example(answer=e.answer, instruction=e.instruction, id=e.id)
             for e in self.mix.examples if not isinstance(e, AudioItem) or e.id in res.features
         ]
@@ -111,11 +111,12 @@ class VariantRecipe:
     def train(self) -> TrainResult:
         """Train (or resume from the checkpoint) and log the curve and the training summary."""
         o, tc = self.opts, self.train_config()
+        self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32"})
         hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
         result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,
                        should_stop=o.should_stop, on_step=(lambda step: _merged(h(step) for h in hooks)) if hooks else None,
-                       batch_transform=self.augment)
+                       batch_transform=self.augment, features=self.res.features)
         if self.augment is not None:
             self.run.metrics(self.augment.metrics())  # every rank takes part (counts are summed over ranks)
         if result.resumed_from:

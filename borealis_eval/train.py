@@ -25,16 +25,19 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from borealis_eval.atomic import atomic_path
 from borealis_eval.config import TrainConfig
+from borealis_eval.data.loader import BatchStream, batches
 from borealis_eval.errors import (
     TrainingDiverged,
     TrainingInterrupted,
@@ -115,8 +118,15 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """Whether training autocasts to bf16 (`train.precision`, auto resolved for this machine)."""
+    if cfg.precision != "auto":
+        return cfg.precision == "bf16"
+    return torch.cuda.is_available() or _cpu_has_native_bf16()
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
+    bf16 = uses_bf16(cfg)
     if bf16 and not torch.cuda.is_available() and not _cpu_has_native_bf16():
         log_.warning("train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast emulates it, "
                      "slower than fp32; use train.precision: fp32 on this machine")
@@ -125,6 +135,11 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     # A rank whose batch holds only text-only examples never touches the adapter: DDP must allow unused parameters.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != ("bf16" if bf16 else "no"):
+        # accelerate fixes the precision once per process; the variants of one sweep may differ in it.
+        # Only the accelerator's state is reset: the process group (PartialState) of a DDP run stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
                        cpu=cpu_ddp, kwargs_handlers=[ddp])
 
@@ -148,31 +163,24 @@ def training_attention(llm, acc: Accelerator):
             llm.set_attn_implementation(before)
 
 
-def _batches(examples: list[Example], batch_size: int, rank: int, world: int):
-    """Endless stream of (positions, batch); each process takes every world-th batch. A position
-    counts examples from the start of the stream (position // len(examples) is the epoch)."""
-    i = 0
-    n = len(examples)
-    while True:
-        if (i // batch_size) % world == rank:
-            positions = list(range(i, i + batch_size))
-            yield positions, [examples[p % n] for p in positions]
-        i += batch_size
-
-
 def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
           log: Callable[[dict[str, float], int], None] | None = None,
           accelerator: Accelerator | None = None, progress: bool = True,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
           should_stop: Callable[[], str | None] | None = None,
           on_step: Callable[[int], dict[str, float] | None] | None = None,
-          batch_transform: Callable[[list[Example], list[int]], list[Example]] | None = None) -> TrainResult:
+          batch_transform: Callable[[list[Example], list[int]], list[Example]] | None = None,
+          features: Mapping[str, torch.Tensor] | None = None) -> TrainResult:
     """Train for cfg.steps; `on_step(step)` runs after each optimizer step (e.g. pruning checks, a
     learning-curve score); metrics it returns are logged at that step and replayed on resume.
 
     `batch_transform(batch, positions)` may replace a batch's examples before the step (e.g.
     augmented audio encoded on the fly); it must be a pure function of its arguments, so the
     batches stay a pure function of the step and a resumed run replays them exactly.
+
+    Examples with a `feature_key` get their features from `features` (a FeatureStore) when their
+    batch is built (data/loader.py): resident memory stays flat in audio hours; with
+    `train.loader_workers` > 0 (default on CUDA) the batches are read ahead by worker processes.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -191,7 +199,7 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
     core: SpeechLM = acc.unwrap_model(model)
     model.train()
 
-    stream = _batches(examples, cfg.batch_size, acc.process_index, acc.num_processes)
+    stream = BatchStream(examples, cfg.batch_size, features, acc.process_index, acc.num_processes)
     losses: list[float] = []
     history: list[tuple[int, dict[str, float]]] = []  # every logged (step, metrics) point
     start = 0
@@ -207,8 +215,6 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         if log is not None:  # a resumed run (a new MLflow run) gets the curve from step 1, not from `start`
             for at, point in history:
                 log(point, at)
-        for _ in range(start * cfg.grad_accum):  # the batch stream is a pure function of the step
-            next(stream)
         _set_rng_state(ckpt["rng"])
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="training", unit="step", disable=not progress or not acc.is_main_process,
@@ -221,10 +227,13 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
         if barrier:
             acc.wait_for_everyone()
 
+    workers = cfg.loader_workers if cfg.loader_workers is not None else (2 if acc.device.type == "cuda" else 0)
+    # the batch stream is a pure function of the batch number: a resumed run starts at its step's batch
+    reader = batches(stream, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, workers)
     with training_attention(core.llm, acc):
         for step in bar:
             for _ in range(cfg.grad_accum):
-                positions, batch = next(stream)
+                positions, batch = next(reader)
                 try:
                     if batch_transform is not None:  # e.g. augmentation re-encodes audio: it can run out of memory too
                         batch = batch_transform(batch, positions)

@@ -232,13 +232,13 @@ def test_batch_hook_reencodes_only_augmented_clips_deterministically(tmp_path):
 
 def test_batch_positions_count_examples_across_epochs_and_ranks():
     """The hook's positions: global stream indices (epoch = position // n), each rank its own batches."""
-    from borealis_eval.train import _batches
+    from borealis_eval.data.loader import BatchStream
 
     exs = list("abcde")
-    one = _batches(exs, 2, rank=0, world=1)
-    assert [next(one) for _ in range(3)] == [([0, 1], ["a", "b"]), ([2, 3], ["c", "d"]), ([4, 5], ["e", "a"])]
-    r0, r1 = _batches(exs, 2, 0, 2), _batches(exs, 2, 1, 2)
-    assert [next(r0)[0], next(r1)[0], next(r0)[0], next(r1)[0]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    one = BatchStream(exs, 2, rank=0, world=1)
+    assert [one[i] for i in range(3)] == [([0, 1], ["a", "b"]), ([2, 3], ["c", "d"]), ([4, 5], ["e", "a"])]
+    r0, r1 = BatchStream(exs, 2, rank=0, world=2), BatchStream(exs, 2, rank=1, world=2)
+    assert [r0[0][0], r1[0][0], r0[1][0], r1[1][0]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
 
 
 def test_tiny_sweep_with_augmentation_logs_counts(tmp_path, monkeypatch):

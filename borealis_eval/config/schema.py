@@ -318,10 +318,14 @@ class TrainConfig(Strict):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA; a CPU with AVX512-BF16 or AMX:
+    # about half a CPU-profile step, benchmarks/README.md), else fp32. Decoding always runs in fp32.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     log_every: int = Field(default=10, gt=0)
     max_answer_tokens: int = Field(default=128, gt=0)
     threads: int | None = Field(default=None, gt=0)  # torch CPU threads
+    # processes reading the training batches ahead (features from the feature store); None: 2 on CUDA, 0 on CPU
+    loader_workers: int | None = Field(default=None, ge=0)
 
 
 class Reference(Strict):

@@ -45,7 +45,7 @@ class BatchStream(Dataset):
 
     def _loaded(self, ex: Any) -> Any:
         key = getattr(ex, "feature_key", None)
-        if ex.features is not None or key is None:
+        if key is None or ex.features is not None:
             return ex
         if self.features is None:
             raise ValueError(f"example {ex.id} refers to cached features but the stream has no feature store")

@@ -34,6 +34,7 @@ class Example:
     features: torch.Tensor | None = None  # [frames, enc_dim]
     instruction: str | None = None
     id: str = ""
+    feature_key: str | None = None  # audio whose features are read from the feature store when batched
 
 
 def llm_dtype(cfg: LLMConfig, device: str | torch.device = "cpu") -> torch.dtype:

@@ -84,7 +84,6 @@ def _wer(refs: list[str], hyps: list[str], language: str) -> float:
 def test_default_baseline_gives_the_pipeline_hypotheses(clips):
     """Issue 19: the harness's baseline with its defaults == transformers' ASR pipeline with its
     defaults (beam 5 there too) and the language forced, clip for clip."""
-    import torch
     from transformers import pipeline
 
     from borealis_eval.models.refs import resolve

@@ -96,9 +96,12 @@ def ct2_model_dir(ref: str) -> Path:
         if src is None:
             raise ModelRefError(f"{ref} is not a bundled Whisper model; known: "
                                 + ", ".join(f"bundled:{n}" for n in sorted(ct2_whisper.SOURCES)))
-        key = f"bundled-{src.name}-{src.sha256[:16]}"
-        return _cached(key, lambda dest: {"bundled": src.name, "packages": src.versions(),
-                                          "folder": str(ct2_whisper.write_ct2_folder(src.name, dest))})
+
+        def assemble(dest: Path) -> dict:
+            ct2_whisper.write_ct2_folder(src.name, dest)  # checks the model.bin checksum
+            return {"bundled": src.name, "packages": src.versions(), "model_bin_sha256": src.sha256}
+
+        return _cached(f"bundled-{src.name}-{src.sha256[:16]}", assemble)
     if r.kind == "hf":
         snap = _hf_snapshot(r.path_or_id, r.revision)
         if not any(snap.glob("*.safetensors")):

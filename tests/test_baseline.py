@@ -61,7 +61,8 @@ def greedy():
 
 @pytest.fixture(scope="module")
 def ct2():
-    return pytest.importorskip("ctranslate2", reason="the CTranslate2 backend needs ctranslate2 (a project dependency: pip install -e .)")
+    return pytest.importorskip("ctranslate2",
+                               reason="the CTranslate2 backend needs ctranslate2 (a project dependency: pip install -e .)")
 
 
 def _by_language(model, clips, num_beams=None) -> dict[str, list[str]]:

@@ -61,7 +61,8 @@ def require_ctranslate2():
 def _folder_digest(folder: Path) -> str:
     """sha256 over the names and contents of a folder's files (hidden files skipped)."""
     h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file() and not any(s.startswith(".") for s in q.relative_to(folder).parts)):
+    files = [q for q in folder.rglob("*") if q.is_file()]
+    for p in sorted(q for q in files if not any(part.startswith(".") for part in q.relative_to(folder).parts)):
         h.update(str(p.relative_to(folder)).encode() + b"\0")
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -1,29 +1,88 @@
-"""Plain-Whisper baseline: `WhisperForConditionalGeneration.generate` with the language forced.
+"""Plain-Whisper baseline, decoded the way Whisper's users run it.
+
+Protocol (the default; issue "The baseline is plain Whisper as its users run it"): beam search
+with 5 beams, deterministic (no sampling, no temperature fallback), the language forced per
+clip, task transcribe. That is what OpenAI's `transcribe`, faster-whisper and transformers' ASR
+`pipeline` default to (the pipeline's docstring: "follows openai's whisper implementation").
+Greedy decoding (`num_beams=1`) stays available as a setting of its own, independent of the
+speech-LLM's `eval.num_beams`.
+
+Timestamps (`timestamps`):
+- "auto": clips up to 30 s are decoded without timestamp tokens (`<|notimestamps|>`), as the
+  pipeline does; longer recordings go through Whisper's sequential long-form algorithm, which
+  needs timestamp tokens to know where to resume.
+- "always": every clip goes through the timestamp-predicting sequential algorithm (as OpenAI's
+  `transcribe` and faster-whisper do by default).
 
 Clips up to 30 s go through Whisper's own 30 s padded input in batches; longer recordings use
-transformers' sequential long-form generation (unpadded features + attention mask).
+transformers' sequential long-form generation (unpadded features + attention mask, not
+conditioned on the previous window). `make_transcriber` picks the backend: this module's
+transformers one, or CTranslate2 (`borealis_eval.models.whisper_ct2`, same protocol).
 """
 
 from __future__ import annotations
+
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 SAMPLE_RATE = 16_000
+DEFAULT_NUM_BEAMS = 5
+Timestamps = Literal["auto", "always"]
+TIMESTAMPS: tuple[str, ...] = ("auto", "always")
+BACKENDS: tuple[str, ...] = ("transformers", "ctranslate2")
+
+
+class Transcriber(Protocol):
+    """What the evaluation needs from a baseline backend."""
+
+    backend: str
+    num_beams: int
+
+    def transcribe(self, waves: list[np.ndarray], language: str | None, num_beams: int | None = None,
+                   max_new_tokens: int = 440) -> list[str]: ...
+
+    def protocol(self) -> dict: ...
+
+
+def check_decoding(num_beams: int, timestamps: str) -> None:
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if timestamps not in TIMESTAMPS:
+        raise ValueError(f"timestamps must be one of {TIMESTAMPS}, got {timestamps!r}")
+
+
+def describe_protocol(p: dict) -> str:
+    """One line a report can print beside the baseline's numbers."""
+    search = "greedy" if p["num_beams"] == 1 else f"beam {p['num_beams']}"
+    ts = "timestamps on every clip" if p["timestamps"] == "always" else "no timestamps up to 30 s"
+    return (f"Whisper {search}, deterministic (no temperature fallback), language forced, {ts}; long-form "
+            f"sequential 30 s windows; {p['backend']} {p['compute_type']}")
 
 
 class WhisperTranscriber:
-    def __init__(self, ref: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    backend = "transformers"
+
+    def __init__(self, ref: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 num_beams: int = DEFAULT_NUM_BEAMS, timestamps: Timestamps = "auto"):
         from borealis_eval.models.refs import resolve
 
+        check_decoding(num_beams, timestamps)
         r = resolve(ref)
         self.ref = ref
+        self.num_beams, self.timestamps = num_beams, timestamps
         self.processor = WhisperProcessor.from_pretrained(r.path_or_id, **r.kwargs())
         self.model = WhisperForConditionalGeneration.from_pretrained(r.path_or_id, dtype=dtype, **r.kwargs())
         self.model.to(device).eval()
         self.device, self.dtype = torch.device(device), dtype
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", True))
+
+    def protocol(self) -> dict:
+        """The decoding settings, for the run's params and the report."""
+        return {"backend": self.backend, "compute_type": str(self.dtype).removeprefix("torch."),
+                "num_beams": self.num_beams, "timestamps": self.timestamps}
 
     def _gen_kwargs(self, language: str | None, num_beams: int, max_new_tokens: int) -> dict:
         kw = dict(num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens)
@@ -32,21 +91,22 @@ class WhisperTranscriber:
         return kw
 
     @torch.inference_mode()
-    def transcribe(self, waves: list[np.ndarray], language: str | None, num_beams: int = 1,
+    def transcribe(self, waves: list[np.ndarray], language: str | None, num_beams: int | None = None,
                    max_new_tokens: int = 440) -> list[str]:
         """Transcribe clips; those over 30 s one by one through long-form generation.
 
-        `max_new_tokens` caps each clip (each 30 s segment in long-form): a looping decoder
-        otherwise runs to Whisper's 448-token limit, which costs minutes per batch on CPU.
+        `num_beams` None means the transcriber's own setting. `max_new_tokens` caps each clip
+        (each 30 s window in long-form): a looping decoder otherwise runs to Whisper's
+        448-token limit, which costs minutes per batch on CPU.
         """
         out: list[str | None] = [None] * len(waves)
         short = [i for i, w in enumerate(waves) if len(w) <= 30 * SAMPLE_RATE]
-        kw = self._gen_kwargs(language, num_beams, min(max_new_tokens, 440))
+        kw = self._gen_kwargs(language, self.num_beams if num_beams is None else num_beams, min(max_new_tokens, 440))
         if short:
             feats = self.processor.feature_extractor(
                 [waves[i] for i in short], sampling_rate=SAMPLE_RATE, return_tensors="pt"
             ).input_features.to(self.device, self.dtype)
-            ids = self.model.generate(feats, **kw)
+            ids = self.model.generate(feats, return_timestamps=self.timestamps == "always", **kw)
             for i, text in zip(short, self.processor.batch_decode(ids, skip_special_tokens=True)):
                 out[i] = text.strip()
         for i, w in enumerate(waves):
@@ -63,3 +123,23 @@ class WhisperTranscriber:
             )
             out[i] = self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
         return out  # type: ignore[return-value]
+
+
+def make_transcriber(ref: str, backend: str = "transformers", compute_type: str = "default",
+                     device: str | torch.device = "cpu", num_beams: int = DEFAULT_NUM_BEAMS,
+                     timestamps: Timestamps = "auto") -> Transcriber:
+    """The baseline transcriber for `eval.baseline` (backend, compute_type, num_beams, timestamps).
+
+    transformers runs float32 ("default" or "float32"); ctranslate2 takes its own compute types
+    (see `whisper_ct2.COMPUTE_TYPES`)."""
+    if backend == "transformers":
+        if compute_type not in ("default", "float32"):
+            raise ValueError(f"the transformers baseline runs float32; compute_type {compute_type!r} needs "
+                             f"backend ctranslate2")
+        return WhisperTranscriber(ref, device=device, num_beams=num_beams, timestamps=timestamps)
+    if backend == "ctranslate2":
+        from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+
+        return CT2WhisperTranscriber(ref, device=device, compute_type=compute_type, num_beams=num_beams,
+                                     timestamps=timestamps)
+    raise ValueError(f"unknown baseline backend {backend!r}; choose one of {BACKENDS}")

@@ -61,7 +61,14 @@ def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None 
     from borealis_eval.config import EvalSet
     from borealis_eval.data.sources import AudioItem
     from borealis_eval.models.speech_lm import Example, SpeechLM
-    from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
+
+    try:  # the package as it is now
+        from borealis_eval.resources import load_eval_data, prepare_resources
+
+        def mix_for(v, res):
+            return res.mix_for(v)
+    except ImportError:  # a package from before the recipe split (e.g. 5d038b1, the --vs-ref side)
+        from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
 
     v = {v.name: v for v in cpu_variants(ablation or CPU_ABLATION)}[variant]
     over = {"batch_size": batch_size, "steps": steps, "lr": lr, "threads": threads, "precision": precision}
@@ -99,8 +106,14 @@ def one_run(a: argparse.Namespace) -> dict:
     """Train and evaluate one variant in this process; every figure the summary needs."""
     import torch
 
-    from borealis_eval.sweep import evaluate_speech_lm, evaluate_text_skill
     from borealis_eval.train import train
+
+    try:
+        from borealis_eval.decode import evaluate_speech_lm, evaluate_text_skill
+        new_text_api = True  # returns {set: (scores, rows)}
+    except ImportError:  # before the recipe split
+        from borealis_eval.sweep import evaluate_speech_lm, evaluate_text_skill
+        new_text_api = False
 
     t_setup = time.perf_counter()
     ablation = a.code / "ablations" / "cpu" / "text_ratio.yaml" if a.code else None  # the ref's own settings
@@ -125,7 +138,11 @@ def one_run(a: argparse.Namespace) -> dict:
     text = {}
     if res.text_sets:
         t = time.perf_counter()
-        text = evaluate_text_skill(model, res, cfg, _NoTracking())
+        if new_text_api:  # the same keys the old function returned
+            text = {f"{k}/{name}": score[x] for name, (score, _) in evaluate_text_skill(model, res, cfg).items()
+                    for k, x in (("text_chrf", "chrf"), ("text_exact", "exact_match"))}
+        else:
+            text = evaluate_text_skill(model, res, cfg, _NoTracking())
         eval_s["text:" + res.text_sets[0][0]] = time.perf_counter() - t
     eval_cost = sum(s for k, s in eval_s.items() if k != "dev")
     eval_cpu = time.process_time() - c  # the dev set included

@@ -16,7 +16,7 @@ import hashlib
 import torch
 
 from borealis_eval.audio import ENCODER_FRAMES_PER_SECOND, SAMPLE_RATE
-from borealis_eval.config import ExperimentConfig
+from borealis_eval.config import BaselineConfig, ExperimentConfig
 from borealis_eval.evaluate.runner import SetResult, decode_set, score_set
 from borealis_eval.evaluate.textskill import text_ability
 from borealis_eval.models.speech_lm import Example, SpeechLM
@@ -122,11 +122,20 @@ def evaluate_text_skill(model: SpeechLM, res: Resources, cfg: ExperimentConfig) 
     return out
 
 
-def evaluate_baseline(res: Resources, cfg: ExperimentConfig, ref: str | None = None) -> list[SetResult]:
-    """Decode and score every eval set with plain Whisper, told each clip's own language."""
-    from borealis_eval.models.baseline import WhisperTranscriber
+def baseline_params(b: BaselineConfig, cfg: ExperimentConfig) -> dict:
+    """The settings that change a baseline's hypotheses (its decode-cache key and claim)."""
+    return {"backend": b.backend, "compute_type": b.compute_type, "beams": b.num_beams, "timestamps": b.timestamps,
+            "max_new_tokens": cfg.eval.max_new_tokens, "tps": cfg.eval.max_tokens_per_second}
 
-    ref = ref or cfg.eval.baseline.ref
+
+def evaluate_baseline(res: Resources, cfg: ExperimentConfig, baseline: BaselineConfig | None = None,
+                      ref: str | None = None) -> list[SetResult]:
+    """Decode and score every eval set with plain Whisper (`baseline`, default the main one; `ref`
+    overrides its model) under its own protocol, told each clip's own language."""
+    from borealis_eval.models.baseline import make_transcriber
+
+    b = baseline or cfg.eval.baseline
+    ref = ref or b.ref
     whisper = None
     results = []
     for es in res.eval_sets:
@@ -134,16 +143,17 @@ def evaluate_baseline(res: Resources, cfg: ExperimentConfig, ref: str | None = N
 
         def fn(ids: list[str], lang: str, es=es, item_lang=item_lang) -> list[str]:
             nonlocal whisper
-            whisper = whisper or WhisperTranscriber(ref, device=res.device)  # loaded only on a cache miss
+            whisper = whisper or make_transcriber(ref, b.backend, b.compute_type, res.device, b.num_beams,
+                                                  b.timestamps)  # loaded only on a cache miss
             out: dict[str, str] = {}
             for language in sorted({item_lang[i] for i in ids}):  # Whisper is told each clip's own language
                 group = [i for i in ids if item_lang[i] == language]
                 waves = [es.waves[i] for i in group]
                 longest = min(30.0, max(len(w) for w in waves) / SAMPLE_RATE)  # long-form: per 30 s segment
-                out.update(zip(group, whisper.transcribe(waves, language, cfg.eval.num_beams, token_cap(cfg, longest))))
+                out.update(zip(group, whisper.transcribe(waves, language, None, token_cap(cfg, longest))))
             return [out[i] for i in ids]
 
-        records, secs = _decode_cached(res, es, f"whisper:{ref}", decode_params(cfg), lambda es=es, fn=fn: decode_set(
-            es.items, es.durations, fn, es.language, cfg.eval.baseline.batch_size, f"baseline {es.name}"))
+        records, secs = _decode_cached(res, es, f"whisper:{ref}", baseline_params(b, cfg), lambda es=es, fn=fn: decode_set(
+            es.items, es.durations, fn, es.language, b.batch_size, f"{b.name} {es.name}"))
         results.append(score_set(es.name, records, es.language, secs, cfg.eval.bootstrap))
     return results

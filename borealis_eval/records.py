@@ -46,7 +46,8 @@ Runs (all in that experiment):
   ``model.trainable_params``; tags ``variant`` (the exact name: a model name cannot hold . / : % " '),
   ``config_hash``; metrics:
   the set metrics and text-skill scores, each linked to its dataset.
-- baseline (nested): tags ``role=baseline``, ``variant=baseline``, ``model`` (reference),
+- baseline (nested; one per eval.baseline / eval.extra_baselines): tags ``role=baseline``,
+  ``variant`` (the baseline's name), ``model`` (reference), ``protocol`` (its decoding, in words),
   ``config_hash`` (the baseline's claim key), ``borealis.study``, ``normalizer/<set>``; params
   ``baseline.*``; the same per-set metrics and predictions as a variant; its eval sets as dataset
   inputs (``evaluation``).
@@ -82,6 +83,7 @@ LANGUAGE_MIX = "language_mix"
 TEXT_FRACTION = "text_fraction"
 SEED = "seed"
 MODEL = "model"
+PROTOCOL = "protocol"  # a baseline's decoding protocol, in words (beam, timestamps, backend)
 KIND = "kind"
 STUDY = "borealis.study"
 ABLATION = "borealis.ablation"

@@ -293,8 +293,7 @@ def check_model_refs(variants: list[Variant]) -> None:
         m = v.config.model
         refs.update(r for r in (m.encoder.ref, m.llm.ref, m.llm.tokenizer if isinstance(m.llm.tokenizer, str) else None)
                     if r)
-        if v.config.eval.baseline.enabled:
-            refs.add(v.config.eval.baseline.ref)
+        refs.update(b.ref for b in v.config.eval.baselines)
     for r in sorted(refs):
         check_available(r)
     for v in variants:

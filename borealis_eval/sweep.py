@@ -27,8 +27,8 @@ from mlflow.tracking import MlflowClient
 
 from borealis_eval import records
 from borealis_eval.claims import RECLAIMABLE_NOTE, Claim
-from borealis_eval.config import ExperimentConfig, Variant, load_ablation
-from borealis_eval.decode import decode_params, evaluate_baseline
+from borealis_eval.config import BaselineConfig, ExperimentConfig, Variant, load_ablation
+from borealis_eval.decode import baseline_params, evaluate_baseline
 from borealis_eval.distributed import NullRun, broadcast, is_main_process, world_size
 from borealis_eval.errors import UsageError, UserError
 from borealis_eval.evaluate.protocol import utt_scores
@@ -40,7 +40,6 @@ from borealis_eval.study import Study, start_study
 from borealis_eval.tracking import RunLogger
 
 log = logging.getLogger("borealis_eval")
-BASELINE = records.BASELINE  # the baseline's name in the grid and in paired tests
 
 
 @dataclass
@@ -56,11 +55,12 @@ class SweepResult:
     interrupted: str | None = None
 
 
-def baseline_key(cfg: ExperimentConfig) -> str:
-    """The baseline's claim key: its model, the eval sets and the decoding settings."""
-    blob = json.dumps({"ref": cfg.eval.baseline.ref,  # citing a published figure does not change the decode
+def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
+    """A baseline's claim key: its name and model, the eval sets and its decoding settings."""
+    b = b or cfg.eval.baseline
+    blob = json.dumps({"ref": b.ref, "name": b.name,  # citing a published figure does not change the decode
                        "sets": [s.model_dump(mode="json", exclude={"reference"}) for s in cfg.eval.sets],
-                       "decode": decode_params(cfg)}, sort_keys=True)
+                       "decode": baseline_params(b, cfg)}, sort_keys=True)
     return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -79,9 +79,8 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
         ckroot = Path(checkpoint_dir) if checkpoint_dir else cache_root() / "checkpoints"
         return _follow(variants, ckroot, checkpoint_every)
     base_cfg = variants[0].config
-    items: list[tuple[str, str]] = []  # (claim key, name), baseline first
-    if base_cfg.eval.baseline.enabled:
-        items.append((baseline_key(base_cfg), BASELINE))
+    baselines = {baseline_key(base_cfg, b): b for b in base_cfg.eval.baselines}
+    items: list[tuple[str, str]] = [(k, b.name) for k, b in baselines.items()]  # (claim key, name), baselines first
     items += [(v.config_hash, v.name) for v in variants]
     by_key = {v.config_hash: v for v in variants}
     fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
@@ -94,7 +93,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
         if refs:
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
     out = SweepResult(abl.name, st.parent.run_id, [], {}, 0.0, study=st.name)
-    sweep = _Sweep(st, items, by_key, base_cfg, variants)
+    sweep = _Sweep(st, items, by_key, baselines, base_cfg, variants)
     with st.session():
         try:
             sweep.work(out)
@@ -132,8 +131,10 @@ class _Sweep:
     """One worker's part of a sweep study: claim, run, and (the last one out) close."""
 
     def __init__(self, st: Study, items: list[tuple[str, str]], by_key: dict[str, Variant],
-                 base_cfg: ExperimentConfig, variants: list[Variant]):
+                 baselines: dict[str, BaselineConfig], base_cfg: ExperimentConfig, variants: list[Variant]):
         self.st, self.items, self.by_key, self.base_cfg, self.variants = st, items, by_key, base_cfg, variants
+        self.baselines = baselines
+        self.main = base_cfg.eval.baseline.name  # the reference of the Δ-vs-baseline metrics
         self.systems: dict[str, dict[str, list]] = {}  # eval set -> system -> per-utterance scores
         self._res: Resources | None = None
 
@@ -163,8 +164,8 @@ class _Sweep:
                 if claim.previous_status:
                     log.info("%s: taking over (%s)", name,
                              RECLAIMABLE_NOTE.get(claim.previous_status, claim.previous_status))
-                if name == BASELINE and key not in self.by_key:
-                    ok = self._run_baseline(key, claim)
+                if key in self.baselines:
+                    ok = self._run_baseline(key, self.baselines[key], claim)
                     (out.finished.append(name) if ok else out.failed.setdefault(name, "see the baseline run"))
                     continue
                 v = self.by_key[key]
@@ -185,33 +186,38 @@ class _Sweep:
                 return
             time.sleep(min(2.0, max(0.5, st.store.stale_after / 4)))  # a peer may die: its claim then turns stale
 
-    def _run_baseline(self, key: str, claim: Claim) -> bool:
+    def _run_baseline(self, key: str, b: BaselineConfig, claim: Claim) -> bool:
+        from borealis_eval.models.baseline import describe_protocol
+
         st, cfg = self.st, self.base_cfg
         with st.heartbeat(key):
             res = self.resources()
-            run = st.start_run(key, "baseline-whisper", {records.ROLE: records.BASELINE, records.VARIANT_NAME: BASELINE,
-                                                        records.MODEL: cfg.eval.baseline.ref,
-                                                        records.CONFIG_HASH: key}, claim)
+            protocol = describe_protocol({"num_beams": b.num_beams, "timestamps": b.timestamps, "backend": b.backend,
+                                          "compute_type": b.compute_type})
+            run = st.start_run(key, f"{b.name}-whisper", {records.ROLE: records.BASELINE, records.VARIANT_NAME: b.name,
+                                                         records.MODEL: b.ref, records.CONFIG_HASH: key,
+                                                         records.PROTOCOL: protocol}, claim)
             with st.attempt(run, key):
-                run.params({"baseline.ref": cfg.eval.baseline.ref, "eval.num_beams": cfg.eval.num_beams})
+                run.params({f"baseline.{k}": v for k, v in b.model_dump(mode="json").items()})
                 run.datasets(res.datasets_for(None))
-                results = evaluate_baseline(res, cfg)
+                results = evaluate_baseline(res, cfg, b)
                 log_results(run, results)
                 for r in results:
-                    self.systems.setdefault(r.name, {})[BASELINE] = utt_scores(r.records, r.language)
+                    self.systems.setdefault(r.name, {})[b.name] = utt_scores(r.records, r.language)
                 run.end("FINISHED")
                 st.store.finish(st.name, key, run.run_id)
                 return True
         return False
 
     def _load_peer_baseline(self) -> None:
-        """Another worker scored the baseline: read its predictions back for the paired tests."""
-        if any(BASELINE in by for by in self.systems.values()) or not self.items or self.items[0][1] != BASELINE:
+        """Another worker scored the main baseline: read its predictions back for the paired tests."""
+        key = next((k for k, b in self.baselines.items() if b.name == self.main), None)
+        if key is None or any(self.main in by for by in self.systems.values()):
             return
-        row = next((r for r in self.st.store.rows(self.st.name) if r["config_hash"] == self.items[0][0]), None)
+        row = next((r for r in self.st.store.rows(self.st.name) if r["config_hash"] == key), None)
         if row and row["status"] == "finished" and row["run_id"]:
             for set_name, scores in _scores_from_run(self.st.client, row["run_id"], self.resources()).items():
-                self.systems.setdefault(set_name, {})[BASELINE] = scores
+                self.systems.setdefault(set_name, {})[self.main] = scores
 
     def _paired_vs_baseline(self, name: str) -> Callable[[RunLogger, list[SetResult]], None]:
         """Record the variant's per-utterance scores; log ΔWER and p-value against the baseline."""
@@ -221,8 +227,8 @@ class _Sweep:
             for r in results:
                 by_system = self.systems.setdefault(r.name, {})
                 by_system[name] = utt_scores(r.records, r.language)
-                if BASELINE in by_system:
-                    row = paired_rows({name: by_system[name], BASELINE: by_system[BASELINE]},
+                if self.main in by_system:
+                    row = paired_rows({name: by_system[name], self.main: by_system[self.main]},
                                       self.base_cfg.eval.bootstrap)[0]
                     out[records.delta_vs_baseline(r.name)] = row["delta_wer"]
                     out[records.p_vs_baseline(r.name)] = row["p_value"]

@@ -73,7 +73,7 @@ def _by_language(model, clips, num_beams=None) -> dict[str, list[str]]:
 
 
 def _wer(refs: list[str], hyps: list[str], language: str) -> float:
-    from borealis_eval.evaluate.metrics import score_records
+    from borealis_eval.evaluate.protocol import score_records
 
     return score_records([{"ref": r, "hyp": h} for r, h in zip(refs, hyps)], language, n_boot=100)["wer"]
 

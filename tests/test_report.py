@@ -215,10 +215,10 @@ def test_single_seed_headline_says_training_variance_was_not_measured(built):
     # planted: ru50_en50 0.15 beats 0.0 by 7 pts on both sets (320 words each: beyond test sampling)
     for s in SETS:
         assert f"ru50_en50 · text 0.15 beats ru50_en50 · text 0 on {s} (-" in headline
-    assert "best cell vs plain Whisper (whisper-base): test_en trails" in headline
+    assert "best cell vs plain Whisper, baseline (whisper-base): test_en trails" in headline
     cells = _section(md, "WER per cell (%)")
     assert cells[0].startswith("| cell | test_en | test_ru | runs |")
-    assert cells[2].startswith("| **baseline whisper-base** | 6.6 [")
+    assert cells[2].startswith("| **baseline (whisper-base)** | 6.6 [")
     best = next(r for r in cells if r.startswith("| ru50_en50 · text 0.15 |"))
     assert best.count("**") == 4 and "±" not in best and "`s0`" in best  # best on both sets; one seed: no spread
     assert "one seed per cell: [95% interval over test utterances only]" in md

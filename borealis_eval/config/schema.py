@@ -360,9 +360,28 @@ class TextSet(Strict):
 
 
 class BaselineConfig(Strict):
+    """Plain Whisper, decoded once per study with its own protocol (independent of the speech-LLM's):
+    by default as Whisper's users run it (OpenAI's transcribe, faster-whisper, the transformers ASR
+    pipeline): beam 5, deterministic, no temperature fallback, the language forced per clip."""
+
     enabled: bool = True
+    name: str = Field(default="baseline", pattern=r"^[A-Za-z0-9_.\-]+$")  # its row in the report
     ref: str = "hf:openai/whisper-large-v3"
     batch_size: int = Field(default=8, gt=0)
+    backend: Literal["transformers", "ctranslate2"] = "transformers"
+    # ctranslate2: default | int8 | int8_float32 | float32; transformers runs float32 (default | float32)
+    compute_type: Literal["default", "int8", "int8_float32", "float32"] = "default"
+    num_beams: int = Field(default=5, gt=0)
+    # auto: no timestamps up to 30 s, sequential long-form with timestamps beyond (the pipeline's way);
+    # always: every clip through the sequential algorithm (OpenAI's transcribe, faster-whisper)
+    timestamps: Literal["auto", "always"] = "auto"
+
+    @model_validator(mode="after")
+    def _backend(self):
+        if self.backend == "transformers" and self.compute_type not in ("default", "float32"):
+            raise ValueError(f"the transformers backend runs float32; compute_type {self.compute_type!r} needs "
+                             "backend: ctranslate2")
+        return self
 
 
 class EvalConfig(Strict):
@@ -382,10 +401,17 @@ class EvalConfig(Strict):
     # decoding was measured 6x slower on an H200)
     merge_lora: bool = True
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    # more baselines beside it, each its own row (e.g. the same model greedy, to show what beam search buys)
+    extra_baselines: list[BaselineConfig] = Field(default_factory=list)
     bootstrap: int = Field(default=1000, ge=100)
     # learning curves: every N training steps, greedy WER on the small fixed `dev_sets` (0: off)
     every_steps: int = Field(default=0, ge=0)
     dev_sets: list[EvalSet] = Field(default_factory=list)
+
+    @property
+    def baselines(self) -> list[BaselineConfig]:
+        """Every enabled baseline, the main one first (the reference of Δ-vs-baseline metrics)."""
+        return [b for b in (self.baseline, *self.extra_baselines) if b.enabled]
 
     @model_validator(mode="after")
     def _curve(self):
@@ -395,6 +421,9 @@ class EvalConfig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"eval set names must be unique across sets and dev_sets (repeated: {', '.join(dup)})")
+        bnames = [b.name for b in (self.baseline, *self.extra_baselines)]
+        if len(set(bnames)) != len(bnames):
+            raise ValueError(f"baseline names must be unique (got {bnames}); give each extra_baselines entry a name")
         return self
 
 

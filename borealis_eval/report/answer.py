@@ -77,8 +77,7 @@ def _baseline_clause(data: ReportData, cells: CellAnalysis) -> str:
         best = min(rows, key=lambda c: c.comparison.delta)
         word = ("beats" if best.verdict == A_BETTER else "trails") if best.differs else "ties"
         bits.append(f"{s} {word} ({_pts(best.comparison.delta)} pts)")
-    name = data.runs.at[first, "model"] or data.runs.at[first, "variant"]
-    return f"best cell vs plain Whisper ({name}): " + ", ".join(bits) if bits else ""
+    return f"best cell vs plain Whisper, {baseline_label(data, first)}: " + ", ".join(bits) if bits else ""
 
 
 def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str = "wer") -> Table:
@@ -90,8 +89,7 @@ def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str 
                    key=lambda c: cells.summaries[(c.key, s)].mean).key for s in sets}
     rows = []
     for run_id in data.baselines.index:
-        label = str(data.runs.at[run_id, "model"] or data.runs.at[run_id, "variant"])
-        out = [Cell(f"baseline {label}", bold=True)]
+        out = [Cell(baseline_label(data, run_id), bold=True, title=str(data.runs.at[run_id, "protocol"] or ""))]
         for s in sets:
             b = cells.baselines.get((run_id, s))
             out.append(Cell("" if b is None else f"{100 * b.mean:.1f}",
@@ -117,9 +115,17 @@ def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str 
     seeds = (f"mean over {lo}{f'-{hi}' if hi != lo else ''} seeds [95% interval over seeds and test utterances] "
              "±half the seed range" if cells.training_variance_measured else
              "one seed per cell: [95% interval over test utterances only]")
+    protocols = "; ".join(f"{baseline_label(data, r)}: {data.runs.at[r, 'protocol']}" for r in data.baselines.index
+                          if data.runs.at[r, "protocol"])
     return Table(f"{family.upper()} per cell (%)", ["cell", *sets, "runs"], rows,
-                 f"Cells: {seeds}; bold = lowest per set. Baselines are decoded once (no training variance).{mode}",
-                 numeric_from=1)
+                 f"Cells: {seeds}; bold = lowest per set. Baselines are decoded once (no training variance)"
+                 f"{': ' + protocols if protocols else ''}.{mode}", numeric_from=1)
+
+
+def baseline_label(data: ReportData, run_id: str) -> str:
+    """'baseline (bundled:whisper-base)': the baseline's name and model."""
+    name, model = str(data.runs.at[run_id, "variant"]), str(data.runs.at[run_id, "model"] or "")
+    return f"{name} ({model})" if model and model != name else name
 
 
 _MODE_NOTE = {"replace": "text replaces audio in a fixed number of examples",
@@ -138,8 +144,7 @@ def verdict_tables(data: ReportData, cells: CellAnalysis) -> list[Table]:
     for run_id in data.baselines.index:
         found = [c for c in cells.vs_baseline if c.b == run_id]
         if found:
-            name = data.runs.at[run_id, "model"] or data.runs.at[run_id, "variant"]
-            tables.append(_contrast_table(f"Against the baseline ({name})", found, cells, data,
+            tables.append(_contrast_table(f"Against {baseline_label(data, run_id)}", found, cells, data,
                                           "each cell against plain Whisper, decoded once"))
     return tables
 
@@ -172,6 +177,7 @@ def reference_table(data: ReportData, cells: CellAnalysis) -> Table:
     whisper = data.family("wer_whisper")
     for run_id in data.baselines.index:
         model = str(data.runs.at[run_id, "model"] or data.runs.at[run_id, "variant"])
+        label = baseline_label(data, run_id)
         for s in data.eval_sets:
             ours = cells.baselines.get((run_id, s))
             if ours is None:
@@ -191,7 +197,7 @@ def reference_table(data: ReportData, cells: CellAnalysis) -> Table:
                                f"long-form){': ' + ref['note'] if ref.get('note') else ''}")
                 else:
                     verdict = f"agrees within {GAP_FLAG_PTS:g} pts"
-                rows.append(Row([Cell(model), Cell(s), Cell(f"{100 * ours.mean:.1f}", f"[{100 * ours.ci_low:.1f}, "
+                rows.append(Row([Cell(label), Cell(s), Cell(f"{100 * ours.mean:.1f}", f"[{100 * ours.ci_low:.1f}, "
                                                                                      f"{100 * ours.ci_high:.1f}]"),
                                  Cell("" if pd.isna(w) else f"{w:.1f}"),
                                  Cell("" if pub is None else f"{pub:g}", href=ref.get("source") or None),

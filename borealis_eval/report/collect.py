@@ -249,6 +249,7 @@ def _describe(run: Run) -> dict:
         "text_fraction": float(fraction),
         "seed": tags.get(records.SEED, ""),
         "model": tags.get(records.MODEL, ""),
+        "protocol": tags.get(records.PROTOCOL, ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,
         "error": (tags.get(records.ERROR) or "").splitlines()[0][:300] if tags.get(records.ERROR) else "",

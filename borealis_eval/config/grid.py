@@ -142,7 +142,7 @@ def variants_table(variants: list[Variant]) -> list[dict[str, Any]]:
     for i, v in enumerate(variants):
         row: dict[str, Any] = {"#": i, "variant": v.name}
         row.update({k: axis_label(x) for k, x in v.axes.items()})
-        row["steps"] = v.config.train.steps
+        row["steps"] = v.config.train_steps  # text_mode add grows them
         row["config_hash"] = v.config_hash
         rows.append(row)
     return rows

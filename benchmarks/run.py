@@ -20,7 +20,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, ROOT, machine
 
 BENCHMARKS = ["baseline_decode", "speechlm_decode", "train_cache", "sweep_scaling", "tracking_overhead",
-              "train_augment"]
+              "train_augment", "feature_streaming"]
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

@@ -70,7 +70,11 @@ def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None 
     except ImportError:  # a package from before the recipe split (e.g. 5d038b1, the --vs-ref side)
         from borealis_eval.sweep import load_eval_data, mix_for, prepare_resources
 
-    v = {v.name: v for v in cpu_variants(ablation or CPU_ABLATION)}[variant]
+    every = cpu_variants(ablation or CPU_ABLATION)
+    # a variant's name, or its cell's (a profile with seeds names variants <cell>__seed=N): the first seed
+    v = next((x for x in every if x.name == variant), None) or next((x for x in every if x.cell == variant), None)
+    if v is None:
+        raise SystemExit(f"no variant or cell {variant!r} in the profile (see `sweep --dry-run`)")
     over = {"batch_size": batch_size, "steps": steps, "lr": lr, "threads": threads, "precision": precision}
     tc = v.config.train.model_copy(update={k: x for k, x in over.items() if x is not None})
     data = v.config.data.model_copy(update={"num_examples": tc.steps * tc.batch_size * tc.grad_accum})

@@ -79,7 +79,7 @@ def test_whisper_base_import_record_and_reuse(whisper_base):
         raise AssertionError("a prepared model was imported again")
 
     with pytest.MonkeyPatch.context() as mp:  # a second call only checks the marker: nothing is rebuilt
-        mp.setattr(BUNDLED["whisper-base"], "build", rebuild)
+        mp.setitem(BUNDLED, "whisper-base", dataclasses.replace(BUNDLED["whisper-base"], build=rebuild))
         assert prepare("whisper-base") == folder and is_prepared("whisper-base")
 
 

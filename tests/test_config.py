@@ -89,13 +89,15 @@ def test_full_ablation_expands_to_12_distinct_variants():
 def test_cpu_ablation_extends_full_one():
     _, full = load_ablation(FULL)
     abl, variants = load_ablation(CPU)
-    assert abl.name == "text_ratio" and len(variants) == 9  # its own, smaller grid
-    assert abl.description.startswith("Which share")  # inherited from the file it extends
+    assert abl.name == "text_ratio" and len(variants) == 18  # its own, smaller grid: 9 cells x 2 seeds
+    assert len({v.cell for v in variants}) == 9 and {v.config.seed for v in variants} == {0, 1}
+    assert abl.description.startswith("Which share")
     cfg = variants[0].config
     # lists replace: one synthetic train set instead of the three hub sets
     assert [s.name for s in cfg.data.train_sets] == ["synth_train"]
     assert isinstance(cfg.data.train_sets[0].source, SynthSource)
-    assert [s.name for s in cfg.eval.sets] == ["test_ru", "test_en", "webinar"]
+    assert [s.name for s in cfg.eval.sets] == ["test_ru", "test_en", "webinar", "real_ru_read", "real_ru_ivr",
+                                                "real_en_ivr", "real_longform"]
     assert cfg.model.adapter.hidden_sizes == [384]
     # mappings merge: overridden fields change, the others are inherited
     assert cfg.model.encoder.ref == "bundled:whisper-base" and cfg.model.encoder.short_input is True
@@ -108,9 +110,9 @@ def test_cpu_ablation_extends_full_one():
     src = cfg.data.text_pool.source
     assert isinstance(src, SynthSource) and src.split == "text_train"
     assert not hasattr(src, "instruction_column")
-    # its grid is a subset of the full study's cells, with different configs
-    full_names = {v.name: v.config_hash for v in full}
-    assert all(v.name in full_names and full_names[v.name] != v.config_hash for v in variants)
+    # its cells are a subset of the full study's, with different configs
+    full_cells = {v.cell: v.config_hash for v in full}
+    assert all(v.cell in full_cells and full_cells[v.cell] != v.config_hash for v in variants)
     assert {v.config_hash for v in variants}.isdisjoint({v.config_hash for v in full})
 
 

@@ -18,6 +18,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import cli, records
+from borealis_eval.data import synth
 from borealis_eval.tracking import RunLogger, TrackingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_every_variant_and_baseline_run_has_its_datasets_as_inputs(study):
                 seen.setdefault(di.dataset.name, set()).add(di.dataset.digest)
                 source = json.loads(di.dataset.source)
                 assert di.dataset.source_type == "local" and Path(source["uri"]).is_file()
-                assert source["version"] == "synth-ruen-3" and source["fingerprint"]  # the corpus' version
+                assert source["version"] == synth.VERSION and source["fingerprint"]  # the corpus' version
                 assert json.loads(di.dataset.profile)["items"] > 0
             if role == "variant":  # the tiny tokenizer is trained on the text pool: every variant reads it
                 assert got == {"train": "training", "text_pool": "training", "test_en": "evaluation",
@@ -150,7 +151,7 @@ def test_parent_description_has_the_headline_and_a_link_to_the_report(study):
     (parent,) = study["by_role"]["parent"]
     note = client.get_run(parent.info.run_id).data.tags[records.NOTE]
     headline, question, link = note.split("\n\n")
-    assert headline.startswith("**Best variant: ") and "baseline Whisper" in headline
+    assert headline.startswith("**One training run per cell") and "plain Whisper" in headline
     assert question == "tiny scale-out test"
     target = (f"#/experiments/{study['exp'].experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
               "?workflowType=machine_learning")

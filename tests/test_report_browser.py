@@ -195,12 +195,13 @@ def test_html_report_in_headless_chromium(report, tmp_path):
 
     assert errors == []
     images = state["images"]
-    assert len(images) == len(report.plots) == 4
+    assert len(images) == len(report.plots) == 3
     for image in images:
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image
     assert len(state["tables"]) >= 10 and all(rows >= 2 for rows in state["tables"])
-    for heading in ("Word error rate (WER, %)", "Normalisation sensitivity", "Paired tests: test_ru",
-                    "Plots", "Error analysis", "WER by duration", "Worst utterances: test_ru"):
+    for heading in ("WER per cell (%)", "Contrasts: text fraction", "Word error rate per run (WER, %)",
+                    "Normalisation sensitivity", "Paired tests: test_ru", "More plots", "Error analysis",
+                    "WER by duration", "Worst utterances: test_ru"):
         assert heading in state["headings"]
     assert state["diff"] >= 3  # colour-coded substitutions, deletions and insertions
 
@@ -360,5 +361,5 @@ def test_mlflow_ui_parent_run_shows_the_headline_and_links_the_report(mlflow_ui,
                                              "document.body.innerText", "the report in the artifact viewer")
     finally:
         browser.close()
-    assert "Best variant: " in text and "tiny scale-out test" in text  # the description: answer, then question
+    assert "One training run per cell" in text and "tiny scale-out test" in text  # the description: answer, question
     assert "report/report.html" in viewer and "/artifacts/report/report.html" in viewer

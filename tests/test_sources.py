@@ -18,6 +18,7 @@ import yaml
 
 from borealis_eval.config import AudioSet, ConfigError, HFSource, HFTextSource, ManifestSource, TextPool, load_ablation
 from borealis_eval.data.manifest import AudioError, load_audio, write_manifest
+from borealis_eval.errors import DataError
 from borealis_eval.data.sources import AudioItem, BadDataError, check_bad, load_audio_set, load_text_pool, load_waves
 
 from _tiny import tiny_ablation
@@ -207,7 +208,7 @@ def test_parquet_source_folder_file_and_streaming(tmp_path):
 def test_parquet_wrong_column_is_a_clear_error(tmp_path):
     hf_dataset(hf_rows(tmp_path)).to_parquet(str(tmp_path / "x.parquet"))
     src = HFSource(kind="parquet", id=str(tmp_path / "x.parquet"), text_column="transcription", language="ru")
-    with pytest.raises(ValueError, match=r"set 'hf': no column 'transcription' \(columns: .*sentence"):
+    with pytest.raises(DataError, match=r"set 'hf': no column 'transcription' \(columns: .*sentence"):
         load_audio_set(AudioSet(name="hf", source=src))
 
 
@@ -236,7 +237,7 @@ def test_audiofolder_source(tmp_path, meta):
 
 def test_audiofolder_without_metadata(tmp_path):
     (tmp_path / "af").mkdir()
-    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+    with pytest.raises(DataError, match="metadata.csv"):
         load_audio_set(AudioSet(name="af", source=HFSource(kind="audiofolder", id=str(tmp_path / "af"), language="ru")))
 
 
@@ -316,7 +317,8 @@ def test_eval_sets_use_the_configured_max_bad_share(tmp_path, share, fails):
     from borealis_eval.resources import load_eval_data
 
     _, variants = load_ablation(ablation(tmp_path, max_bad_share=share))
-    res = types.SimpleNamespace(bad_items=[], encoder=None, cache=None, eval_sets=[], text_sets=[])
+    res = types.SimpleNamespace(bad_items=[], encoder=None, cache=None, eval_sets=[], dev_sets=[], text_sets=[],
+                                datasets=[])
     if fails:
         with pytest.raises(BadDataError, match=r"set 'ev': 1 of 4 audio clips .*data.max_bad_share = 0.2.*ev_bad0 \[missing\]"):
             load_eval_data(res, variants[0].config, encode=False)

@@ -9,6 +9,7 @@ power loss from leaving a renamed but empty file; the fsync of the folder makes 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def replace_folder(built: Path, dest: Path) -> None:
+    """Put a fully built folder in place of `dest` (rename-based: a reader sees the old or the new one).
+
+    The old folder is moved aside first and removed after; `built` must sit beside `dest` (same filesystem).
+    """
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(built, dest)
+    _fsync_folder(dest.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from borealis_eval.atomic import replace_folder
 from borealis_eval.audio import SAMPLE_RATE
 from borealis_eval.errors import RealDataError
 
@@ -659,11 +660,7 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
         (tmp / "SOURCES.md").write_text(_sources_md(meta), encoding="utf-8")
         meta["files"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "SOURCES.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from borealis_eval.atomic import replace_folder
+
 from . import festival, piper
 from .espeak import TARGET_SR
 from .manifest import read_manifest, write_manifest
@@ -317,11 +319,7 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
         }
         (tmp / "corpus.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
 
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -420,9 +420,14 @@ class Finding:
     verdict: str
 
     @property
+    def differs(self) -> bool:
+        """A difference at the level asked (beyond test sampling at least)."""
+        return self.verdict in (A_BETTER, B_BETTER)
+
+    @property
     def survives(self) -> bool:
         """A difference that holds beyond training variance (and multiplicity)."""
-        return self.verdict in (A_BETTER, B_BETTER) and self.comparison.training_variance_measured
+        return self.differs and self.comparison.training_variance_measured
 
 
 @dataclass(frozen=True)

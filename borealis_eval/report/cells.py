@@ -19,8 +19,8 @@ import pandas as pd
 
 from borealis_eval.config.grid import axis_label
 from borealis_eval.evaluate.protocol import score, utt_scores
-from borealis_eval.evaluate.variance import (A_BETTER, B_BETTER, CellScores, CellSummary, Comparison, compare,
-                                             headline_findings, pool_seed_variance, summarize_cell)
+from borealis_eval.evaluate.variance import (CellScores, CellSummary, Finding, compare, headline_findings,
+                                             pool_seed_variance, summarize_cell)
 from borealis_eval.report.collect import ReportData
 
 SEED_AXIS = "seed"
@@ -37,24 +37,12 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Contrast:
-    """Cell `a` against `b` on one eval set; `axis` is the factor they differ in ("baseline" for a baseline)."""
+class Contrast(Finding):
+    """A finding (cell `a` against `b`: a cell key, or a baseline's run id) on eval set `set`;
+    `axis` is the factor they differ in ("baseline" against a baseline)."""
 
-    set: str
-    axis: str
-    a: str  # cell key
-    b: str  # cell key or baseline run id
-    comparison: Comparison
-    p_adjusted: float
-    verdict: str
-
-    @property
-    def survives(self) -> bool:
-        return self.verdict in (A_BETTER, B_BETTER) and self.comparison.training_variance_measured
-
-    @property
-    def differs(self) -> bool:
-        return self.verdict in (A_BETTER, B_BETTER)
+    set: str = ""
+    axis: str = ""
 
 
 @dataclass
@@ -169,12 +157,12 @@ def analyse_cells(data: ReportData, n_boot: int = 1000, metric: str = "wer") -> 
         pairs = [(a, b, axis) for a, b, axis in _contrast_pairs(out) if a in scores and b in scores]
         if pairs:
             found = headline_findings(scores, [(a, b) for a, b, _ in pairs], n_boot=n_boot)
-            out.contrasts += [Contrast(s, axis, f.a, f.b, f.comparison, f.p_adjusted, f.verdict)
+            out.contrasts += [Contrast(f.a, f.b, f.comparison, f.p_adjusted, f.verdict, set=s, axis=axis)
                               for (_, _, axis), f in zip(pairs, found.findings)]
         for run_id, b in base.items():
             for key, c in scores.items():
                 cmp = compare(c, b, n_boot=n_boot, seed_variance=pooled)
-                out.vs_baseline.append(Contrast(s, "baseline", key, run_id, cmp, cmp.p_value, cmp.verdict))
+                out.vs_baseline.append(Contrast(key, run_id, cmp, cmp.p_value, cmp.verdict, set=s, axis="baseline"))
     return out
 
 

@@ -70,7 +70,7 @@ def test_layout_and_counts(corpus):
         assert not os.path.isabs(r["audio"]) and os.path.isfile(r["audio_path"])
 
 
-def test_deterministic_and_cached(corpus, tmp_path, capsys):
+def test_deterministic_and_cached(corpus, tmp_path, caplog):
     other = synthesize_corpus(tmp_path / "again", seed=3, sizes=SIZES, workers=1, progress=False)
     for name in [f"{s}.jsonl" for s in SPEECH] + ["text_train.jsonl", "text_heldout.jsonl", "corpus.json"]:
         assert (corpus / name).read_bytes() == (other / name).read_bytes(), name
@@ -82,8 +82,9 @@ def test_deterministic_and_cached(corpus, tmp_path, capsys):
     assert engines == {"espeak", "festival", "piper"}
     stamp = {p: p.stat().st_mtime_ns for p in [corpus / "corpus.json", corpus / "train.jsonl",
                                                 *sorted((corpus / "audio" / "train").iterdir())[:3]]}
-    synthesize_corpus(corpus, seed=3, sizes=SIZES, progress=True)
-    assert "corpus up to date" in capsys.readouterr().out
+    with caplog.at_level("DEBUG", logger="borealis_eval.data.synth"):
+        synthesize_corpus(corpus, seed=3, sizes=SIZES, progress=True)
+    assert "corpus up to date" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
 
 

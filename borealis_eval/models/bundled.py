@@ -48,7 +48,7 @@ class BundledSpec:
 
 def _build_whisper(name: str) -> Callable[[Path], dict]:
     def build(out: Path) -> dict:
-        from borealis_eval.models.ct2_whisper import import_whisper
+        from borealis_eval.models.ct2_files import import_whisper
 
         return import_whisper(name, out)
 

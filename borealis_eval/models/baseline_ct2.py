@@ -7,7 +7,7 @@ new-token limit, and the same sequential long-form algorithm.
 
 Weights, cached under `cache_root()/ct2/<key>` (built once, atomically, under a file lock):
 - `bundled:<whisper>`: the packages already ship CTranslate2 files; model.bin is assembled from
-  its pieces (`ct2_whisper.write_ct2_folder`), no conversion. Key: the model.bin checksum.
+  its pieces (`ct2_files.write_ct2_folder`), no conversion. Key: the model.bin checksum.
 - `hf:<repo>[@rev]`: the snapshot in the local Hugging Face cache (downloaded when the hub is
   reachable), converted with ctranslate2's `TransformersConverter`. Key: repo + snapshot commit.
 - a local folder (saved with save_pretrained): converted the same way. Key: the digest of its
@@ -88,18 +88,18 @@ def _hf_snapshot(repo: str, revision: str | None) -> Path:
 
 def ct2_model_dir(ref: str) -> Path:
     """A CTranslate2 folder for the Whisper model `ref` (bundled:, hf: or a local folder), built once."""
-    from borealis_eval.models import ct2_whisper
+    from borealis_eval.models import ct2_files
     from borealis_eval.models.refs import ModelRefError, check_available
 
     r = check_available(ref)
     if r.kind == "bundled":
-        src = ct2_whisper.SOURCES.get(r.path_or_id)
+        src = ct2_files.SOURCES.get(r.path_or_id)
         if src is None:
             raise ModelRefError(f"{ref} is not a bundled Whisper model; known: "
-                                + ", ".join(f"bundled:{n}" for n in sorted(ct2_whisper.SOURCES)))
+                                + ", ".join(f"bundled:{n}" for n in sorted(ct2_files.SOURCES)))
 
         def assemble(dest: Path) -> dict:
-            ct2_whisper.write_ct2_folder(src.name, dest)  # checks the model.bin checksum
+            ct2_files.write_ct2_folder(src.name, dest)  # checks the model.bin checksum
             return {"bundled": src.name, "packages": src.versions(), "model_bin_sha256": src.sha256}
 
         return _cached(f"bundled-{src.name}-{src.sha256[:16]}", assemble)

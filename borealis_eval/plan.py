@@ -310,13 +310,24 @@ class Plan:
         return max(0, int((headroom * self.device.memory_bytes - fixed) / (b * m.per_token))) if m.per_token else 0
 
     def rows(self) -> list[dict[str, Any]]:
+        t = self.timed
         return [{"variant": v.name, "params": _si(v.params.total), "trainable": _si(v.params.trainable),
                  "tokens/step": f"{v.tokens.per_step:,.0f}", "peak memory": f"{v.memory.total / 2**30:.1f} GiB"
-                 + ("" if self.fits(v) else " (too big)"), "s/step": f"{v.step_seconds:.3g}",
-                 "train": _hms(v.train_seconds), "eval": _hms(v.eval_seconds), "total": _hms(v.seconds)}
+                 + ("" if self.fits(v) else " (too big)"), "s/step": f"{v.step_seconds:.3g}" if t else "-",
+                 "train": _hms(v.train_seconds) if t else "-", "eval": _hms(v.eval_seconds) if t else "-",
+                 "total": _hms(v.seconds) if t else "-"}
                 for v in self.variants]
 
+    @property
+    def timed(self) -> bool:
+        """False on a CPU whose step times were neither probed, given nor read from earlier runs: the
+        FLOP-based assumption is a GPU model (on the CPU profile it was ~10x too slow), so no time is shown."""
+        return self.device.kind == "cuda" or not any(v.step_source.startswith("assumed") for v in self.variants)
+
     def summary(self) -> str:
+        if not self.timed:
+            return (f"{self.ablation}: {len(self.variants)} variants; time not estimated (a CPU's step time is "
+                    f"probed by `borealis-eval plan FILE`, or read from earlier runs of the same shape)")
         shared = ", ".join(f"{k} {_hms(s)}" for k, s in self.shared_seconds.items())
         unit = "GPU-hours" if self.device.kind == "cuda" else "hours on this CPU"
         return (f"{self.ablation}: {len(self.variants)} variants, {self.device_hours:.2f} {unit} "

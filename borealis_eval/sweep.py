@@ -124,7 +124,8 @@ def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int) ->
         return
     log.info("plan: %s", p.summary())
     st.parent.artifact_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False), records.PLAN)
-    st.parent.metrics({"plan/seconds": p.seconds, "plan/device_hours": p.device_hours})
+    if p.timed:
+        st.parent.metrics({"plan/seconds": p.seconds, "plan/device_hours": p.device_hours})
 
 
 class _Sweep:

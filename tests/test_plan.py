@@ -123,6 +123,16 @@ def test_full_scale_plan_without_probe_is_assumption_based():
     assert json.loads(json.dumps(p.to_json()))["variants"][0]["params_trainable"] == v.params.trainable
     given = P.plan(ROOT / "ablations" / "text_ratio.yaml", probe=False, step_seconds=2.0)
     assert {x.step_source for x in given.variants} == {"given"} and given.variants[0].train_seconds == 24000
+    assert p.timed and "GPU-hours" in p.summary()
+
+
+def test_cpu_plan_without_probe_shows_no_time():
+    """The FLOP assumption is a GPU model: an unprobed CPU plan (what `sweep` logs) states no time."""
+    p = P.plan(ROOT / "ablations" / "text_ratio.yaml", device="cpu", probe=False)
+    assert not p.timed and "time not estimated" in p.summary()
+    assert {r["total"] for r in p.rows()} == {"-"}
+    given = P.plan(ROOT / "ablations" / "text_ratio.yaml", device="cpu", probe=False, step_seconds=0.05)
+    assert given.timed and "hours on this CPU" in given.summary()
 
 
 def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch):

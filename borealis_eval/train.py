@@ -256,7 +256,7 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
                 pending.append(loss.detach().float().item())
             step_loss = float(np.mean(pending[-cfg.grad_accum:]))
             losses.append(step_loss)
-            bar.set_postfix(loss=f"{step_loss:.3f}")
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)  # drawn at the next refresh
             extra = on_step(step + 1) if on_step is not None else None
             if on_step is not None:
                 model.train()

@@ -28,7 +28,7 @@ demo: setup
 	$(BE) data synth
 	$(BE) data fetch real
 	$(BE) models prepare whisper-base
-	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION)
+	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION) --workers 2
 
 # The report's browser test needs Debian's chromium (installed here if missing).
 # The multi-worker test also runs against a real PostgreSQL server (Debian's postgresql, installed

@@ -104,17 +104,19 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resources:
+def prepare_resources(variants: list[Variant], all_train: bool = False, encode_threads: int | None = None) -> Resources:
     """Load and encode what the variants need; `all_train` encodes every training clip (searches,
-    whose variants are not known in advance)."""
+    whose variants are not known in advance). `encode_threads`: torch threads while encoding (a sweep
+    with local workers encodes with all of them before they start; the encoder's features are the same
+    bit for bit with 1 or 2 threads here); afterwards `train.threads` again."""
     base = variants[0].config
     for v in variants[1:]:
         if v.config.model.encoder != base.model.encoder or v.config.data.train_sets != base.data.train_sets:
             raise UsageError("variants of one sweep must share the encoder and training sets (grid over them "
                              "is not supported yet); split the study into several ablation files")
     dev = device()
-    if base.train.threads:
-        torch.set_num_threads(base.train.threads)
+    if encode_threads or base.train.threads:
+        torch.set_num_threads(encode_threads or base.train.threads)
     bad: list[dict] = []
     train_sets = [(s, load_audio_set(s)) for s in base.data.train_sets]
     train_items = [it for _, items in train_sets for it in items]
@@ -144,6 +146,8 @@ def prepare_resources(variants: list[Variant], all_train: bool = False) -> Resou
         res.train_items = [it for it in train_items if it.id in res.features or it.id not in needed]
 
     load_eval_data(res, base)
+    if base.train.threads:
+        torch.set_num_threads(base.train.threads)
     return res
 
 

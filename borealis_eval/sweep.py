@@ -38,6 +38,7 @@ from borealis_eval.recipe import TrainOptions, VariantRecipe, log_results
 from borealis_eval.resources import Resources, prepare_resources
 from borealis_eval.study import Study, start_study
 from borealis_eval.tracking import RunLogger
+from borealis_eval.workers import start_helpers
 
 log = logging.getLogger("borealis_eval")
 
@@ -67,8 +68,11 @@ def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
 def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
               progress: bool = True, study: str | None = None, new: bool = False, storage: str | None = None,
               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
-              stale_after: float = 300.0, overrides: dict | None = None) -> SweepResult:
-    """Run (or join, or resume) the study of an ablation grid; see the module docstring."""
+              stale_after: float = 300.0, overrides: dict | None = None, workers: int = 1,
+              helper: bool = False) -> SweepResult:
+    """Run (or join, or resume) the study of an ablation grid; see the module docstring. `workers` > 1
+    starts local helper processes (workers.py) once the shared features are encoded; a `helper` never
+    closes the study."""
     t0 = time.perf_counter()
     abl, variants = load_ablation(path, overrides)
     if only:
@@ -94,17 +98,29 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
     out = SweepResult(abl.name, st.parent.run_id, [], {}, 0.0, study=st.name)
     sweep = _Sweep(st, items, by_key, baselines, base_cfg, variants)
+    helpers = None
     with st.session():
         try:
+            if workers > 1:
+                threads = base_cfg.train.threads
+                sweep.resources(encode_threads=workers * threads if threads else None)
+                helpers = start_helpers(workers - 1, path, st.name, tracking_uri, storage, checkpoint_dir,
+                                        checkpoint_every, stale_after, overrides, only)
             sweep.work(out)
         finally:
             if world_size() > 1:
                 broadcast(None)  # release the other ranks
+            if helpers is not None:
+                if st.stop.reason:
+                    helpers.stop()
+                failed = [c for c in helpers.wait() if c not in (0, 1)]  # 1: a variant failed (recorded)
+                if failed:
+                    log.warning("%d local worker(s) exited with %s; rerun the command to resume", len(failed), failed)
         rows = {r["config_hash"]: r for r in st.store.rows(st.name)}
         done = all(rows.get(k, {}).get("status") == "finished" for k, _ in items)
         settled = all(rows.get(k, {}).get("status") in ("finished", "failed") for k, _ in items)
         out.skipped = [n for k, n in items if rows.get(k, {}).get("status") == "finished" and n not in out.finished]
-        if settled:
+        if settled and not helper:
             sweep.close(rows, done)
         out.complete = settled  # every variant finished or failed: the report can be built
     out.interrupted = st.interrupted
@@ -139,10 +155,10 @@ class _Sweep:
         self.systems: dict[str, dict[str, list]] = {}  # eval set -> system -> per-utterance scores
         self._res: Resources | None = None
 
-    def resources(self) -> Resources:
+    def resources(self, encode_threads: int | None = None) -> Resources:
         """Prepared on first use (a worker that finds nothing to claim never loads data)."""
         if self._res is None:
-            res = self._res = prepare_resources(self.variants)
+            res = self._res = prepare_resources(self.variants, encode_threads=encode_threads)
             if res.bad_items:
                 self.st.parent.artifact_json_lines(res.bad_items, records.BAD_ITEMS)
             self.st.parent.metrics({"data/bad_items": len(res.bad_items), "data/train_items": len(res.train_items),
@@ -224,18 +240,22 @@ class _Sweep:
         """Record the variant's per-utterance scores; log ΔWER and p-value against the baseline."""
 
         def after(run: RunLogger, results: list[SetResult]) -> None:
-            out = {}
             for r in results:
-                by_system = self.systems.setdefault(r.name, {})
-                by_system[name] = utt_scores(r.records, r.language)
-                if self.main in by_system:
-                    row = paired_rows({name: by_system[name], self.main: by_system[self.main]},
-                                      self.base_cfg.eval.bootstrap)[0]
-                    out[records.delta_vs_baseline(r.name)] = row["delta_wer"]
-                    out[records.p_vs_baseline(r.name)] = row["p_value"]
-            run.metrics(out)
+                self.systems.setdefault(r.name, {})[name] = utt_scores(r.records, r.language)
+            run.metrics(self._vs_main(name))
 
         return after
+
+    def _vs_main(self, name: str) -> dict[str, float]:
+        """ΔWER and p-value of a system against the main baseline, per set where both were scored."""
+        out = {}
+        for set_name, by_system in self.systems.items():
+            if name in by_system and self.main in by_system and name != self.main:
+                row = paired_rows({name: by_system[name], self.main: by_system[self.main]},
+                                  self.base_cfg.eval.bootstrap)[0]
+                out[records.delta_vs_baseline(set_name)] = row["delta_wer"]
+                out[records.p_vs_baseline(set_name)] = row["p_value"]
+        return out
 
     def close(self, rows: dict[str, dict], done: bool) -> None:
         """Last worker out: paired tests across every system (other workers' read back), parent status."""
@@ -249,6 +269,13 @@ class _Sweep:
             for n, rid in missing:
                 for set_name, scores in _scores_from_run(st.client, rid, res).items():
                     self.systems.setdefault(set_name, {})[n] = scores
+            baselines = {b.name for b in self.baselines.values()}
+            for n, rid in missing:  # a peer's variant scored before the baseline finished has no Δ yet
+                todo = {k: v for k, v in self._vs_main(n).items() if k not in st.client.get_run(rid).data.metrics}
+                if todo and n not in baselines:
+                    peer = RunLogger(st.client, rid)
+                    peer.metrics(todo)
+                    peer.flush()
         for set_name, by_system in self.systems.items():
             if len(by_system) > 1:
                 st.parent.artifact_json_lines(paired_rows(by_system, self.base_cfg.eval.bootstrap),

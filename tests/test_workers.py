@@ -15,7 +15,7 @@ import mlflow
 import pytest
 import sqlalchemy as sa
 
-from _tiny import tiny_ablation, tiny_corpus
+from _tiny import claims_of, tiny_ablation, tiny_corpus
 
 GRID = {"data.text_fraction": [0.0, 0.1, 0.25], "seed": [0, 1]}
 
@@ -82,3 +82,30 @@ def test_two_workers_split_a_sweep_postgres(tmp_path, corpus):
     if not url:
         pytest.skip("BOREALIS_TEST_PG_URL is not set (make test starts a server with scripts/start_postgres.sh)")
     run_two_workers(tmp_path, corpus, url, "tiny_workers_pg")
+
+
+def test_local_workers_split_a_sweep(tmp_path, corpus):
+    """`sweep --workers 2`: worker 1 encodes, starts one helper; the two split baseline + grid through the
+    claims table; worker 1 alone closes the study and writes the report; every variant gets its Δ vs the
+    baseline even when the helper scored it before the baseline was done."""
+    abl = tiny_ablation(tmp_path, corpus, "tiny_local", grid=GRID, baseline=True)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = sweep_cmd(uri, abl, "--workers", "2")
+    cmd.remove("--no-report")
+    p = subprocess.run([*cmd, "--out", str(tmp_path / "report")], cwd=tmp_path, env=worker_env(tmp_path),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "[worker 2] variant" in p.stdout  # the helper ran variants and says so
+    rows = claims_of(tmp_path / "borealis-studies.db")
+    assert len(rows) == 7 and {r["status"] for r in rows.values()} == {"finished"}
+    eng = sa.create_engine(f"sqlite:///{tmp_path}/borealis-studies.db")
+    with eng.connect() as c:
+        workers = {w for (w,) in c.execute(sa.text("SELECT worker FROM borealis_claims"))}
+    eng.dispose()
+    assert len(workers) == 2
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny_local"], output_format="pandas")
+    parents, variants = runs[runs["tags.role"] == "parent"], runs[runs["tags.role"] == "variant"]
+    assert len(parents) == 1 and parents["status"].item() == "FINISHED" and len(variants) == 6
+    assert variants["metrics.delta_wer_vs_baseline/test_en"].notna().all()
+    assert (tmp_path / "report" / "report.md").is_file()

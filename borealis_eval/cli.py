@@ -112,7 +112,7 @@ def cmd_plan(a) -> int:
 
     uri = TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri if a.from_runs else None
     p = plan(a.file, device=a.device, step_seconds=a.step_seconds, probe=a.probe, probe_steps=a.probe_steps,
-             tracking_uri=uri, checkpoint_every=a.checkpoint_every, overrides=_overrides(a))
+             tracking_uri=uri, checkpoint_every=a.checkpoint_every, overrides=_overrides(a), workers=a.workers)
     if a.json:
         Path(a.json).write_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(render(p))
@@ -371,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe-steps", type=int, default=12)
     s.add_argument("--from-runs", action="store_true", help="use train/steps_per_second of earlier runs in the store")
     s.add_argument("--checkpoint-every", type=int, default=50, help="as the sweep will be run")
+    s.add_argument("--workers", type=int, default=1, help="as the sweep will be run (`sweep --workers N`)")
     s.add_argument("--json", default=None, help="also write the plan as JSON here")
     s.set_defaults(fn=cmd_plan)
 

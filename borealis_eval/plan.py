@@ -290,10 +290,18 @@ class Plan:
     shared_seconds: dict[str, float]  # once per sweep: start-up, encoding the feature cache, baseline decoding
     eval_sets: list[dict[str, Any]]
     assumptions: list[str] = field(default_factory=list)
+    workers: int = 1  # `sweep --workers N`: local processes sharing the baseline and the variants
 
     @property
     def seconds(self) -> float:
-        return sum(self.shared_seconds.values()) + sum(v.seconds for v in self.variants)
+        """Wall time: what runs once (start-up, encoding, report), then the baseline and the variants
+        handed to the first free worker in claim order (baseline first), as the claims table does."""
+        units = [s for k, s in self.shared_seconds.items() if k == "baseline"] + [v.seconds for v in self.variants]
+        fixed = sum(s for k, s in self.shared_seconds.items() if k != "baseline")
+        free = [0.0] * max(1, self.workers)
+        for u in units:
+            free[free.index(min(free))] += u
+        return fixed + max(free)
 
     @property
     def device_hours(self) -> float:
@@ -330,12 +338,15 @@ class Plan:
                     f"probed by `borealis-eval plan FILE`, or read from earlier runs of the same shape)")
         shared = ", ".join(f"{k} {_hms(s)}" for k, s in self.shared_seconds.items())
         unit = "GPU-hours" if self.device.kind == "cuda" else "hours on this CPU"
+        if self.workers > 1:
+            unit += f" with {self.workers} local workers"
         return (f"{self.ablation}: {len(self.variants)} variants, {self.device_hours:.2f} {unit} "
                 f"({_hms(self.seconds)}; shared: {shared})")
 
     def to_json(self) -> dict[str, Any]:
         """Flat record for MLflow (plan/* metrics) or a JSON artifact."""
-        return {"device": self.device.name, "seconds": self.seconds, "device_hours": self.device_hours,
+        return {"device": self.device.name, "workers": self.workers, "seconds": self.seconds,
+                "device_hours": self.device_hours,
                 "shared_seconds": self.shared_seconds, "assumptions": self.assumptions, "eval_sets": self.eval_sets,
                 "variants": [{"name": v.name, "params_total": v.params.total, "params_trainable": v.params.trainable,
                               "params_source": v.params.source, "tokens_per_step": v.tokens.per_step,
@@ -363,7 +374,7 @@ def default_device(variants: list[Variant]) -> Device:
 
 def plan(path: str | Path, device: Device | str | None = None, step_seconds: float | None = None,
          probe: bool | None = None, probe_steps: int = 12, tracking_uri: str | None = None,
-         checkpoint_every: int = 50, report: bool = True, overrides: dict | None = None) -> Plan:
+         checkpoint_every: int = 50, report: bool = True, overrides: dict | None = None, workers: int = 1) -> Plan:
     """The cost plan of an ablation file (see the module docstring). `probe` defaults to True on a
     CPU device with local data; `tracking_uri` enables reading step times of earlier runs;
     `checkpoint_every` and `report` as the sweep will be run (`--checkpoint-every`, `--no-report`)."""
@@ -377,6 +388,8 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
     notes: list[str] = [f"device {dev.describe()}"]
     measured = _measured_step_seconds(tracking_uri, abl.name, variants) if tracking_uri else {}
     prober = Prober(base, data, dev, notes, timing=probe) if data is not None else None  # local data: real tokens
+    if prober and workers > 1 and base.train.threads:
+        prober.encode_threads = workers * base.train.threads
 
     sized, counted = [], {}
     for v in variants:
@@ -419,7 +432,11 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
     notes.append(f"start-up {STARTUP_S:g} s and {OVERHEAD_PER_VARIANT_S:g} s per variant (MLflow logging, weights, "
                  "paired tests), from the sweep-scaling benchmark (benchmarks/README.md row 4); report rendering "
                  f"{REPORT_S:g} s and checkpoint writes at {DISK_BYTES_PER_S / 1e6:g} MB/s are assumed")
-    return Plan(abl.name, dev, plans, shared, eval_set_rows(base), sorted(set(notes), key=notes.index))
+    if workers > 1:
+        notes.append(f"{workers} local workers (`sweep --workers {workers}`): the baseline and the variants go to "
+                     "the first free worker; each is timed as if alone (two 1-thread workers on 2 cores slowed "
+                     "each other by ~5%, benchmarks/README.md)")
+    return Plan(abl.name, dev, plans, shared, eval_set_rows(base), sorted(set(notes), key=notes.index), workers)
 
 
 def _probe_steps(prober: "Prober", variants: list[tuple[Variant, Tokens]], steps: int) -> dict[str, tuple[float, str]]:
@@ -574,6 +591,7 @@ class Prober:
         self.base, self.data, self.device, self.notes = base, data, device, notes
         self._tok: dict[str, Any] = {}
         self._decode_fit: dict[str, tuple[float, float]] = {}
+        self.encode_threads: int | None = None  # local workers: the sweep encodes with all their threads
         enc_kw, _ = encoder_shape(base.model.encoder)
         self.enc_dim = enc_kw["d_model"]
         if not timing:
@@ -761,10 +779,13 @@ class Prober:
         out = {"encoding": 0.0, "baseline": 0.0}
         if missing:
             sample = sorted(missing, key=len)[len(missing) // 2 :][: base.eval.batch_size]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.encode_threads or threads)  # as the sweep encodes (resources.py)
             encoder.encode_many(sample[:2])  # warm-up
             t = time.perf_counter()
             encoder.encode_many(sample, base.eval.batch_size)
             rate = (time.perf_counter() - t) / (sum(encoder.padded_length(len(w)) for w in sample) / SAMPLE_RATE)
+            torch.set_num_threads(threads)
             out["encoding"] = rate * padded
         self.notes.append(f"feature cache: {len(missing)} of {len(waves)} clips/windows to encode")
         if base.eval.baseline.enabled:

@@ -92,7 +92,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
                               new=new, storage=storage, checkpoint_dir=checkpoint_dir,
                               checkpoint_every=checkpoint_every, stale_after=stale_after, progress=progress)
     if created:
-        _log_plan(st, path, overrides, checkpoint_every)
+        _log_plan(st, path, overrides, checkpoint_every, workers)
         refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
         if refs:
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
@@ -128,13 +128,13 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
     return out
 
 
-def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int) -> None:
+def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, workers: int) -> None:
     """The cost plan (plan.py) on the parent run, and one line of it in the log, before any work."""
     from borealis_eval.plan import plan
 
     try:
         p = plan(path, probe=False, tracking_uri=st.client.tracking_uri, checkpoint_every=checkpoint_every,
-                 overrides=overrides)
+                 overrides=overrides, workers=workers)
     except UserError as e:  # e.g. a hub model's shape unknown offline: the sweep itself may still run
         log.info("no cost plan: %s", e)
         return

@@ -197,3 +197,14 @@ def test_longest_fitting_micro_batch_is_where_the_estimate_reaches_the_card():
     cfg = load_ablation(ROOT / "ablations" / "text_ratio.yaml")[1][0].config
     at = lambda length: P.memory_estimate(cfg.model, v.params, kw, v.batch_size, length, p.device).total  # noqa: E731
     assert at(n) <= 0.9 * p.device.memory_bytes < at(n + 1)
+
+
+def test_local_workers_schedule_the_baseline_beside_the_variants():
+    """Wall time with N workers: fixed parts once, then baseline + variants to the first free worker."""
+    p = P.plan(ROOT / "ablations" / "text_ratio.yaml", device="cpu", probe=False, step_seconds=0.01)
+    p.shared_seconds = {"start-up": 10.0, "baseline": 100.0}
+    for v in p.variants:  # 12 variants of 30 s
+        v.train_seconds, v.eval_seconds, v.overhead_seconds = 20.0, 10.0, 0.0
+    assert p.seconds == pytest.approx(10 + 100 + 12 * 30)
+    p.workers = 2  # worker 2 runs 4 variants (120 s) while worker 1 decodes the baseline; 8 left, 4 each
+    assert p.seconds == pytest.approx(10 + max(100 + 4 * 30, 120 + 4 * 30))

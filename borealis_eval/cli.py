@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "registry as a new version of NAME")
     s.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine, each with train.threads torch threads, splitting the "
-                        "grid through the claims table (on 2 cores, two 1-thread workers do 1.6x the work of one "
+                        "grid through the claims table (on 2 cores, two 1-thread workers do 1.4x the work of one "
                         "2-thread worker)")
     s.add_argument("--helper", type=int, default=None, help=argparse.SUPPRESS)
     _set_arg(s)

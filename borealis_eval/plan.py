@@ -434,8 +434,8 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
                  f"{REPORT_S:g} s and checkpoint writes at {DISK_BYTES_PER_S / 1e6:g} MB/s are assumed")
     if workers > 1:
         notes.append(f"{workers} local workers (`sweep --workers {workers}`): the baseline and the variants go to "
-                     "the first free worker; each is timed as if alone (two 1-thread workers on 2 cores slowed "
-                     "each other by ~5%, benchmarks/README.md)")
+                     "the first free worker; each is timed as if alone (two 1-thread workers on 2 cores each ran "
+                     "a step in 0.052 s, one alone in 0.055 s)")
     return Plan(abl.name, dev, plans, shared, eval_set_rows(base), sorted(set(notes), key=notes.index), workers)
 
 

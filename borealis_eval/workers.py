@@ -1,7 +1,7 @@
 """Local workers: `sweep FILE --workers N` runs N worker processes on this machine.
 
 On a small CPU, N one-thread workers do more per second than one N-thread worker (two 1-thread
-training processes on 2 cores: 1.6x the steps per second of one 2-thread process,
+training processes on 2 cores: 1.4x the steps per second of one 2-thread process,
 benchmarks/README.md). The first process opens the study and encodes the shared features with
 all N x `train.threads` threads; then it starts N-1 helpers, each an ordinary
 `borealis-eval sweep FILE --study NAME` that joins the same study and claims work through the

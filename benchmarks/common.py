@@ -172,6 +172,21 @@ def train_items(cfg, n: int, seed: int = 0):
     return [items[i] for i in keep]
 
 
+def cached_training(n_clips: int):
+    """The CPU profile's config and model, and n training clips encoded into the feature cache:
+    (cfg, model, items, store); the encoder is dropped before training."""
+    from borealis_eval.data.features import FeatureCache, FeatureStore, cache_features
+    from borealis_eval.models.encoder import FrozenWhisperEncoder
+
+    cfg = cpu_config()
+    items = train_items(cfg, n_clips)
+    encoder = FrozenWhisperEncoder(cfg.model.encoder)
+    store = FeatureStore(FeatureCache(encoder.identity.key))
+    store.add(cache_features(encoder, {it.id: it.load() for it in items}, store.cache, cfg.eval.batch_size))
+    model = speech_lm(cfg, corpus_tokenizer(cfg), encoder.dim)
+    return cfg, model, items, store
+
+
 def encoder_frames(seconds: float) -> int:
     from borealis_eval.models.encoder import encoder_frames as frames
 

@@ -116,19 +116,11 @@ def side_ram(hours: float) -> dict:
 
 def side_steps(from_store: bool, n_clips: int, steps: int) -> dict:
     """The CPU profile's model trained `steps` steps by train(), features in memory or from the store."""
-    from benchmarks.common import corpus_tokenizer, cpu_config, speech_lm, train_items
-    from borealis_eval.data.features import FeatureCache, FeatureStore, cache_features
-    from borealis_eval.models.encoder import FrozenWhisperEncoder
+    from benchmarks.common import cached_training
     from borealis_eval.models.speech_lm import Example
     from borealis_eval.train import train
 
-    cfg = cpu_config()
-    items = train_items(cfg, n_clips)
-    encoder = FrozenWhisperEncoder(cfg.model.encoder)
-    store = FeatureStore(FeatureCache(encoder.identity.key))
-    store.add(cache_features(encoder, {it.id: it.load() for it in items}, store.cache, cfg.eval.batch_size))
-    model = speech_lm(cfg, corpus_tokenizer(cfg), encoder.dim)
-    del encoder
+    cfg, model, items, store = cached_training(n_clips)
     examples = [Example(answer=it.text, id=it.id, **({"feature_key": it.id} if from_store else
                                                     {"features": store[it.id]})) for it in items]
     tc = cfg.train.model_copy(update={"steps": steps, "log_every": steps})

@@ -30,19 +30,11 @@ def side_train(threads: int, steps: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from benchmarks.common import corpus_tokenizer, cpu_config, hwm_mb, reset_peak_rss, speech_lm, train_items
-    from borealis_eval.data.features import FeatureCache, FeatureStore, cache_features
-    from borealis_eval.models.encoder import FrozenWhisperEncoder
+    from benchmarks.common import cached_training, hwm_mb, reset_peak_rss
     from borealis_eval.models.speech_lm import Example
     from borealis_eval.train import train
 
-    cfg = cpu_config()
-    items = train_items(cfg, CLIPS)
-    encoder = FrozenWhisperEncoder(cfg.model.encoder)
-    store = FeatureStore(FeatureCache(encoder.identity.key))
-    store.add(cache_features(encoder, {it.id: it.load() for it in items}, store.cache, cfg.eval.batch_size))
-    model = speech_lm(cfg, corpus_tokenizer(cfg), encoder.dim)
-    del encoder
+    cfg, model, items, store = cached_training(CLIPS)
     examples = [Example(answer=it.text, id=it.id, feature_key=it.id) for it in items]
     reset_peak_rss()
     r = train(model, examples, cfg.train.model_copy(update={"steps": steps, "log_every": steps, "threads": threads}),

@@ -51,6 +51,23 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+@contextmanager
+def building_folder(dest: str | os.PathLike, prefix: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `dest` to build in; on success it replaces `dest`
+    (`replace_folder`), world-readable like any cache folder; if the block raises it is removed and
+    `dest` is untouched. `prefix` names the temporary folder (default `.<dest name>.tmp-`), so a
+    later run can recognise and sweep what a killed one left."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        replace_folder(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+
+
 def replace_folder(built: Path, dest: Path) -> None:
     """Put a fully built folder in place of `dest` (rename-based: a reader sees the old or the new one).
 

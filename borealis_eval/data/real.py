@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from borealis_eval.atomic import replace_folder
+from borealis_eval.atomic import building_folder
 from borealis_eval.audio import SAMPLE_RATE
 from borealis_eval.errors import RealDataError
 
@@ -222,17 +222,11 @@ def unpack_deb(deb: Path, info: DebInfo, cache: Path) -> Path:
     marker = final / ".borealis-deb.json"
     if marker.is_file() and json.loads(marker.read_text()).get("sha256") == info.sha256:
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".unpack-{info.package}-", dir=cache))
-    try:
+    with building_folder(final, prefix=f".unpack-{info.package}-") as tmp:
         proc = _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         if proc.returncode != 0:
             raise RealDataError(f"dpkg-deb -x {deb.name} failed: {_last_line(proc)}")
         (tmp / marker.name).write_text(json.dumps(asdict(info)))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -634,8 +628,7 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
                  "SOURCES.json), e.g. %s", len(problems), problems[0])
     plan = plan_sets(festvox, ast["ru"], ast["en"], sizes)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
-    try:
+    with building_folder(dest, prefix=f".{dest.name}.build-") as tmp:
         sets = write_sets(plan, info, tmp)
         _copy_licences(roots, tmp)
         meta = {
@@ -660,8 +653,4 @@ def _build(dest: Path, fp: str, sizes: RealSizes, cache: Path) -> None:
         (tmp / "SOURCES.md").write_text(_sources_md(meta), encoding="utf-8")
         meta["files"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "SOURCES.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-        replace_folder(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("real speech written: %s", dest)

@@ -16,12 +16,11 @@ import logging
 import multiprocessing as mp
 import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from borealis_eval.atomic import replace_folder
+from borealis_eval.atomic import building_folder
 
 from . import festival, piper
 from .espeak import TARGET_SR
@@ -236,9 +235,7 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
                           "audio": f"audio/webinar/{rid}.wav"})
     all_jobs = [j for js in jobs.values() for j in js]
     _check_engines({j["voice"] for j in all_jobs} | {v for w in web_tasks for v in w["plan"]["speakers"]})
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with building_folder(out_dir) as tmp:
         for split, js in jobs.items():
             (tmp / "audio" / split).mkdir(parents=True, exist_ok=True)
             for j in js:
@@ -316,11 +313,6 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
             "sample_rate": TARGET_SR,
         }
         (tmp / "corpus.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
-
-        replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("corpus written: %s", out_dir)
     return out_dir
 

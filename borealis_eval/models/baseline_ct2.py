@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from borealis_eval.atomic import building_folder
 from borealis_eval.models.baseline import DEFAULT_NUM_BEAMS, SAMPLE_RATE, Timestamps, check_decoding
 
 COMPUTE_TYPES: tuple[str, ...] = ("default", "int8", "int8_float32", "float32")
@@ -128,19 +126,11 @@ def _cached(key: str, build) -> Path:
         if (final / _MARKER).is_file():
             return final
         t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=final.parent))
-        try:
+        with building_folder(final) as tmp:  # replaces an unfinished earlier attempt (no marker)
             record = build(tmp) or {}
             record.update(key=key, seconds=round(time.perf_counter() - t0, 2),
                           created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             (tmp / _MARKER).write_text(json.dumps(record, indent=2) + "\n")
-            os.chmod(tmp, 0o755)
-            if final.exists():  # an unfinished earlier attempt (no marker)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return final
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from borealis_eval.atomic import building_folder
 from borealis_eval.errors import WeightImportError as BundledModelError
 from borealis_eval.paths import cache_root
 
@@ -259,8 +257,7 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
         if progress:
             print(f"[borealis-eval] importing bundled model {name} from {spec.package} (once) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
-        try:
+        with building_folder(final) as tmp:  # --force: the old folder is swapped out only once the new one is whole
             with _quiet(not progress):
                 record = spec.build(tmp) or {}
             record.setdefault("name", name)
@@ -268,17 +265,6 @@ def prepare(name: str, force: bool = False, progress: bool = True) -> Path:
             record["prepare_seconds"] = round(time.perf_counter() - t0, 2)
             record["prepared"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             (tmp / _MARKER).write_text(json.dumps(record, indent=2) + "\n")
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-            trash = None
-            if final.exists():
-                trash = final.parent / f".{name}.old-{os.getpid()}-{time.time_ns()}"
-                os.replace(final, trash)
-            os.replace(tmp, final)
-            if trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         if progress:
             print(f"[borealis-eval] {name} ready at {final} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
     return final

@@ -271,8 +271,10 @@ class _Sweep:
                     self.systems.setdefault(set_name, {})[n] = scores
             baselines = {b.name for b in self.baselines.values()}
             for n, rid in missing:  # a peer's variant scored before the baseline finished has no Δ yet
+                if n in baselines:
+                    continue
                 todo = {k: v for k, v in self._vs_main(n).items() if k not in st.client.get_run(rid).data.metrics}
-                if todo and n not in baselines:
+                if todo:
                     peer = RunLogger(st.client, rid)
                     peer.metrics(todo)
                     peer.flush()

@@ -32,6 +32,7 @@ from borealis_eval.audio import ENCODER_FRAMES_PER_SECOND, SAMPLE_RATE
 from borealis_eval.errors import UsageError
 from borealis_eval.config import (EncoderConfig, ExperimentConfig, HFSource, LLMConfig, ModelConfig, TokenizerTrain,
                                   Variant, load_ablation)
+from borealis_eval.workers import encode_threads
 
 log = logging.getLogger("borealis_eval")
 FRAMES_PER_SECOND = ENCODER_FRAMES_PER_SECOND
@@ -387,9 +388,8 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         raise UsageError("a probe needs local data (synth or manifest sources); this file reads hub datasets")
     notes: list[str] = [f"device {dev.describe()}"]
     measured = _measured_step_seconds(tracking_uri, abl.name, variants) if tracking_uri else {}
-    prober = Prober(base, data, dev, notes, timing=probe) if data is not None else None  # local data: real tokens
-    if prober and workers > 1 and base.train.threads:
-        prober.encode_threads = workers * base.train.threads
+    prober = (Prober(base, data, dev, notes, timing=probe, encode_threads=encode_threads(workers, base.train.threads))
+              if data is not None else None)  # local data: real tokens
 
     sized, counted = [], {}
     for v in variants:
@@ -587,11 +587,12 @@ class Prober:
     """Measures on this machine what the plan needs: seconds per training step of each variant, per
     decoding step, per encoded and per baseline-decoded second of audio."""
 
-    def __init__(self, base: ExperimentConfig, data: LocalData, device: Device, notes: list[str], timing: bool = True):
+    def __init__(self, base: ExperimentConfig, data: LocalData, device: Device, notes: list[str], timing: bool = True,
+                 encode_threads: int | None = None):
         self.base, self.data, self.device, self.notes = base, data, device, notes
         self._tok: dict[str, Any] = {}
         self._decode_fit: dict[str, tuple[float, float]] = {}
-        self.encode_threads: int | None = None  # local workers: the sweep encodes with all their threads
+        self.encode_threads = encode_threads  # local workers: the sweep encodes with all their threads
         enc_kw, _ = encoder_shape(base.model.encoder)
         self.enc_dim = enc_kw["d_model"]
         if not timing:

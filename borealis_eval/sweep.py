@@ -38,7 +38,7 @@ from borealis_eval.recipe import TrainOptions, VariantRecipe, log_results
 from borealis_eval.resources import Resources, prepare_resources
 from borealis_eval.study import Study, start_study
 from borealis_eval.tracking import RunLogger
-from borealis_eval.workers import start_helpers
+from borealis_eval.workers import encode_threads, start_helpers
 
 log = logging.getLogger("borealis_eval")
 
@@ -102,8 +102,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
     with st.session():
         try:
             if workers > 1:
-                threads = base_cfg.train.threads
-                sweep.resources(encode_threads=workers * threads if threads else None)
+                sweep.resources(encode_threads=encode_threads(workers, base_cfg.train.threads))
                 helpers = start_helpers(workers - 1, path, st.name, tracking_uri, storage, checkpoint_dir,
                                         checkpoint_every, stale_after, overrides, only)
             sweep.work(out)

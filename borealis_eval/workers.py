@@ -23,6 +23,12 @@ from pathlib import Path
 HELPER_FLAG = "--helper"  # hidden: a helper never closes the study and never writes the report
 
 
+def encode_threads(workers: int, threads: int | None) -> int | None:
+    """Torch threads for encoding the shared features before the helpers start (sweep and plan):
+    all the workers' threads, or None (the default) for one worker or no thread setting."""
+    return workers * threads if workers > 1 and threads else None
+
+
 @dataclass
 class Helpers:
     procs: list[subprocess.Popen] = field(default_factory=list)

@@ -37,11 +37,13 @@ def _print_rows(rows: list[dict], title: str | None = None, as_json: bool = Fals
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
     elif not sys.stdout.isatty():
-        if title:
-            print(title, file=sys.stderr)
+        if title:  # on its own line before the rows, even where stdout and stderr share one pipe
+            sys.stdout.flush()
+            print(title, file=sys.stderr, flush=True)
         cols = list(rows[0]) if rows else []
         lines = [cols, *(r.values() for r in rows)]
-        print("\n".join("\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in line) for line in lines))
+        print("\n".join("\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in line) for line in lines),
+              flush=True)
     else:
         console.print(_table(rows, title))
 
@@ -55,7 +57,7 @@ def _overrides(a) -> dict:
 
 
 def cmd_sweep(a) -> int:
-    from borealis_eval.config import load_ablation, variants_table
+    from borealis_eval.config import grid_origin, load_ablation, variants_table
     from borealis_eval.errors import UsageError
     from borealis_eval.sweep import run_sweep
 
@@ -66,6 +68,7 @@ def cmd_sweep(a) -> int:
         rows = variants_table(variants)
         cells = len({v.cell for v in variants})
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
+        console.print("\n".join(grid_origin(abl)), highlight=False, markup=False)
         _print_rows(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s) "
                           "(dry run: nothing trained)")
         _print_rows(eval_set_rows(variants[0].config), "eval sets (the same protocol for every system)")
@@ -116,6 +119,9 @@ def cmd_plan(a) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(render(p))
+    from borealis_eval.config import grid_origin, load_ablation
+
+    print("\n".join(grid_origin(load_ablation(a.file, _overrides(a))[0])))
     return 0
 
 

@@ -88,9 +88,7 @@ def metric_datasets(keys: list[str], datasets: list[DatasetRef]) -> dict[str, Da
 
 def log_variant_model(run: RunLogger, v: Variant, model: SpeechLM, tokenizer, datasets: list[DatasetRef]) -> str:
     """Log a trained variant as its run's logged model; returns the model id."""
-    params = {**{k: records.axis_value(x) for k, x in v.axes.items()},
-              records.LANGUAGE_MIX: v.language_mix_label, records.TEXT_FRACTION: f"{v.config.data.text_fraction:g}",
-              records.SEED: v.config.seed, records.CONFIG_HASH: v.config_hash,
+    params = {**records.variant_identity(v),
               records.TRAINABLE_PARAMS: sum(p.numel() for p in model.parameters() if p.requires_grad)}
     tags = {records.VARIANT_NAME: v.name, records.CONFIG_HASH: v.config_hash}
     with tempfile.TemporaryDirectory() as tmp:

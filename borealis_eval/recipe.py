@@ -44,11 +44,7 @@ class TrainOptions:
 
 def variant_tags(v: Variant, role: str = records.VARIANT) -> dict[str, str]:
     """The tags that identify a variant's run: its name, config hash and grid axes."""
-    tags = {records.ROLE: role, records.VARIANT_NAME: v.name, records.CELL: v.cell, records.CONFIG_HASH: v.config_hash,
-            records.LANGUAGE_MIX: v.language_mix_label, records.TEXT_FRACTION: f"{v.config.data.text_fraction:g}",
-            records.TEXT_MODE: v.config.data.text_mode, records.SEED: str(v.config.seed)}
-    tags.update({records.axis_tag(k): records.axis_value(x) for k, x in v.axes.items()})
-    return tags
+    return {records.ROLE: role, **records.variant_identity(v)}
 
 
 def log_results(run: RunLogger, results: list[SetResult]) -> None:

@@ -20,8 +20,10 @@ Runs (all in that experiment):
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
 - variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name), ``cell``
   (the name without its seed: the runs of one cell differ only by training seed),
-  ``config_hash``, ``language_mix`` (e.g. ru50_en50), ``text_fraction``, ``text_mode``, ``seed``,
-  ``axis.<dotted path>`` per grid axis, ``borealis.study``, ``attempt`` (1 for the first try),
+  ``config_hash``, ``text_mode``, ``seed``, ``axis.<dotted path>`` (the value, JSON for lists and
+  mappings) and ``axis_label.<dotted path>`` (its readable label, e.g. ru50_en50 or [192]) per grid
+  axis (stores written before 2026-12-07 also have ``language_mix`` and ``text_fraction`` tags and
+  no ``axis_label.*``: the report derives the labels from ``axis.*``), ``borealis.study``, ``attempt`` (1 for the first try),
   ``previous_attempt_run`` on a retry, ``resumed_from_step`` after a resume,
   ``normalizer/<set>`` (e.g. ``english@1.0``); searches add ``optuna.trial``, ``optuna.study``,
   ``optuna.pruned=true`` (status KILLED). Params: the flattened resolved config plus
@@ -42,8 +44,7 @@ Runs (all in that experiment):
   Logged model (one per finished variant, the run's output; type ``speech-lm``): the folder
   ``MLmodel`` (flavours ``borealis_speech_lm`` and ``python_function``), ``weights/trainable.safetensors``
   (what was trained: adapter, LoRA or LLM weights), ``tokenizer/``, ``config/resolved.yaml``;
-  params: the variant's axes, ``language_mix``, ``text_fraction``, ``seed``, ``config_hash``,
-  ``model.trainable_params``; tags ``variant`` (the exact name: a model name cannot hold . / : % " '),
+  params: the variant's identity (the run's tags above but ``role``) and ``model.trainable_params``; tags ``variant`` (the exact name: a model name cannot hold . / : % " '),
   ``config_hash``; metrics:
   the set metrics and text-skill scores, each linked to its dataset.
 - baseline (nested; one per eval.baseline / eval.extra_baselines): tags ``role=baseline``,
@@ -79,8 +80,6 @@ VARIANT_NAME = "variant"
 CELL = "cell"
 TEXT_MODE = "text_mode"
 CONFIG_HASH = "config_hash"
-LANGUAGE_MIX = "language_mix"
-TEXT_FRACTION = "text_fraction"
 SEED = "seed"
 MODEL = "model"
 PROTOCOL = "protocol"  # a baseline's decoding protocol, in words (beam, timestamps, backend)
@@ -112,6 +111,7 @@ WER_VIEW = "borealis-wer"  # our saved view's id
 SELECTION_RULE = "borealis.selection_rule"  # a registered model version's tag: why this variant
 
 _AXIS = "axis."
+_AXIS_LABEL = "axis_label."
 _NORMALIZER = "normalizer/"
 
 
@@ -119,8 +119,32 @@ def axis_tag(dotted: str) -> str:
     return _AXIS + dotted
 
 
+def axis_label_tag(dotted: str) -> str:
+    return _AXIS_LABEL + dotted
+
+
 def axis_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def axes_of(tags: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+    """{dotted path: (logged value, its readable label or None)} for a run's grid axes, seed excluded.
+    Runs logged before the label tags existed give None as the label (the reader derives one)."""
+    return {k.removeprefix(_AXIS): (v, tags.get(axis_label_tag(k.removeprefix(_AXIS))))
+            for k, v in tags.items() if k.startswith(_AXIS) and k != axis_tag(SEED)}
+
+
+def variant_identity(v: Any) -> dict[str, str]:
+    """The tags that identify a variant's run (and its logged model's params): name, cell, config
+    hash, text mode, seed, and per grid axis its value (``axis.<path>``) and label (``axis_label.<path>``).
+    `v` is a config.Variant (not imported: this module names things, it depends on nothing)."""
+    out = {VARIANT_NAME: v.name, CELL: v.cell, CONFIG_HASH: v.config_hash, TEXT_MODE: v.config.data.text_mode,
+           SEED: str(v.config.seed)}
+    for dotted, value in v.axes.items():
+        out[axis_tag(dotted)] = axis_value(value)
+        if dotted in v.labels:
+            out[axis_label_tag(dotted)] = v.labels[dotted]
+    return out
 
 
 def normalizer_tag(set_name: str) -> str:
@@ -133,6 +157,16 @@ def normalizers_of(tags: dict[str, str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- metrics
+PLAN_SECONDS = "plan/seconds"
+PLAN_DEVICE_HOURS = "plan/device_hours"
+SWEEP_FINISHED = "sweep/finished"
+SWEEP_FAILED = "sweep/failed"
+CACHE_ENCODED = "cache/encoded"
+CACHE_HITS = "cache/hits"
+BEST_OBJECTIVE = "best/objective"
+SEARCH_COMPLETE = "search/complete"
+SEARCH_PRUNED = "search/pruned"
+SEARCH_FAILED = "search/failed"
 TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_FIRST_LOSS = "train/first_loss"
@@ -143,6 +177,12 @@ TRAIN_STEPS = "train/steps"
 TRAINABLE_PARAMS = "model.trainable_params"
 PRECISION_USED = "train.precision_used"  # param: what train.precision resolved to on this machine
 OBJECTIVE = "objective"
+
+
+# the per-eval-set metric families a sweep logs as ``<name>/<set>`` (the list in the docstring above)
+SET_METRICS = ("wer", "cer", "n_utts", "ref_words", "hyp_words", "sub", "dele", "ins", "hits", "ref_chars",
+               "char_edits", "capped_rate", "wer_uncapped", "wer_raw", "wer_basic", "wer_whisper", "rtfx",
+               "audio_seconds")
 
 
 def set_metric(name: str, set_name: str) -> str:
@@ -163,6 +203,11 @@ def curve_wer(set_name: str) -> str:
 
 def data_metric(name: str) -> str:
     return f"data/{name}"
+
+
+def augment_metric(name: str) -> str:
+    """Augmentation counters: ``augment/<effect>``, ``augment/audio_examples``, ``augment/seconds``."""
+    return f"augment/{name}"
 
 
 def delta_vs_baseline(set_name: str) -> str:

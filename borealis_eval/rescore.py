@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from borealis_eval.config import ExperimentConfig, load_ablation
+from borealis_eval.config import ExperimentConfig, load_eval_scope
 from borealis_eval.data.features import FeatureCache, FeatureStore
 from borealis_eval.decode import evaluate_baseline, evaluate_speech_lm, weights_id
 from borealis_eval.errors import UsageError
@@ -44,9 +44,8 @@ def load_variant_from_run(run_id: str, tracking_uri: str | None = None, device: 
 def evaluate_model(model: str, ablation: str | Path, sets: list[str] | None = None,
                    tracking_uri: str | None = None, overrides: dict | None = None) -> list[SetResult]:
     """Score a trained variant (`run:<id>`, `model:<id>`, `models:/...`) or a Whisper model reference
-    on an ablation's eval sets."""
-    _, variants = load_ablation(ablation, overrides)
-    cfg = variants[0].config
+    on an ablation's eval sets (only its eval section is read: `load_eval_scope`)."""
+    cfg = load_eval_scope(ablation, overrides)
     if sets:
         unknown = set(sets) - {s.name for s in cfg.eval.sets}
         if unknown:
@@ -55,7 +54,10 @@ def evaluate_model(model: str, ablation: str | Path, sets: list[str] | None = No
         cfg.eval.sets = [s for s in cfg.eval.sets if s.name in sets]
     dev = device()
     if is_variant_ref(model):
-        _, encoder, lm, model_id = load_variant(model, tracking_uri, dev)
+        trained, encoder, lm, model_id = load_variant(model, tracking_uri, dev)
+        # the variant as trained, scored under this file's eval section
+        cfg = trained.model_copy(update={"eval": cfg.eval, "data": trained.data.model_copy(
+            update={"max_bad_share": cfg.data.max_bad_share})})
         cache = FeatureCache(encoder.identity.key)
         res = Resources(cfg, dev, [], [], [], encoder, cache, FeatureStore(cache))
         load_eval_data(res, cfg)
@@ -64,5 +66,5 @@ def evaluate_model(model: str, ablation: str | Path, sets: list[str] | None = No
 
     check_available(model)
     res = Resources(cfg, dev, [], [], [], None, None, None)  # type: ignore[arg-type] - Whisper needs only waves
-    load_eval_data(res, cfg, encode=False)
-    return evaluate_baseline(res, cfg, ref=model)
+    load_eval_data(res, cfg, encode=False)  # type: ignore[arg-type] - scoring reads only eval and data limits
+    return evaluate_baseline(res, cfg, ref=model)  # type: ignore[arg-type]

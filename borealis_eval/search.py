@@ -234,8 +234,8 @@ def _summarise(st: Study, ost: optuna.Study, directions: list[str], out: SearchR
     b = best[0]
     st.parent.tags({records.BEST_TRIAL: b.number, records.BEST_RUN: b.user_attrs.get("run_id", ""),
                     records.BEST_PARAMS: json.dumps(b.params)[:5000]})
-    st.parent.metrics({"best/objective": b.values[0], "search/complete": out.n_complete,
-                       "search/pruned": out.n_pruned, "search/failed": out.n_failed})
+    st.parent.metrics({records.BEST_OBJECTIVE: b.values[0], records.SEARCH_COMPLETE: out.n_complete,
+                       records.SEARCH_PRUNED: out.n_pruned, records.SEARCH_FAILED: out.n_failed})
     st.parent.artifact_json_lines(out.best, records.BEST_TRIALS)
 
 

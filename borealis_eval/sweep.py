@@ -140,7 +140,7 @@ def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, wo
     log.info("plan: %s", p.summary())
     st.parent.artifact_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False), records.PLAN)
     if p.timed:
-        st.parent.metrics({"plan/seconds": p.seconds, "plan/device_hours": p.device_hours})
+        st.parent.metrics({records.PLAN_SECONDS: p.seconds, records.PLAN_DEVICE_HOURS: p.device_hours})
 
 
 class _Sweep:
@@ -160,9 +160,10 @@ class _Sweep:
             res = self._res = prepare_resources(self.variants, encode_threads=encode_threads)
             if res.bad_items:
                 self.st.parent.artifact_json_lines(res.bad_items, records.BAD_ITEMS)
-            self.st.parent.metrics({"data/bad_items": len(res.bad_items), "data/train_items": len(res.train_items),
-                                    "data/text_items": len(res.text_items), "cache/encoded": res.cache.stats.encoded,
-                                    "cache/hits": res.cache.stats.hits})
+            self.st.parent.metrics({records.data_metric("bad_items"): len(res.bad_items),
+                                    records.data_metric("train_items"): len(res.train_items),
+                                    records.data_metric("text_items"): len(res.text_items),
+                                    records.CACHE_ENCODED: res.cache.stats.encoded, records.CACHE_HITS: res.cache.stats.hits})
         return self._res
 
     def work(self, out: SweepResult) -> None:
@@ -282,7 +283,7 @@ class _Sweep:
                 st.parent.artifact_json_lines(paired_rows(by_system, self.base_cfg.eval.bootstrap),
                                               records.paired(set_name))
         n_failed = sum(rows.get(k, {}).get("status") == "failed" for k, _ in self.items)
-        st.parent.metrics({"sweep/finished": len(finished), "sweep/failed": n_failed})
+        st.parent.metrics({records.SWEEP_FINISHED: len(finished), records.SWEEP_FAILED: n_failed})
         if done:
             if records.ERROR in st.client.get_run(st.parent.run_id).data.tags:  # left by an earlier, failed attempt
                 st.client.delete_tag(st.parent.run_id, records.ERROR)

@@ -307,13 +307,13 @@ def ui_artifact_path(experiment_id: str, run_id: str, artifact: str) -> str:
     return f"/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}?{UI_TRAINING_MODE}"
 
 
-def save_runs_view(client: MlflowClient, experiment_id: str, eval_sets: list[str], name: str = "WER per eval set",
-                   view: str = records.WER_VIEW) -> str:
+def save_runs_view(client: MlflowClient, experiment_id: str, eval_sets: list[str], axes: list[str] = (),
+                   name: str = "WER per eval set", view: str = records.WER_VIEW) -> str:
     """A named saved view of the runs table (MLflow UI 3.17 keeps them as experiment tags): the
     variants and the baseline side by side, with their axes, datasets, logged models and WER per
     eval set as columns, best first on the first set. Returns the view id."""
     columns = ["attributes.`Dataset`", "attributes.`Models`",
-               *(f"tags.`{t}`" for t in (records.LANGUAGE_MIX, records.TEXT_FRACTION, records.SEED)),
+               *(f"tags.`{t}`" for t in (*map(records.axis_label_tag, axes), records.SEED)),
                *(f"metrics.`{records.set_metric('wer', s)}`" for s in eval_sets)]
     state = {"selectedColumns": columns, "searchFilter": f"tags.{records.ROLE} != '{records.PARENT}'"}
     if eval_sets:

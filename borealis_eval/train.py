@@ -35,6 +35,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from borealis_eval import records
 from borealis_eval.atomic import atomic_path
 from borealis_eval.config import TrainConfig
 from borealis_eval.data.loader import BatchStream, batches
@@ -263,7 +264,7 @@ def train(model: SpeechLM, examples: list[Example], cfg: TrainConfig, seed: int,
             loss_due = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
             if log is not None and (loss_due or extra):
                 window = losses[-cfg.log_every:]
-                point = {"train/loss": float(np.mean(window)), "train/lr": sched.get_last_lr()[0]} if loss_due else {}
+                point = {records.TRAIN_LOSS: float(np.mean(window)), records.TRAIN_LR: sched.get_last_lr()[0]} if loss_due else {}
                 point.update(extra or {})
                 history.append((step + 1, point))
                 try:

@@ -178,11 +178,13 @@ def test_extends_chain_of_three_files(tmp_path):
     child = write(tmp_path / "sub" / "child.yaml", {
         "extends": "parent.yaml", "name": "child",
         "base": {"train": {"batch_size": 2}},
-        "grid": {"seed": [3, 4]},
+        "grid": {"extends": True, "seed": [3, 4]},  # opt in: the grand-parent's axes merge with this one
     })
     abl, variants = load_ablation(child)
     assert abl.name == "child" and abl.description == minimal()["description"]
-    assert abl.grid == {"data.text_fraction": [0.0, 0.1], "seed": [3, 4]}  # grid is a mapping: axes merge
+    assert abl.grid == {"data.text_fraction": [0.0, 0.1], "seed": [3, 4]}
+    assert abl.grid_sources == {"data.text_fraction": str(grand.resolve()), "seed": str(child.resolve())}
+    assert any("merges the grid of parent.yaml" in n for n in abl.grid_notes)
     assert [v.name for v in variants] == ["text_fraction=0__seed=3", "text_fraction=0.1__seed=3",  # seed by seed
                                           "text_fraction=0__seed=4", "text_fraction=0.1__seed=4"]
     cfg = variants[0].config
@@ -191,11 +193,75 @@ def test_extends_chain_of_three_files(tmp_path):
     assert grand.is_file()
 
 
-def test_grid_axes_merge_across_extends(tmp_path):
-    write(tmp_path / "p.yaml", minimal())
+def test_child_grid_replaces_the_parents(tmp_path):
+    """Inheriting cannot multiply a study: the child's grid is the whole grid."""
+    parent = write(tmp_path / "p.yaml", minimal())
     child = write(tmp_path / "c.yaml", {"extends": "p.yaml", "grid": {"seed": [0, 1]}})
     abl, variants = load_ablation(child)
+    assert abl.grid == {"seed": [0, 1]} and len(variants) == 2
+    assert abl.grid_sources == {"seed": str(child.resolve())} and abl.grid_notes == []
+    # no grid: the parent's grid is kept, and said to come from the parent
+    bare = write(tmp_path / "bare.yaml", {"extends": "p.yaml", "name": "bare"})
+    abl, variants = load_ablation(bare)
+    assert set(abl.grid) == {"data.text_fraction"} and len(variants) == 2
+    assert abl.grid_sources == {"data.text_fraction": str(parent.resolve())}
+
+
+def test_grid_axes_merge_on_explicit_opt_in(tmp_path):
+    parent = write(tmp_path / "p.yaml", minimal())
+    child = write(tmp_path / "c.yaml", {"extends": "p.yaml", "grid": {"extends": True, "seed": [0, 1]}})
+    abl, variants = load_ablation(child)
     assert set(abl.grid) == {"data.text_fraction", "seed"} and len(variants) == 4
+    assert abl.grid_sources == {"data.text_fraction": str(parent.resolve()), "seed": str(child.resolve())}
+    assert abl.grid_notes == ["grid: c.yaml merges the grid of p.yaml (grid.extends: true); inherited axes: "
+                              "data.text_fraction"]
+    # a same-named axis in the child wins; extends: false is the default (replace)
+    over = write(tmp_path / "o.yaml", {"extends": "p.yaml", "grid": {"extends": True, "data.text_fraction": [0.3]}})
+    assert load_ablation(over)[0].grid == {"data.text_fraction": [0.3]}
+    off = write(tmp_path / "off.yaml", {"extends": "p.yaml", "grid": {"extends": False, "seed": [0]}})
+    assert load_ablation(off)[0].grid == {"seed": [0]}
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"extends": "yes", "seed": [0]}, "grid.extends: must be true"),
+])
+def test_grid_extends_flag_errors(tmp_path, grid, message):
+    write(tmp_path / "p.yaml", minimal())
+    child = write(tmp_path / "c.yaml", {"extends": "p.yaml", "grid": grid})
+    assert message in error_of(child)
+
+
+def test_grid_extends_without_parent(tmp_path):
+    p = write(tmp_path / "a.yaml", {**minimal(), "grid": {"extends": True, "seed": [0]}})
+    assert "needs a parent file" in error_of(p)
+
+
+def test_grid_labels_name_list_values(tmp_path):
+    """List values get readable labels ([192]); a `labels:` list names them; no hashes in names."""
+    plain = write(tmp_path / "plain.yaml", {**minimal(), "grid": {
+        "model.adapter.hidden_sizes": [[192], [384, 192]], "train.lr": [1e-3, 3e-3]}})
+    _, variants = load_ablation(plain)
+    assert [v.name for v in variants] == ["hidden_sizes=[192]__lr=0.001", "hidden_sizes=[192]__lr=0.003",
+                                          "hidden_sizes=[384,192]__lr=0.001", "hidden_sizes=[384,192]__lr=0.003"]
+    assert variants[0].labels == {"model.adapter.hidden_sizes": "[192]", "train.lr": "0.001"}
+    named = write(tmp_path / "named.yaml", {**minimal(), "grid": {
+        "model.adapter.hidden_sizes": {"values": [[192], [768]], "labels": ["narrow", "wide"]}}})
+    abl, variants = load_ablation(named)
+    assert abl.grid == {"model.adapter.hidden_sizes": [[192], [768]]}
+    assert [v.name for v in variants] == ["hidden_sizes=narrow", "hidden_sizes=wide"]
+    assert [v.config.model.adapter.hidden_sizes for v in variants] == [[192], [768]]
+
+
+@pytest.mark.parametrize("axis, message", [
+    ({"values": [[1], [2]], "labels": ["a"]}, "one label per value"),
+    ({"values": [[1], [2]], "labels": ["a", "a"]}, "labels must be distinct"),
+    ({"values": [[1], [2]], "labels": ["a__b", "c"]}, "without '__'"),
+    ({"values": [], "labels": []}, "grid.model.adapter.hidden_sizes.values"),
+    ({"values": [[1]], "names": ["a"]}, "grid.model.adapter.hidden_sizes.names: unknown field"),
+])
+def test_grid_labels_errors(tmp_path, axis, message):
+    p = write(tmp_path / "a.yaml", {**minimal(), "grid": {"model.adapter.hidden_sizes": axis}})
+    assert message in error_of(p)
 
 
 def test_extends_cycle_is_detected(tmp_path):
@@ -562,3 +628,43 @@ def test_eval_set_reference_one_or_many_and_validated(tmp_path):
     assert "base.eval.sets.0.reference.0.wer" in msg
     cfg["base"]["eval"]["sets"][0]["reference"] = {"wer": 7.2, "system": "w"}
     assert "reference.0.source: required field is missing" in error_of(write(tmp_path / "nosrc.yaml", cfg))
+
+
+# ------------------------------------------------------------------ learning curves off
+@pytest.mark.parametrize("off", [0, None])
+def test_every_steps_zero_or_null_turns_curves_off(tmp_path, off):
+    d = minimal()
+    d["base"]["eval"]["every_steps"] = off
+    _, variants = load_ablation(write(tmp_path / "a.yaml", d))
+    assert variants[0].config.eval.every_steps == 0
+
+
+def test_derived_file_with_empty_dev_sets_turns_inherited_curves_off(tmp_path):
+    d = minimal()
+    d["base"]["eval"]["every_steps"] = 10
+    d["base"]["eval"]["dev_sets"] = [{"name": "dev", "source": {"kind": "synth", "corpus": "data/synth/t", "split": "dev"}}]
+    write(tmp_path / "p.yaml", d)
+    assert load_ablation(tmp_path / "p.yaml")[1][0].config.eval.every_steps == 10
+    child = write(tmp_path / "c.yaml", {"extends": "p.yaml", "base": {"eval": {"dev_sets": []}}})
+    cfg = load_ablation(child)[1][0].config
+    assert cfg.eval.every_steps == 0 and cfg.eval.dev_sets == []
+    # every_steps without any dev_sets given is still an error that says how to turn curves off
+    d["base"]["eval"].pop("dev_sets")
+    assert "every_steps: 0 (or null) turns learning curves off" in error_of(write(tmp_path / "x.yaml", d))
+
+
+# ------------------------------------------------------------------ evaluate reads only the eval section
+def test_eval_scope_ignores_the_training_grid(tmp_path):
+    from borealis_eval.config import load_eval_scope
+
+    d = minimal()
+    d["grid"] = {"data.language_mix": [{"ru": 0.5, "xx": 0.7}]}  # an invalid training cell
+    p = write(tmp_path / "a.yaml", d)
+    assert "grid cell" in error_of(p)  # a sweep refuses it ...
+    scope = load_eval_scope(p)  # ... scoring does not need it
+    assert [s.name for s in scope.eval.sets] == [s["name"] for s in d["base"]["eval"]["sets"]]
+    d["base"]["eval"]["batch_size"] = 0
+    with pytest.raises(ConfigError) as ei:
+        load_eval_scope(write(tmp_path / "b.yaml", d))
+    msg = str(ei.value)
+    assert "base.eval.batch_size" in msg and "grid cell" not in msg and str(tmp_path / "b.yaml") in msg

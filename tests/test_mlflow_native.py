@@ -108,7 +108,7 @@ def test_each_variant_is_a_logged_model_that_reloads_and_reproduces_its_wer(stud
         assert model.source_run_id == run.info.run_id and model.status == LoggedModelStatus.READY
         assert model.model_type == records.MODEL_TYPE and model.tags[records.VARIANT_NAME] == run.info.run_name
         assert model.name == run.info.run_name.replace(".", "_")
-        assert model.params["data.text_fraction"] == run.data.tags[records.axis_tag("data.text_fraction")]
+        assert model.params[records.axis_tag("data.text_fraction")] == run.data.tags[records.axis_tag("data.text_fraction")]
         assert model.params[records.CONFIG_HASH] == run.data.tags[records.CONFIG_HASH]
         wer = {m.key: m for m in model.metrics if m.key == "wer/test_en"}["wer/test_en"]
         digest = {d.dataset.name: d.dataset.digest for d in full.inputs.dataset_inputs}["test_en"]

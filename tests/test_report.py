@@ -214,12 +214,12 @@ def test_single_seed_headline_says_training_variance_was_not_measured(built):
     assert "training variance was not measured" in headline and "test-utterance sampling only" in headline
     # planted: ru50_en50 0.15 beats 0.0 by 7 pts on both sets (320 words each: beyond test sampling)
     for s in SETS:
-        assert f"ru50_en50 · text 0.15 beats ru50_en50 · text 0 on {s} (-" in headline
+        assert f"language_mix=ru50_en50 · text_fraction=0.15 beats language_mix=ru50_en50 · text_fraction=0 on {s} (-" in headline
     assert "best cell vs plain Whisper, baseline (whisper-base): test_en trails" in headline
     cells = _section(md, "WER per cell (%)")
     assert cells[0].startswith("| cell | test_en | test_ru | runs |")
     assert cells[2].startswith("| **baseline (whisper-base)** | 6.6 [")
-    best = next(r for r in cells if r.startswith("| ru50_en50 · text 0.15 |"))
+    best = next(r for r in cells if r.startswith("| language_mix=ru50_en50 · text_fraction=0.15 |"))
     assert best.count("**") == 4 and "±" not in best and "`s0`" in best  # best on both sets; one seed: no spread
     assert "one seed per cell: [95% interval over test utterances only]" in md
 
@@ -352,10 +352,10 @@ def test_seeds_decide_what_survives(built, tmp_path):
     headline = next(line for line in md.splitlines() if line.startswith("**3 seeds per cell"))
     assert "text fraction: 2 of 4 contrasts hold" in headline
     for s in SETS:
-        assert f"ru50_en50 · text 0.15 beats ru50_en50 · text 0 on {s} (-" in headline
-    assert "ru100 · text 0.15 beats" not in headline and "ru100 · text 0.15 trails" not in headline
+        assert f"language_mix=ru50_en50 · text_fraction=0.15 beats language_mix=ru50_en50 · text_fraction=0 on {s} (-" in headline
+    assert "language_mix=ru100 · text_fraction=0.15 beats" not in headline and "language_mix=ru100 · text_fraction=0.15 trails" not in headline
     verdicts = _section(md, "Contrasts: text fraction")
-    ru100 = [r for r in verdicts if "| ru100 · text 0.15 |" in r]
+    ru100 = [r for r in verdicts if "| language_mix=ru100 · text_fraction=0.15 |" in r]
     assert len(ru100) == 2 and all("no difference beyond training variance" in r for r in ru100)
-    cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| ru100 · text 0 |"))
+    cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
     assert "±2.0" in cell and "`s0` `s1` `s2`" in cell  # half the seed range, and one link per seed

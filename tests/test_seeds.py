@@ -64,7 +64,7 @@ def test_add_mode_grows_the_steps_and_curves_are_logged_per_step(tmp_path, corpu
     assert main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--no-report"]) == 0
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tiny_add"], output_format="pandas")
-    v = runs[runs["tags.role"] == "variant"].set_index("tags.text_fraction")
+    v = runs[runs["tags.role"] == "variant"].set_index("tags.axis_label.data.text_fraction")
     assert v.loc["0", "metrics.train/steps"] == 4 and v.loc["0.5", "metrics.train/steps"] == 8  # 8 audio + 8 text
     assert v.loc["0", "metrics.data/count_total"] == 8 and v.loc["0.5", "metrics.data/count_text"] == 8
     assert set(v["tags.text_mode"]) == {"add"}

@@ -64,7 +64,7 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     var_rows = runs[runs["tags.role"] == "variant"]
     for m in ("text_chrf/heldout", "text_exact/heldout", "p_vs_baseline/test_en", "delta_wer_vs_baseline/test_en"):
         assert var_rows[f"metrics.{m}"].notna().all(), m
-    variants = runs[runs["tags.role"] == "variant"].set_index("tags.text_fraction")
+    variants = runs[runs["tags.role"] == "variant"].set_index("tags.axis_label.data.text_fraction")
     assert set(variants.index) == {"0", "0.25"}
     assert variants.loc["0", "metrics.data/count_text"] == 0
     assert variants.loc["0.25", "metrics.data/count_text"] == 10  # 25% of 40

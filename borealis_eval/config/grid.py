@@ -8,7 +8,6 @@ a path that names no field, or that runs through a value that is not a mapping (
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import types
@@ -17,7 +16,8 @@ from typing import Any, Union
 
 from pydantic import BaseModel
 
-from borealis_eval.config.schema import ExperimentConfig, Variant, mix_label
+from borealis_eval.config.labels import axis_label
+from borealis_eval.config.schema import Ablation, ExperimentConfig, Variant
 from borealis_eval.errors import ConfigError
 
 
@@ -88,11 +88,6 @@ def cells(grid: dict[str, list[Any]], slowest: str | None = None) -> list[dict[s
     return [{n: dict(zip(order, combo))[n] for n in names} for combo in combos]
 
 
-def variant_name(cell: dict[str, Any]) -> str:
-    """`language_mix=ru50_en50__text_fraction=0.15`; 'base' for an empty grid."""
-    return "__".join(f"{d.split('.')[-1]}={axis_label(v)}" for d, v in cell.items()) or "base"
-
-
 def _section(ann: Any) -> type[BaseModel] | type[dict] | None:
     """The section model a field holds (Optional unwrapped), `dict` for free-form mappings, else None."""
     args = typing.get_args(ann) if typing.get_origin(ann) in (Union, types.UnionType) else (ann,)
@@ -118,31 +113,23 @@ def check_path(dotted: str) -> str | None:
     return None
 
 
-def axis_label(v: Any) -> str:
-    """A short, readable label of an axis value (mixes as ru50_en50, sections by their parts)."""
-    if isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values()):
-        return mix_label(v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    if v is None:
-        return "off"  # e.g. data.augment: [null, {...}]
-    if not isinstance(v, (dict, list)):
-        return str(v)
-    digest = hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    if isinstance(v, dict):  # a section: name its parts, the digest keeps two variants of the same parts apart
-        parts = "+".join(str(k) for k, x in v.items() if x is not None)
-        if parts and len(parts) <= 40:
-            return f"{parts}~{digest}"
-    return digest
-
-
 def variants_table(variants: list[Variant]) -> list[dict[str, Any]]:
     """Rows for `sweep --dry-run`: one per variant, axes as columns."""
     rows = []
     for i, v in enumerate(variants):
         row: dict[str, Any] = {"#": i, "variant": v.name}
-        row.update({k: axis_label(x) for k, x in v.axes.items()})
+        row.update({k: v.labels.get(k) or axis_label(x) for k, x in v.axes.items()})
         row["steps"] = v.config.train_steps  # text_mode add grows them
         row["config_hash"] = v.config_hash
         rows.append(row)
     return rows
+
+
+def grid_origin(abl: Ablation) -> list[str]:
+    """Lines saying which file gave each grid axis (and how the grid was inherited), for the
+    dry-run and the plan."""
+    by_file: dict[str, list[str]] = {}
+    for axis, source in abl.grid_sources.items():
+        by_file.setdefault(source, []).append(axis)
+    lines = [f"grid axes from {source}: {', '.join(axes)}" for source, axes in by_file.items()]
+    return lines + list(abl.grid_notes) if lines or abl.grid_notes else ["grid: none (one cell)"]

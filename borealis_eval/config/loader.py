@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from borealis_eval.config.grid import BlockedPath, UnknownPath, apply_overrides, cells, check_path, variant_name
-from borealis_eval.config.schema import Ablation, ExperimentConfig, Variant
+from borealis_eval.config.grid import BlockedPath, UnknownPath, apply_overrides, cells, check_path
+from borealis_eval.config.labels import cell_labels, name_of, value_key
+from borealis_eval.config.schema import Ablation, EvalScope, ExperimentConfig, GridAxis, Variant
 from borealis_eval.errors import ConfigError
 
 
@@ -67,7 +68,12 @@ def _where(lines: _LineMap, dotted: list[str]) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str, Any]:
+GRID_EXTENDS = "extends"  # `grid: {extends: true, ...}`: merge the parent's grid axes into this file's
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> tuple[dict[str, Any], dict[str, Path], list[str]]:
+    """The file's mapping with its `extends` chain merged, which file each grid axis came from,
+    and notes on how the grid was inherited."""
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{chain[0]}: 'extends' cycle: {cycle}")
@@ -97,16 +103,44 @@ def _read_yaml(path: Path, chain: tuple[Path, ...], lines: _LineMap) -> dict[str
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping with name/description/base/grid, got {type(data).__name__}")
     parent = data.pop("extends", None)
+    grid = data.get("grid")
+    opt_in = isinstance(grid, dict) and GRID_EXTENDS in grid
+    if opt_in:
+        grid = dict(grid)
+        flag = grid.pop(GRID_EXTENDS)
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{_where(lines, ['grid', GRID_EXTENDS])}: grid.{GRID_EXTENDS}: must be true (merge the "
+                              f"parent's grid axes) or false, got {_fmt_value(flag)}")
+        if flag and parent is None:
+            raise ConfigError(f"{_where(lines, ['grid', GRID_EXTENDS])}: grid.{GRID_EXTENDS}: true needs a parent "
+                              "file (a top-level 'extends:')")
+        data["grid"], opt_in = grid, flag
     if parent is None:
-        return data
+        return data, {axis: path for axis in (grid or {})} if isinstance(grid, dict) else {}, []
     if not isinstance(parent, str) or not parent.strip():
         raise ConfigError(f"{_where(lines, ['extends'])}: extends: must be a relative file path, got {_fmt_value(parent)}")
     try:
         parent_path = (path.parent / parent).resolve()
     except (OSError, ValueError) as e:
         raise ConfigError(f"{_where(lines, ['extends'])}: extends: bad file path {_fmt_value(parent)}: {e}") from None
-    base = _read_yaml(parent_path, (*chain, path), lines)
-    return deep_merge(base, data)
+    base, sources, notes = _read_yaml(parent_path, (*chain, path), lines)
+    # the grid is not merged like the other sections: a child's grid replaces the parent's (so
+    # inheriting cannot silently multiply a study), unless the child opts in with `extends: true`
+    child_grid = data.pop("grid", None)
+    merged = deep_merge(base, data)
+    if child_grid is None:
+        return merged, sources, notes
+    if not isinstance(child_grid, dict):
+        merged["grid"] = child_grid  # validation names the problem
+        return merged, {}, notes
+    if opt_in and isinstance(base.get("grid"), dict):
+        merged["grid"] = {**base["grid"], **child_grid}
+        kept = [a for a in base["grid"] if a not in child_grid]
+        notes = [*notes, f"grid: {path.name} merges the grid of {parent_path.name} (grid.{GRID_EXTENDS}: true)"
+                         + (f"; inherited axes: {', '.join(kept)}" if kept else "")]
+        return merged, {**{a: sources.get(a, parent_path) for a in kept}, **{a: path for a in child_grid}}, notes
+    merged["grid"] = child_grid
+    return merged, {a: path for a in child_grid}, notes
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +189,30 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     validate, and expand the grid into variants."""
     path = Path(path).resolve()
     lines = _LineMap()
-    raw = _read_yaml(path, (), lines)
+    raw, sources, notes = _read_yaml(path, (), lines)
     try:
         abl = Ablation.model_validate(raw)
     except ValidationError as err:
         raise _validation_error(err, lines, []) from None
+    values, labels = {}, {}
+    for dotted, axis in abl.grid.items():
+        where = _where(lines, ['grid', dotted])
+        if isinstance(axis, dict):
+            try:
+                axis = GridAxis.model_validate(axis)
+            except ValidationError as err:
+                raise _validation_error(err, lines, ["grid", dotted]) from None
+            if axis.labels:
+                labels[dotted] = {value_key(v): x for v, x in zip(axis.values, axis.labels)}
+            axis = axis.values
+        if not isinstance(axis, list) or not axis:
+            raise ConfigError(f"{where}: grid.{dotted}: grid axis is empty; give a non-empty list of values "
+                              "(or {values: [...], labels: [...]})")
+        values[dotted] = axis
+    abl.grid = values
+    abl._grid_labels = labels
+    abl._grid_sources = {a: str(sources.get(a, path)) for a in values}
+    abl._grid_notes = notes
     if overrides:
         try:
             abl.base = apply_overrides(abl.base, overrides)
@@ -167,9 +220,7 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             raise ConfigError(f"{path}: --set {e}") from None
 
     grid = {**abl.grid, "seed": abl.seeds} if abl.seeds else dict(abl.grid)
-    for dotted, values in abl.grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: grid axis is empty; give a non-empty list of values")
+    for dotted in abl.grid:
         problem = check_path(dotted)
         if problem:
             raise ConfigError(f"{_where(lines, ['grid', dotted])}: grid.{dotted}: {problem}")
@@ -188,12 +239,42 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             cfg = ExperimentConfig.model_validate(merged)
         except ValidationError as err:
             raise _validation_error(err, lines, ["base"], ctx) from None
-        name = variant_name(cell)
-        v = Variant(name=name, axes=cell, config=cfg)
+        named = cell_labels(cell, abl.grid_labels)
+        name = name_of(named)
+        v = Variant(name=name, axes=cell, config=cfg, labels=named)
         if v.config_hash in seen:
             raise ConfigError(f"{_where(lines, ['grid'])}: grid: cells {seen[v.config_hash]} and {name} give the same config")
         if name in seen.values():  # e.g. {ru: 1.0} and {ru: 1.0, en: 0.0}: run names must be unique
-            raise ConfigError(f"{_where(lines, ['grid'])}: grid: two cells are both named {name}; make their values distinct")
+            raise ConfigError(f"{_where(lines, ['grid'])}: grid: two cells are both named {name}; make their values "
+                              "distinct or name them: {{values: [...], labels: [...]}}")
         seen[v.config_hash] = name
         variants.append(v)
     return abl, variants
+
+
+def load_eval_scope(path: str | Path, overrides: dict[str, Any] | None = None) -> EvalScope:
+    """Only what scoring needs of an ablation file: `base.eval` (and `base.data.max_bad_share`),
+    with `extends` and `overrides` applied. The grid is not expanded and the training sections are
+    not validated, so an error names an eval field, never a training cell."""
+    path = Path(path).resolve()
+    lines = _LineMap()
+    raw, _, _ = _read_yaml(path, (), lines)
+    base = raw.get("base")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{_where(lines, ['base'])}: base: must be a mapping holding the eval section "
+                          f"(got {_fmt_value(base)})")
+    if overrides:
+        try:
+            base = apply_overrides(base, overrides)
+        except (UnknownPath, BlockedPath) as e:
+            raise ConfigError(f"{path}: --set {e}") from None
+    if not isinstance(base.get("eval"), dict):
+        raise ConfigError(f"{_where(lines, ['base', 'eval'])}: base.eval: required section is missing or not a mapping")
+    data = base.get("data") if isinstance(base.get("data"), dict) else {}
+    scope = {"eval": base["eval"]}
+    if "max_bad_share" in data:
+        scope["data"] = {"max_bad_share": data["max_bad_share"]}
+    try:
+        return EvalScope.model_validate(scope)
+    except ValidationError as err:
+        raise _validation_error(err, lines, ["base"]) from None

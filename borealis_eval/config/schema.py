@@ -12,12 +12,15 @@ import json
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-LANGUAGES = ("ru", "en")
+from borealis_eval.config.labels import LANGUAGES, cell_of, mix_label
 
 __all__ = [
     "Ablation",
+    "DataLimits",
+    "EvalScope",
+    "GridAxis",
     "AdapterConfig",
     "AudioSet",
     "AugmentConfig",
@@ -405,8 +408,13 @@ class EvalConfig(Strict):
     extra_baselines: list[BaselineConfig] = Field(default_factory=list)
     bootstrap: int = Field(default=1000, ge=100)
     # learning curves: every N training steps, greedy WER on the small fixed `dev_sets` (0: off)
-    every_steps: int = Field(default=0, ge=0)
-    dev_sets: list[EvalSet] = Field(default_factory=list)
+    every_steps: int = Field(default=0, ge=0)  # 0 or null: no learning curves
+    dev_sets: list[EvalSet] = Field(default_factory=list)  # given as []: no learning curves either
+
+    @field_validator("every_steps", mode="before")
+    @classmethod
+    def _null_is_off(cls, v):
+        return 0 if v is None else v
 
     @property
     def baselines(self) -> list[BaselineConfig]:
@@ -416,7 +424,11 @@ class EvalConfig(Strict):
     @model_validator(mode="after")
     def _curve(self):
         if self.every_steps and not self.dev_sets:
-            raise ValueError("every_steps needs 'dev_sets' (a small fixed set to score while training)")
+            if "dev_sets" in self.model_fields_set:  # `dev_sets: []` (e.g. in a derived file) turns the curves off
+                object.__setattr__(self, "every_steps", 0)
+            else:
+                raise ValueError("every_steps needs 'dev_sets' (a small fixed set to score while training); "
+                                 "every_steps: 0 (or null) turns learning curves off")
         names = [s.name for s in [*self.sets, *self.dev_sets]]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -425,6 +437,20 @@ class EvalConfig(Strict):
         if len(set(bnames)) != len(bnames):
             raise ValueError(f"baseline names must be unique (got {bnames}); give each extra_baselines entry a name")
         return self
+
+
+class DataLimits(Strict):
+    """The part of the data section that scoring reads (text sets obey the same bad-item budget)."""
+
+    max_bad_share: float = Field(default=0.05, ge=0, le=1)
+
+
+class EvalScope(BaseModel):
+    """What `evaluate` reads of an ablation: its eval section (sets, protocol, baselines) and the
+    data section's bad-item budget; the grid and the training sections play no part."""
+
+    eval: EvalConfig
+    data: DataLimits = Field(default_factory=DataLimits)
 
 
 class ExperimentConfig(Strict):
@@ -509,15 +535,57 @@ class SearchConfig(Strict):
         return self
 
 
+class GridAxis(Strict):
+    """A grid axis with its own names: `{values: [[192], [768]], labels: [narrow, wide]}`."""
+
+    values: list[Any] = Field(min_length=1)
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _labels(self):
+        if self.labels is None:
+            return self
+        if len(self.labels) != len(self.values):
+            raise ValueError(f"give one label per value ({len(self.values)} values, {len(self.labels)} labels)")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be distinct (got {self.labels})")
+        bad = [x for x in self.labels if not x or "__" in x or "=" in x or x != x.strip()]
+        if bad:
+            raise ValueError(f"a label must be non-empty, without '__', '=' or outer spaces (got {bad[0]!r})")
+        return self
+
+
 class Ablation(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str
     base: dict[str, Any]
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    # axis (dotted path) -> its values, or {values: [...], labels: [...]} (GridAxis); the loader
+    # leaves plain lists here and the labels in `grid_labels`. A child file's grid replaces the
+    # parent's unless it says `extends: true` (config/loader.py)
+    grid: dict[str, Any] = Field(default_factory=dict)
     # every grid cell is trained once per seed (the seed drives initialisation, data order, mix
     # sampling and augmentation); the same as a `seed` grid axis, run seed by seed over the grid
     seeds: list[int] | None = Field(default=None, min_length=1)
     search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
+    # filled by the loader: {axis: {value_key: label}}, {axis: the file it came from}, inheritance notes
+    _grid_labels: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+    _grid_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _grid_notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def grid_labels(self) -> dict[str, dict[str, str]]:
+        """{axis: {value_key: label}}: the grid's own `labels:`."""
+        return self._grid_labels
+
+    @property
+    def grid_sources(self) -> dict[str, str]:
+        """{axis: the file whose grid gave it}."""
+        return self._grid_sources
+
+    @property
+    def grid_notes(self) -> list[str]:
+        """How the grid was inherited (e.g. merged with the parent's by `grid: {extends: true}`)."""
+        return self._grid_notes
 
     @model_validator(mode="after")
     def _seeds(self):
@@ -533,6 +601,7 @@ class Variant(BaseModel):
     name: str
     axes: dict[str, Any]
     config: ExperimentConfig
+    labels: dict[str, str] = Field(default_factory=dict)  # axis -> its value's readable label (labels.py)
 
     @property
     def config_hash(self) -> str:
@@ -545,15 +614,7 @@ class Variant(BaseModel):
     @property
     def cell(self) -> str:
         """The grid cell without its seed: the variants of one cell differ only by training seed."""
-        return "__".join(n for n in self.name.split("__") if not n.startswith("seed=")) or "base"
-
-
-def mix_label(mix: dict[str, float]) -> str:
-    """{ru: 0.5, en: 0.5} -> 'ru50_en50'; stable order (LANGUAGES first, then other codes sorted)."""
-    def order(kv):
-        return (LANGUAGES.index(kv[0]) if kv[0] in LANGUAGES else len(LANGUAGES), str(kv[0]))
-
-    return "_".join(f"{k}{round(v * 100):d}" for k, v in sorted(mix.items(), key=order) if v > 0)
+        return cell_of(self.name)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from borealis_eval import records
 from borealis_eval.data.augment import Augmenter
 from borealis_eval.data.sources import AudioItem
 from borealis_eval.models.encoder import FrozenWhisperEncoder
@@ -79,8 +80,8 @@ class AugmentBatches:
         checkpoint they cover the steps run since."""
         keys = ["audio_examples", "clips", *self.augmenter.effects]
         values = _sum_over_ranks([float(self.counts[k]) for k in keys])
-        out = {f"augment/{k}": v for k, v in zip(keys, values)}
-        out["augment/seconds"] = self.seconds
+        out = {records.augment_metric(k): v for k, v in zip(keys, values)}
+        out[records.augment_metric("seconds")] = self.seconds
         return out
 
 

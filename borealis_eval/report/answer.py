@@ -15,12 +15,11 @@ from borealis_eval.report.collect import ReportData
 from borealis_eval.report.tables import Cell, Links, Row, Table
 
 MAX_LISTED = 4  # surviving contrasts named per factor in the headline; the verdict table has them all
-AXIS_NAMES = {"language_mix": "language mix", "text_fraction": "text fraction", "text_mode": "text mode"}
 
 
 def axis_name(dotted: str) -> str:
-    last = dotted.split(".")[-1]
-    return AXIS_NAMES.get(last, last)
+    """A grid axis in words: its path's last part, underscores as spaces (data.text_fraction -> text fraction)."""
+    return dotted.split(".")[-1].replace("_", " ")
 
 
 def _pts(v: float) -> str:

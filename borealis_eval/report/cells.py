@@ -12,12 +12,12 @@ Cells are also compared with each plain-Whisper baseline (decoded once: no train
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
-from borealis_eval.config.grid import axis_label
+from borealis_eval.config.labels import cell_of
 from borealis_eval.evaluate.protocol import score, utt_scores
 from borealis_eval.evaluate.variance import (CellScores, CellSummary, Finding, compare, headline_findings,
                                              pool_seed_variance, summarize_cell)
@@ -34,6 +34,7 @@ class Cell:
     runs: tuple[str, ...]  # run ids, by seed
     seeds: tuple[str, ...]
     text_mode: str = ""
+    values: dict[str, Any] = field(default_factory=dict)  # axis -> its value (numbers stay numbers)
 
 
 @dataclass(frozen=True)
@@ -79,29 +80,13 @@ class CellAnalysis:
 
 
 def cell_key(run: pd.Series) -> str:
-    """The run's cell: its `cell` tag, else its axes without the seed, else its name."""
-    if run.get("cell"):
-        return str(run["cell"])
-    axes = run.get("axes") or {}
-    if axes:
-        return "__".join(f"{k.split('.')[-1]}={v}" for k, v in axes.items())
-    return str(run["variant"])
+    """The run's cell: its `cell` tag, else its variant name without the seed (config/labels.py)."""
+    return str(run.get("cell") or cell_of(str(run["variant"])))
 
 
 def _label(axes: dict[str, str]) -> str:
-    parts = []
-    for dotted, value in axes.items():
-        name = dotted.split(".")[-1]
-        parts.append(value if name == "language_mix" else f"text {value}" if name == "text_fraction"
-                     else f"{name}={value}")
-    return " · ".join(parts)
-
-
-def _axis_value(raw: str) -> str:
-    try:
-        return axis_label(json.loads(raw))
-    except (json.JSONDecodeError, TypeError):
-        return raw
+    """'language_mix=ru100 · text_fraction=0.15': every axis the same way, by its path's last part."""
+    return " · ".join(f"{dotted.split('.')[-1]}={value}" for dotted, value in axes.items())
 
 
 def build_cells(data: ReportData) -> list[Cell]:
@@ -113,10 +98,11 @@ def build_cells(data: ReportData) -> list[Cell]:
     cells = []
     for key, run_ids in groups.items():
         first = data.runs.loc[run_ids[0]]
-        axes = {k: _axis_value(v) for k, v in (first.get("axes") or {}).items()}
+        axes = dict(first.get("axes") or {})
         order = sorted(run_ids, key=lambda r: pd.to_numeric(data.runs.at[r, "seed"], errors="coerce"))
         cells.append(Cell(key, _label(axes) or str(first["variant"]), axes, tuple(order),
-                          tuple(str(data.runs.at[r, "seed"]) for r in order), str(first.get("text_mode") or "")))
+                          tuple(str(data.runs.at[r, "seed"]) for r in order), str(first.get("text_mode") or ""),
+                          dict(first.get("axis_values") or {})))
     return cells
 
 

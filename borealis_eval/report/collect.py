@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import records
+from borealis_eval.config.labels import axis_label
 from borealis_eval.errors import ReportError
 
 CURVE_FAMILY = records.split_metric(records.curve_wer("x"))[0]
@@ -46,9 +47,9 @@ FINISHED = "FINISHED"
 class ReportData:
     """Everything the report shows, as plain pandas objects.
 
-    ``runs``: finished child runs, one row per run (index run_id), columns role, variant,
-    language_mix, text_fraction (float or NaN), seed, run_name, status; baselines first, then
-    variants sorted by language mix, text fraction, seed; ``model`` is the baseline's model tag.
+    ``runs``: finished child runs, one row per run (index run_id), columns role, variant, cell,
+    axes ({grid axis: readable label}), axis_values ({grid axis: value}), seed, run_name, status;
+    baselines first, then variants sorted by their grid axes (in grid order), then seed; ``model`` is the baseline's model tag.
     ``families``: family name -> DataFrame (index run_id, columns = the part after the last
     ``/``); WER/CER families (CI bounds, raw/basic/uncapped WER, paired deltas) are in percent.
     ``normalizers``: eval set -> normaliser tag (``english@1.0``) from the runs' tags.
@@ -82,6 +83,23 @@ class ReportData:
     @property
     def variants(self) -> pd.DataFrame:
         return self.runs[self.runs["role"] == records.VARIANT]
+
+    def is_baseline(self, run_id: str) -> bool:
+        return self.runs.at[run_id, "role"] == records.BASELINE
+
+    def axes(self) -> list[str]:
+        """The grid's axes (dotted paths, seed excluded) in the order the runs logged them."""
+        return grid_axes(self.runs)
+
+    def axis_columns(self) -> dict[str, str]:
+        """{axis: column header}: the path's last part, or the whole path where two axes share it."""
+        axes = self.axes()
+        last = [a.split(".")[-1] for a in axes]
+        return {a: n if last.count(n) == 1 else a for a, n in zip(axes, last)}
+
+    def is_numeric(self, axis: str) -> bool:
+        """Every variant's value on `axis` is a number (not a bool): the axis is drawn as numbers."""
+        return axis_is_numeric(self.variants, axis)
 
     def family(self, name: str) -> pd.DataFrame:
         """Family table restricted to the finished runs, in report row order (may be empty)."""
@@ -232,21 +250,28 @@ def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[R
             return runs
 
 
+def _parse_axis_value(raw: str):
+    """A logged axis value back as data: JSON (numbers, lists, mappings) where it parses, else the text."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw
+
+
 def _describe(run: Run) -> dict:
     tags = run.data.tags
-    fraction = pd.to_numeric(tags.get(records.TEXT_FRACTION, ""), errors="coerce")
-    axes = {k.removeprefix("axis."): v for k, v in tags.items()
-            if k.startswith(records.axis_tag("")) and k != records.axis_tag(records.SEED)}
+    logged = records.axes_of(tags)
+    values = {a: _parse_axis_value(v) for a, (v, _) in logged.items()}
     return {
         "run_id": run.info.run_id,
         "cell": tags.get(records.CELL, ""),
         "text_mode": tags.get(records.TEXT_MODE, ""),
-        "axes": axes,
+        # {axis: readable label}: the label the sweep logged, else one derived the same way (older stores)
+        "axes": {a: label or axis_label(values[a]) for a, (_, label) in logged.items()},
+        "axis_values": values,
         "start_time": run.info.start_time,
         "role": tags.get(records.ROLE, ""),
         "variant": tags.get(records.VARIANT_NAME) or run.info.run_name or run.info.run_id[:8],
-        "language_mix": tags.get(records.LANGUAGE_MIX, ""),
-        "text_fraction": float(fraction),
         "seed": tags.get(records.SEED, ""),
         "model": tags.get(records.MODEL, ""),
         "protocol": tags.get(records.PROTOCOL, ""),
@@ -256,17 +281,34 @@ def _describe(run: Run) -> dict:
     }
 
 
+def grid_axes(runs: pd.DataFrame) -> list[str]:
+    names: list[str] = []
+    for axes in runs.get("axes", pd.Series(dtype=object)):
+        names += [a for a in (axes or {}) if a not in names]
+    return names
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def axis_is_numeric(runs: pd.DataFrame, axis: str) -> bool:
+    values = [d[axis] for d in runs.get("axis_values", pd.Series(dtype=object)) if isinstance(d, dict) and axis in d]
+    return bool(values) and all(_is_number(v) for v in values)
+
+
 def _sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    key = pd.DataFrame(
-        {
-            "baseline_first": runs["role"] != records.BASELINE,
-            "mix": runs["language_mix"],
-            "fraction": runs["text_fraction"].fillna(-1.0),
-            "seed": pd.to_numeric(runs["seed"], errors="coerce").fillna(-1),
-            "variant": runs["variant"],
-        },
-        index=runs.index,
-    )
+    """Baselines first, then variants by each grid axis (numbers by value, others by label), then seed."""
+    columns: dict[str, pd.Series] = {"baseline_first": runs["role"] != records.BASELINE}
+    for i, axis in enumerate(grid_axes(runs)):
+        if axis_is_numeric(runs, axis):
+            col = pd.to_numeric(runs["axis_values"].map(lambda d: d.get(axis)), errors="coerce").fillna(-1e300)
+        else:
+            col = runs["axes"].map(lambda d: str(d.get(axis, "")))
+        columns[f"axis{i}"] = col
+    columns["seed"] = pd.to_numeric(runs["seed"], errors="coerce").fillna(-1)
+    columns["variant"] = runs["variant"]
+    key = pd.DataFrame(columns, index=runs.index)
     order = key.sort_values(list(key.columns), kind="stable").index
     return runs.loc[order]
 

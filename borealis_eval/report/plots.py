@@ -6,7 +6,8 @@ figure, e.g. a heatmap with a single language mix).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from borealis_eval import records
 from borealis_eval.atomic import atomic_path
 from borealis_eval.report.cells import CellAnalysis
 from borealis_eval.report.collect import ReportData
@@ -27,16 +29,40 @@ class Plot:
     title: str
     path: Path  # absolute PNG path
     caption: str
+    figure: Figure | None = field(default=None, compare=False, repr=False)  # what was drawn (tests read its axes)
+
+
+WRAP = 34  # characters per line of a legend entry or category tick: long cell names wrap, not overflow
+
+
+def _wrap(text: str, width: int = WRAP) -> str:
+    """Wrap at ' · ' between axes first, then anywhere (a long list label has no spaces)."""
+    parts = str(text).split(" · ")
+    lines, cur = [], ""
+    for p in parts:
+        cand = f"{cur} · {p}" if cur else p
+        if len(cand) <= width or not cur:
+            cur = cand
+        else:
+            lines.append(cur)
+            cur = p
+    lines.append(cur)
+    return "\n".join(textwrap.fill(x, width, break_long_words=True, break_on_hyphens=False) for x in lines)
 
 
 def _shared_legend(fig, axes) -> None:
-    """One legend below the subplots, each label once (subplots repeat the same lines)."""
+    """One legend below the subplots, each label once (subplots repeat the same lines); entries
+    wrapped and as many columns as fit the figure's width."""
     labels = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
+            labels.setdefault(_wrap(label), handle)
+    if not labels:
+        return
+    widest = max(len(line) for label in labels for line in label.splitlines())
+    fits = max(1, int(fig.get_figwidth() * DPI // (widest * 6.5 + 40)))  # ~6.5 px per small character
     fig.legend(labels.values(), labels.keys(), loc="outside lower center",
-               ncol=min(len(labels), 4), fontsize="small", frameon=False)
+               ncol=min(len(labels), 4, fits), fontsize="small", frameon=False)
 
 def draw_all(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> list[Plot]:
     """Draw every figure the data supports into ``plot_dir``; remove stale report PNGs.
@@ -62,9 +88,16 @@ def draw_all(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> list[Plot
     return plots
 
 
-def _x_axis(cells: CellAnalysis) -> str | None:
-    """The factor drawn along x: the text fraction when it varies, else none (one point per cell)."""
-    return next((a for a in cells.axes() if a.split(".")[-1] == "text_fraction"), None)
+def numeric_axis(cells: CellAnalysis, axis: str) -> bool:
+    """Every cell's value on `axis` is a number (bools are categories)."""
+    values = [c.values.get(axis) for c in cells.cells]
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def x_axis(cells: CellAnalysis) -> str | None:
+    """The factor drawn along x: the last varying numeric grid axis (any dotted path), else none
+    (one point per cell, named on a categorical x-axis)."""
+    return next((a for a in reversed(cells.axes()) if numeric_axis(cells, a)), None)
 
 
 def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot | None:
@@ -73,11 +106,11 @@ def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot 
     sets = [s for s in data.eval_sets if any((c.key, s) in cells.summaries for c in cells.cells)]
     if not sets:
         return None
-    x_axis = _x_axis(cells)
+    along = x_axis(cells)
     groups: dict[str, list] = {}
     for c in cells.cells:
-        rest = " · ".join(v for a, v in c.axes.items() if a != x_axis) or "cells"
-        groups.setdefault(rest if x_axis else "cells", []).append(c)
+        rest = " · ".join(f"{a.split('.')[-1]}={v}" for a, v in c.axes.items() if a != along) or "cells"
+        groups.setdefault(rest if along else "cells", []).append(c)
     ncol = min(len(sets), 4)
     nrow = -(-len(sets) // ncol)
     fig = Figure(figsize=(3.9 * ncol + 0.6, 3.3 * nrow + 0.5), dpi=DPI, layout="constrained")
@@ -90,10 +123,10 @@ def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot 
             pts = [(c, cells.summaries[(c.key, s)]) for c in members if (c.key, s) in cells.summaries]
             if not pts:
                 continue
-            xs = [float(c.axes[x_axis]) if x_axis else j for j, (c, _) in enumerate(pts)]
+            xs = [float(c.values[along]) if along else j for j, (c, _) in enumerate(pts)]
             mean = [100 * m.mean for _, m in pts]
             lo, hi = [100 * m.ci_low for _, m in pts], [100 * m.ci_high for _, m in pts]
-            if x_axis:
+            if along:
                 ax.plot(xs, mean, marker="o", color=color, label=name)
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
             else:
@@ -108,10 +141,10 @@ def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot 
                 ax.axhline(100 * b.mean, color="0.3", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
                            label=f"baseline: {data.runs.at[run_id, 'model'] or data.runs.at[run_id, 'variant']}")
         ax.set_title(s)
-        if x_axis:
-            ax.set_xlabel("text fraction")
+        if along:
+            ax.set_xlabel(along)
         else:
-            labels = [c.label for c in cells.cells if (c.key, s) in cells.summaries]
+            labels = [_wrap(c.label, 24) for c in cells.cells if (c.key, s) in cells.summaries]
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="x-small")
         ax.set_ylabel("WER (%)")
         ax.grid(alpha=0.3)
@@ -143,7 +176,7 @@ def learning_curves(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Pl
             if not runs:
                 continue
             table = pd.concat(runs, axis=1).sort_index() * 100
-            ax.plot(table.index, table.mean(axis=1), color=color, linewidth=1.3, label=c.label)
+            ax.plot(table.index, table.mean(axis=1), color=color, linewidth=1.3, label=_wrap(c.label))
             if table.shape[1] > 1:
                 ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=color, alpha=0.15,
                                 linewidth=0)
@@ -166,14 +199,14 @@ def loss_curves(data: ReportData, plot_dir: Path) -> Plot | None:
     colors = _cmap_colors(len(histories))
     for color, (run_id, hist) in zip(colors, histories.items()):
         ax.plot(hist["step"], hist["value"], color=color, linewidth=1.2,
-                label=data.runs.at[run_id, "variant"])
+                label=_wrap(data.runs.at[run_id, "variant"].replace("__", " · ")))
     ax.set_xlabel("step")
-    ax.set_ylabel("train/loss")
+    ax.set_ylabel(records.TRAIN_LOSS)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", ncol=2 if len(histories) > 6 else 1,
               loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, plot_dir, "train_loss", "Training loss",
-                 "train/loss history of each variant.")
+                 f"{records.TRAIN_LOSS} history of each variant.")
 
 
 def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
@@ -184,18 +217,20 @@ def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
         return None
     fig = Figure(figsize=(4.2 * len(sets) + 0.6, 3.6), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(sets), sharey=True, squeeze=False)[0])
-    mixes = sorted(set(data.variants["language_mix"]))
+    first = next(iter(data.axes()), None)  # points coloured by the first grid axis
+    colour_of = lambda run: run["axes"].get(first, "") if first else ""  # noqa: E731
+    levels = sorted({colour_of(run) for _, run in data.variants.iterrows()})
     for ax, s in zip(axes, sets):
         for run_id, run in data.runs.iterrows():
             x, y = rtfx.at[run_id, s], wer.at[run_id, s] if s in wer else np.nan
             if not (np.isfinite(x) and np.isfinite(y)):
                 continue
-            if run["role"] == "baseline":
+            if data.is_baseline(run_id):
                 ax.scatter(x, y, marker="X", s=70, color="black", label=f"baseline: {run['variant']}")
             else:
-                i = mixes.index(run["language_mix"])
+                i = levels.index(colour_of(run))
                 ax.scatter(x, y, marker="o", s=30, color=f"C{i % 10}", alpha=0.85,
-                           label=run["language_mix"] or "variant")
+                           label=f"{first.split('.')[-1]}={colour_of(run)}" if first else "variant")
         ax.set_xscale("log")
         ax.set_title(s)
         ax.set_xlabel("RTFx (audio s / decoding s, log)")
@@ -204,7 +239,7 @@ def rtfx_vs_wer(data: ReportData, plot_dir: Path) -> Plot | None:
     _shared_legend(fig, axes)
     return _save(fig, plot_dir, "rtfx_vs_wer", "RTFx vs WER",
                  "Decoding speed (RTFx, higher is faster) against WER per eval set; one point "
-                 "per run, coloured by language mix; crosses: baseline Whisper.")
+                 "per run, coloured by " + (f"{first}" if first else "run") + "; crosses: baseline Whisper.")
 
 
 ALL_PLOTS = ("wer_per_cell", "learning_curves", "train_loss", "rtfx_vs_wer",
@@ -223,4 +258,4 @@ def _save(fig: Figure, plot_dir: Path, stem: str, title: str, caption: str) -> P
     path = plot_dir / f"{stem}.png"
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    return Plot(stem, title, path, caption)
+    return Plot(stem, title, path, caption, fig)

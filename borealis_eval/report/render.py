@@ -97,7 +97,7 @@ def build_report(
         # the study in the MLflow UI: the answer as the parent's description, WER per set as a saved view
         describe_study(client, data.experiment_id, run_id, context.headline, data.description,
                        f"{ARTIFACT_PATH}/{html.name}")
-        save_runs_view(client, data.experiment_id, data.eval_sets)
+        save_runs_view(client, data.experiment_id, data.eval_sets, list(data.axis_columns()))
     return ReportPaths(md=md, html=html, plots=tuple(p.path for p in plots))
 
 
@@ -138,7 +138,9 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
 # --- tables ---------------------------------------------------------------------------------
 
 
-ID_COLUMNS = ["language_mix", "text_fraction", "seed", "variant", "run"]
+def id_columns(data: ReportData) -> list[str]:
+    """The columns that say which run a row is: one per grid axis, then seed, variant, run."""
+    return [*data.axis_columns().values(), "seed", "variant", "run"]
 
 
 def _tables(data: ReportData, links: Links) -> list[Table]:
@@ -173,10 +175,12 @@ def _detail_tables(data: ReportData, links: Links) -> list[Table]:
 
 def _id_cells(data: ReportData, run_id: str, links: Links) -> list[Cell]:
     run = data.runs.loc[run_id]
-    baseline = run["role"] == "baseline"
+    baseline = data.is_baseline(run_id)
+    axes = [Cell(run["axes"].get(a, "")) for a in data.axis_columns()]
+    if baseline and axes:
+        axes[0] = Cell(records.BASELINE, bold=True)
     return [
-        Cell("baseline" if baseline else run["language_mix"], bold=baseline),
-        Cell("" if pd.isna(run["text_fraction"]) else frac(run["text_fraction"])),
+        *axes,
         Cell(str(run["seed"])),
         Cell(run["variant"], bold=baseline),
         Cell(run_id[:8], href=links.run(run_id)),
@@ -215,7 +219,7 @@ def _rate_table(data: ReportData, links: Links, family: str, title: str) -> Tabl
         cells.append(Cell(pct(avg[run_id]), bold=run_id == best))
         if set_deltas:
             for s in values.columns:
-                if is_ref or data.runs.at[run_id, "role"] == "baseline":
+                if is_ref or data.is_baseline(run_id):
                     cells.append(Cell(""))
                     continue
                 d = logged.at[run_id, s] if s in logged else math.nan
@@ -226,7 +230,7 @@ def _rate_table(data: ReportData, links: Links, family: str, title: str) -> Tabl
         if ref_ids:
             delta = "" if is_ref or pd.isna(avg[run_id]) else f"{avg[run_id] - ref:+.1f}"
             cells.append(Cell(delta))
-        rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
+        rows.append(Row(cells, baseline=data.is_baseline(run_id)))
     note = "avg = mean over eval sets" + ("; Δ in percentage points." if ref_ids else ".")
     if ci:
         note = "Cells: value [95% CI over test utterances]. " + note
@@ -235,10 +239,10 @@ def _rate_table(data: ReportData, links: Links, family: str, title: str) -> Tabl
     if set_deltas and not p_values.empty and p_values.notna().any().any():
         note += (" Δ per set = variant − baseline; paired bootstrap test against the baseline: "
                  "* p < 0.05, ** p < 0.01.")
-    columns = (ID_COLUMNS + headers + ["avg"]
+    columns = (id_columns(data) + headers + ["avg"]
                + ([f"Δ {s}" for s in values.columns] if set_deltas else [])
                + ([delta_header] if ref_ids else []))
-    return Table(title, columns, rows, note, len(ID_COLUMNS))
+    return Table(title, columns, rows, note, len(id_columns(data)))
 
 
 def significance(p: float) -> str:
@@ -296,7 +300,7 @@ def _paired_tables(data: ReportData) -> list[Table]:
     if paired.empty:
         return []
     label = {name: name for name in data.runs["variant"]}
-    order = [n for n in ["baseline", *data.runs["variant"]] if n in set(paired["a"]) | set(paired["b"])]
+    order = [n for n in [records.BASELINE, *data.runs["variant"]] if n in set(paired["a"]) | set(paired["b"])]
     order = list(dict.fromkeys(order + sorted(set(paired["a"]) | set(paired["b"]))))
     tables = []
     for s, rows_s in paired.groupby("set", sort=False):
@@ -308,7 +312,7 @@ def _paired_tables(data: ReportData) -> list[Table]:
         rows = []
         for a in present:
             wins = losses = 0
-            cells = [Cell(label.get(a, a), bold=a == "baseline")]
+            cells = [Cell(label.get(a, a), bold=a == records.BASELINE)]
             for b in present:
                 if a == b or (a, b) not in lookup:
                     cells.append(Cell("–" if a == b else ""))
@@ -319,7 +323,7 @@ def _paired_tables(data: ReportData) -> list[Table]:
                     losses += d > 0
                 cells.append(Cell(f"{d:+.1f}{significance(p)}"))
             rows.append(Row([cells[0], Cell(str(wins)), Cell(str(losses)), *cells[1:]],
-                            baseline=a == "baseline"))
+                            baseline=a == records.BASELINE))
         columns = ["system", "better than", "worse than", *present]
         n = int(rows_s["n"].max()) if rows_s["n"].notna().any() else 0
         tables.append(Table(
@@ -350,12 +354,12 @@ def _failure_tables(data: ReportData, links: Links) -> list[Table]:
             cells = _id_cells(data, run_id, links)
             for name, v in zip(short, values):
                 cells.append(Cell(share(v) if name.endswith("_rate") else num(v)))
-            rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
-        columns = ID_COLUMNS + [n.removesuffix("_rate") + (" %" if n.endswith("_rate") else "") for n in short]
+            rows.append(Row(cells, baseline=data.is_baseline(run_id)))
+        columns = id_columns(data) + [n.removesuffix("_rate") + (" %" if n.endswith("_rate") else "") for n in short]
         tables.append(Table(f"Failure metrics: {s}", columns, rows,
                             "Shares of utterances in %: empty output, repetition loop, wrong "
                             "script, over 100% WER, capped hypothesis; len_ratio = hypothesis / "
-                            "reference words.", len(ID_COLUMNS)))
+                            "reference words.", len(id_columns(data))))
     return tables
 
 
@@ -382,8 +386,8 @@ def _per_set_table(data: ReportData, links: Links, families: dict[str, str], tit
             cells.append(Cell(share(v) if fam in ("capped_rate", "text_exact") else
                               pct(v) if fam.startswith("wer") else
                               ("" if pd.isna(v) else f"{v:.1f}") if fam == "text_chrf" else num(v)))
-        rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
-    return Table(title, ID_COLUMNS + columns, rows, note, len(ID_COLUMNS))
+        rows.append(Row(cells, baseline=data.is_baseline(run_id)))
+    return Table(title, id_columns(data) + columns, rows, note, len(id_columns(data)))
 
 
 def _counts_table(data: ReportData, links: Links) -> Table:
@@ -398,10 +402,10 @@ def _counts_table(data: ReportData, links: Links) -> Table:
         for s in sets:
             sub, dele, ins, ref = (fams[f].at[run_id, s] for f in ("sub", "dele", "ins", "ref_words"))
             cells.append(Cell("" if pd.isna(sub) else f"{num(sub)} / {num(dele)} / {num(ins)} of {num(ref)}"))
-        rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
-    return Table("Word errors by type", ID_COLUMNS + [f"S / D / I {s}" for s in sets], rows,
+        rows.append(Row(cells, baseline=data.is_baseline(run_id)))
+    return Table("Word errors by type", id_columns(data) + [f"S / D / I {s}" for s in sets], rows,
                  "Substituted / deleted / inserted words of the reference words, after "
-                 "normalisation and capping.", len(ID_COLUMNS))
+                 "normalisation and capping.", len(id_columns(data)))
 
 
 def _slice_tables(errors: ErrorAnalysis) -> list[Table]:
@@ -440,10 +444,10 @@ def _data_table(data: ReportData, links: Links) -> Table:
     for run_id in values.index:
         cells = _id_cells(data, run_id, links)
         cells += [Cell(num(values.at[run_id, c])) for c in values.columns]
-        rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
-    return Table("Realised data mix", ID_COLUMNS + list(values.columns), rows,
+        rows.append(Row(cells, baseline=data.is_baseline(run_id)))
+    return Table("Realised data mix", id_columns(data) + list(values.columns), rows,
                  "Counts of training examples per language and of plain-text examples; "
-                 "compare text_fraction_realised with the target text_fraction.", len(ID_COLUMNS))
+                 "compare text_fraction_realised with the target text_fraction.", len(id_columns(data)))
 
 
 def _generic_table(data: ReportData, links: Links, family: str, title: str) -> Table:
@@ -463,9 +467,9 @@ def _generic_table(data: ReportData, links: Links, family: str, title: str) -> T
             cells.append(Cell(num(v), interval))
         if per_set:
             cells.append(Cell(num(values.loc[run_id].mean())))
-        rows.append(Row(cells, baseline=data.runs.at[run_id, "role"] == "baseline"))
-    columns = ID_COLUMNS + list(values.columns) + (["avg"] if per_set else [])
-    return Table(title, columns, rows, numeric_from=len(ID_COLUMNS))
+        rows.append(Row(cells, baseline=data.is_baseline(run_id)))
+    columns = id_columns(data) + list(values.columns) + (["avg"] if per_set else [])
+    return Table(title, columns, rows, numeric_from=len(id_columns(data)))
 
 
 # --- formatting and output ------------------------------------------------------------------

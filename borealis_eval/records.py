@@ -17,7 +17,8 @@ Runs (all in that experiment):
   answer, the question and a link to ``report/report.html``.
   Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,
   ``data/text_items``, ``cache/encoded``,
-  ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/*``, ``best/objective``.
+  ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/complete``, ``search/pruned``,
+  ``search/failed``, ``best/objective``.
 - variant (nested: ``mlflow.parentRunId``): tags ``role=variant``, ``variant`` (name), ``cell``
   (the name without its seed: the runs of one cell differ only by training seed),
   ``config_hash``, ``text_mode``, ``seed``, ``axis.<dotted path>`` (the value, JSON for lists and
@@ -40,6 +41,7 @@ Runs (all in that experiment):
   and ``tokenizer/`` (still read by ``evaluate run:<id>``).
   Dataset inputs: every train set, the text pool (when the mix draws text or the tokenizer is
   trained on it) with context ``training``; every eval and text set with context ``evaluation``
+  (an input tag ``mlflow.data.context``)
   (digest, source and profile: data/lineage.py).
   Logged model (one per finished variant, the run's output; type ``speech-lm``): the folder
   ``MLmodel`` (flavours ``borealis_speech_lm`` and ``python_function``), ``weights/trainable.safetensors``
@@ -55,7 +57,8 @@ Runs (all in that experiment):
 - with ``system_metrics`` on (mlflow.yaml), variant and baseline runs carry MLflow's ``system/*``
   metrics (CPU, memory, disk, network; GPU with pynvml).
 - registered model (``sweep --register NAME``): a version of NAME from the best variant's logged
-  model, its description the selection rule, the headline and the report's location.
+  model, its description the selection rule, the headline and the report's location; tag
+  ``borealis.selection_rule`` (why this variant).
 - a run that did not finish: status FAILED (an error) or KILLED (a signal), tag ``error`` =
   ``<ExceptionType>: <message>``; training faults add ``error.step`` (0-based) and
   ``error.batch_ids``; an out-of-memory outside training adds ``error.hint``.

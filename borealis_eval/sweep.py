@@ -196,7 +196,7 @@ class _Sweep:
                                                if r["config_hash"] == key), "")
                 else:
                     out.finished.append(v.name)
-                    log.info("  %s", "  ".join(f"wer/{r.name}={r.metrics['wer']:.3f}" for r in results))
+                    log.info("  %s", "  ".join(f"{records.set_metric('wer', r.name)}={r.metrics['wer']:.3f}" for r in results))
             if progressed:
                 continue
             if not st.store.others_alive(st.name):

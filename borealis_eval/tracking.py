@@ -168,8 +168,8 @@ def experiment_id(client: MlflowClient, tc: TrackingConfig, name: str, descripti
         # UIs that read the kind open on training runs, not GenAI traces (3.17 also needs UI_TRAINING_MODE)
         client.set_experiment_tag(eid, records.EXPERIMENT_KIND, records.MODEL_DEVELOPMENT)
     if description:
-        client.set_experiment_tag(eid, "borealis.description", description)
-        client.set_experiment_tag(eid, "mlflow.note.content", description)
+        client.set_experiment_tag(eid, records.DESCRIPTION, description)
+        client.set_experiment_tag(eid, records.NOTE, description)
     return eid
 
 
@@ -191,7 +191,7 @@ class RunLogger:
         """Create the run; with `system_metrics`, MLflow's monitor samples the machine into it until `end`."""
         tags = {k: str(v) for k, v in tags.items()}
         if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
+            tags[records.PARENT_RUN] = parent_id
         try:
             run = client.create_run(exp_id, run_name=name, tags=tags)
         except Exception as e:  # noqa: BLE001 - see _store_call

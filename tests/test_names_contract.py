@@ -51,8 +51,26 @@ def _exact() -> set[str]:
 
 
 ROLES = {records.PARENT, records.VARIANT, records.BASELINE}
-# Literals that look like names but are not MLflow names: (file, literal) -> why
-ALLOWED: dict[tuple[str, str], str] = {}
+# Literals that look like names but are not MLflow names: literal -> why
+ALLOWED: dict[str, str] = {
+    "data/synth/cpu-v1": "the synthetic corpus folder (a file path under data/)",
+    "data/real": "the real sets' folder",
+    "data/model.bin.part1": "a CTranslate2 file name inside a package",
+    "data/model.bin.part2": "a CTranslate2 file name inside a package",
+    "mlflow.yaml": "the tracking config file",
+}
+
+
+def _mentions_role(node: ast.AST) -> bool:
+    """`role`, `run.role`, `run["role"]`, `tags.get(ROLE)`: an expression that reads a run's role."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and "role" in n.id.lower():
+            return True
+        if isinstance(n, ast.Attribute) and "role" in n.attr.lower():
+            return True
+        if isinstance(n, ast.Constant) and n.value == records.ROLE:
+            return True
+    return False
 
 
 def raw_names(source: str, exact: set[str], prefixes: set[str]) -> list[tuple[int, str]]:
@@ -68,10 +86,10 @@ def raw_names(source: str, exact: set[str], prefixes: set[str]) -> list[tuple[in
             if s in exact or any(s.startswith(p) and len(s) >= len(p) for p in prefixes if p.strip("./")):
                 if not re.search(r"\s", s):  # prose in a message is not a name
                     hits.append((node.lineno, s))
-        if isinstance(node, ast.Compare):
-            for side in (node.left, *node.comparators):
-                if isinstance(side, ast.Constant) and side.value in ROLES:
-                    hits.append((node.lineno, side.value))
+        if isinstance(node, ast.Compare):  # a role compared with a raw string
+            sides = (node.left, *node.comparators)
+            if any(_mentions_role(x) for x in sides if not isinstance(x, ast.Constant)):
+                hits += [(node.lineno, x.value) for x in sides if isinstance(x, ast.Constant) and x.value in ROLES]
     return hits
 
 
@@ -84,6 +102,19 @@ def log(run, role, k):
         return f"wer/{k}"
     print("the train/loss curve is shown below")
 '''
+
+
+def test_scan_ignores_what_is_not_a_name():
+    clean = '''
+from borealis_eval import records
+def f(run, costs, k):
+    run.metrics({records.TRAIN_LOSS: 1.0, records.set_metric("wer", k): 0.5})
+    if run["role"] == records.BASELINE:
+        pass
+    x = costs["baseline"]  # a cost table's own key: no role is read here
+    return "model.adapter.hidden_sizes: must be a list"  # a config path in a message
+'''
+    assert raw_names(clean, _exact(), _prefixes()) == []
 
 
 def test_scan_catches_planted_raw_names():
@@ -107,7 +138,7 @@ def test_no_raw_name_outside_records():
             continue
         rel = str(path.relative_to(PACKAGE.parent))
         for line, s in raw_names(path.read_text(encoding="utf-8"), exact, prefixes):
-            if (rel, s) not in ALLOWED:
+            if s not in ALLOWED:
                 offenders.append(f"{rel}:{line}: {s!r}")
     assert not offenders, "raw names outside records.py (use its constants/helpers):\n" + "\n".join(offenders)
 

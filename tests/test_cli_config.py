@@ -86,3 +86,17 @@ def test_console_script_bad_file_has_no_traceback(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ") and str(bad) in lines[0] and "base.train.lrr: unknown field" in lines[0]
+
+
+def test_list_title_never_runs_into_a_row():
+    """`models list | cat` with stdout and stderr in one pipe: the title (stderr) is a line of its own."""
+    from borealis_eval.models.bundled import BUNDLED
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    res = subprocess.run([sys.executable, "-m", "borealis_eval.cli", "models", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stdout
+    lines = res.stdout.splitlines()
+    assert lines.count("bundled models (no hub needed)") == 1, res.stdout
+    rows = [line for line in lines if line.startswith("bundled:")]
+    assert len(rows) == len(BUNDLED) and all(r.endswith(s.description) for r, s in zip(rows, BUNDLED.values()))

@@ -18,7 +18,7 @@ from borealis_eval.report.cells import CellAnalysis, analyse_cells
 from borealis_eval.report.collect import ReportData, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
 from borealis_eval.report.plots import Plot, draw_all
-from borealis_eval.report.tables import Cell, Links, Row, Table, frac, num, pct, share
+from borealis_eval.report.tables import Cell, Links, Row, Table, num, pct, share
 from borealis_eval.tracking import describe_study, save_runs_view
 
 DEFAULT_UI_BASE = "http://127.0.0.1:5000"

@@ -115,3 +115,24 @@ def test_child_sweep_report_and_plots_follow_its_axes(tmp_path, corpus, monkeypa
         assert [float(x) for x in line.get_xdata()] == pytest.approx([0.001, 0.003])
     lo, hi = ax.get_xlim()
     assert lo < 0.001 and 0.003 < hi < 1  # a numeric axis, scaled to the values, not category positions 0, 1
+
+
+def _cells(rows: list[dict]):
+    from borealis_eval.config import axis_label
+    from borealis_eval.report.cells import Cell, CellAnalysis
+
+    return CellAnalysis(cells=[Cell(str(i), "", {a: axis_label(v) for a, v in r.items()}, (str(i),), ("0",), "", r)
+                               for i, r in enumerate(rows)])
+
+
+def test_x_axis_is_the_numeric_axis_that_forms_lines():
+    from borealis_eval.report.plots import x_axis
+
+    grid = [{"model.adapter.hidden_sizes": w, "train.lr": lr} for w in ([16], [24]) for lr in (1e-3, 3e-3)]
+    assert x_axis(_cells(grid)) == "train.lr"
+    # any numeric path, not only the demo's; bools and lists are categories
+    assert x_axis(_cells([{"train.warmup_ratio": x, "eval.merge_lora": b} for x in (0.0, 0.1) for b in (True, False)])) \
+        == "train.warmup_ratio"
+    assert x_axis(_cells([{"eval.merge_lora": b} for b in (True, False)])) is None
+    # a search: every trial its own cell, no two share the other axes: no lines, categories
+    assert x_axis(_cells([{"train.lr": lr, "train.warmup_ratio": w} for lr, w in ((1e-3, 0.1), (2e-3, 0.2))])) is None

@@ -95,9 +95,14 @@ def numeric_axis(cells: CellAnalysis, axis: str) -> bool:
 
 
 def x_axis(cells: CellAnalysis) -> str | None:
-    """The factor drawn along x: the last varying numeric grid axis (any dotted path), else none
-    (one point per cell, named on a categorical x-axis)."""
-    return next((a for a in reversed(cells.axes()) if numeric_axis(cells, a)), None)
+    """The factor drawn along x: the last varying numeric grid axis (any dotted path) along which
+    some cells form a line (the same levels of the other axes), else none (one point per cell,
+    named on a categorical x-axis: e.g. a search's trials, each its own cell)."""
+    def forms_lines(axis: str) -> bool:
+        rest = [tuple((a, v) for a, v in c.axes.items() if a != axis) for c in cells.cells]
+        return len(set(rest)) < len(rest)
+
+    return next((a for a in reversed(cells.axes()) if numeric_axis(cells, a) and forms_lines(a)), None)
 
 
 def wer_per_cell(data: ReportData, cells: CellAnalysis, plot_dir: Path) -> Plot | None:

@@ -1,6 +1,6 @@
 """Plain-Whisper baseline, decoded the way Whisper's users run it.
 
-Protocol (the default; issue "The baseline is plain Whisper as its users run it"): beam search
+Protocol (the default: plain Whisper as its users run it): beam search
 with 5 beams, deterministic (no sampling, no temperature fallback), the language forced per
 clip, task transcribe. That is what OpenAI's `transcribe`, faster-whisper and transformers' ASR
 `pipeline` default to (the pipeline's docstring: "follows openai's whisper implementation").
@@ -17,49 +17,22 @@ Timestamps (`timestamps`):
 Clips up to 30 s go through Whisper's own 30 s padded input in batches; longer recordings use
 transformers' sequential long-form generation (unpadded features + attention mask, not
 conditioned on the previous window). `make_transcriber` picks the backend: this module's
-transformers one, or CTranslate2 (`borealis_eval.models.baseline_ct2`, same protocol).
+transformers one, or CTranslate2 (`borealis_eval.models.baseline_ct2`); both implement the
+protocol of `baseline_protocol.py`.
 """
 
 from __future__ import annotations
-
-from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-SAMPLE_RATE = 16_000
-DEFAULT_NUM_BEAMS = 5
-Timestamps = Literal["auto", "always"]
-TIMESTAMPS: tuple[str, ...] = ("auto", "always")
-BACKENDS: tuple[str, ...] = ("transformers", "ctranslate2")
+from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
+from borealis_eval.models.baseline_protocol import (BACKENDS, DEFAULT_NUM_BEAMS, SAMPLE_RATE, TIMESTAMPS, Timestamps,
+                                                    Transcriber, check_decoding, describe_protocol)
 
-
-class Transcriber(Protocol):
-    """What the evaluation needs from a baseline backend."""
-
-    backend: str
-    num_beams: int
-
-    def transcribe(self, waves: list[np.ndarray], language: str | None, num_beams: int | None = None,
-                   max_new_tokens: int = 440) -> list[str]: ...
-
-    def protocol(self) -> dict: ...
-
-
-def check_decoding(num_beams: int, timestamps: str) -> None:
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
-    if timestamps not in TIMESTAMPS:
-        raise ValueError(f"timestamps must be one of {TIMESTAMPS}, got {timestamps!r}")
-
-
-def describe_protocol(p: dict) -> str:
-    """One line a report can print beside the baseline's numbers."""
-    search = "greedy" if p["num_beams"] == 1 else f"beam {p['num_beams']}"
-    ts = "timestamps on every clip" if p["timestamps"] == "always" else "no timestamps up to 30 s"
-    return (f"Whisper {search}, deterministic (no temperature fallback), language forced, {ts}; long-form "
-            f"sequential 30 s windows; {p['backend']} {p['compute_type']}")
+__all__ = ["BACKENDS", "DEFAULT_NUM_BEAMS", "SAMPLE_RATE", "TIMESTAMPS", "Timestamps", "Transcriber", "check_decoding",
+           "describe_protocol", "WhisperTranscriber", "make_transcriber"]
 
 
 class WhisperTranscriber:
@@ -138,8 +111,6 @@ def make_transcriber(ref: str, backend: str = "transformers", compute_type: str 
                              f"backend ctranslate2")
         return WhisperTranscriber(ref, device=device, num_beams=num_beams, timestamps=timestamps)
     if backend == "ctranslate2":
-        from borealis_eval.models.baseline_ct2 import CT2WhisperTranscriber
-
         return CT2WhisperTranscriber(ref, device=device, compute_type=compute_type, num_beams=num_beams,
                                      timestamps=timestamps)
     raise ValueError(f"unknown baseline backend {backend!r}; choose one of {BACKENDS}")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from borealis_eval.atomic import building_folder
-from borealis_eval.models.baseline import DEFAULT_NUM_BEAMS, SAMPLE_RATE, Timestamps, check_decoding
+from borealis_eval.models.baseline_protocol import DEFAULT_NUM_BEAMS, SAMPLE_RATE, Timestamps, check_decoding
 
 COMPUTE_TYPES: tuple[str, ...] = ("default", "int8", "int8_float32", "float32")
 SEGMENT_FRAMES = 3000  # Whisper's 30 s window in log-mel frames

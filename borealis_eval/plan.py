@@ -506,7 +506,7 @@ def _assumed_tokens(cfg: ExperimentConfig, notes: list[str]) -> Tokens:
 def _assumed_eval_seconds(cfg: ExperimentConfig, llm_kw: dict[str, Any], dev: Device, notes: list[str]) -> float:
     """Greedy decoding, batch eval.batch_size, as many token steps as the longest transcript of a batch."""
     notes.append(f"hub eval sets: {HUB_ROWS} rows unless max_samples says otherwise, {HUB_CLIP_SECONDS:g} s clips; "
-                 "decoding with merged LoRA weights (issue 15 item 4)")
+                 "decoding with merged LoRA weights (eval.merge_lora)")
     step = llm_kw["num_hidden_layers"] * dev.decode_s_per_layer
     tokens = min(cfg.eval.max_new_tokens, 1.5 * HUB_CLIP_SECONDS * ANSWER_TOKENS_PER_SECOND + 1)
     rows = sum(s.max_samples or HUB_ROWS for s in cfg.eval.sets)
@@ -603,25 +603,22 @@ class Prober:
                      "random features of the real lengths; timed decoding, encoding and baseline batches); "
                      "assumes cold feature and decode caches except where the plan found cache entries")
 
-    # ---- tokenizer, as Resources.tokenizer_for builds it
+    # ---- tokenizer and training stream: the functions the study's resources use (models/tokenizer.py, data/mixer.py)
     def tokenizer(self, llm: LLMConfig):
-        from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+        from borealis_eval.models.tokenizer import tokenizer_for
 
-        key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain)
-                         else llm.tokenizer or llm.ref)
-        if key not in self._tok:
-            if isinstance(llm.tokenizer, TokenizerTrain):
-                texts = [it.text for it in self.data.train] + [t for it in self.data.text for t in (it.instruction, it.answer)]
-                self._tok[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
-            else:
-                self._tok[key] = load_tokenizer(llm.tokenizer or llm.ref)
-        return self._tok[key]
+        return tokenizer_for(llm, self.data.train, self.data.text, self._tok)
+
+    def stream(self, v: Variant) -> list:
+        from borealis_eval.data.mixer import mix_for
+
+        return mix_for(v, self.data.train, self.data.text).examples
 
     def tokenizer_len(self, llm: LLMConfig) -> int:
         return len(self.tokenizer(llm))
 
     def _model(self, v: Variant):
-        """The variant's model as run_variant builds it (one per variant, reused by every probe)."""
+        """The variant's model as the recipe builds it (one per variant, reused by every probe)."""
         from borealis_eval.models.speech_lm import SpeechLM
 
         if getattr(self, "_cached", (None,))[0] != v.name:
@@ -632,16 +629,12 @@ class Prober:
 
     def _examples(self, v: Variant, n: int) -> list:
         """The first `n` examples of the variant's training stream, features random at their real length."""
-        from borealis_eval.data.mixer import mix
         from borealis_eval.data.sources import AudioItem
         from borealis_eval.models.speech_lm import Example
 
-        d = v.config.data
-        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, v.config.seed,
-                     d.text_mode)
         g = torch.Generator().manual_seed(0)
         out = []
-        for e in stream.examples[:n]:
+        for e in self.stream(v)[:n]:
             if isinstance(e, AudioItem):
                 frames = _audio_frames(e.duration or 3.0)
                 out.append(Example(answer=e.text, features=torch.randn(frames, self.enc_dim, generator=g).half(), id=e.id))
@@ -650,15 +643,13 @@ class Prober:
         return out
 
     def tokens(self, v: Variant) -> Tokens:
-        from borealis_eval.data.mixer import mix
         from borealis_eval.data.sources import AudioItem
         from borealis_eval.models.adapter import stacked_length
 
-        cfg, d = v.config, v.config.data
+        cfg = v.config
         model = self._model(v)
         before, after = model._prompt_ids(f"<AUDIO>\n{cfg.model.prompt}")
-        stream = mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples, cfg.seed,
-                     d.text_mode).examples
+        stream = self.stream(v)
         sample = stream[: 64 * cfg.train.batch_size]
         tok = model.tok
         lengths, audio, answers, n_text = [], [], [], 0
@@ -753,7 +744,6 @@ class Prober:
     # ---- once per sweep: encoding the feature cache, the Whisper baseline
     def shared_seconds(self, variants: list[Variant]) -> dict[str, float]:
         from borealis_eval.data.features import FeatureCache, audio_hash
-        from borealis_eval.data.mixer import mix
         from borealis_eval.data.sources import AudioItem, load_waves
         from borealis_eval.audio import windows
         from borealis_eval.evaluate.decode_cache import DecodeCache
@@ -763,9 +753,7 @@ class Prober:
         base = self.base
         needed = {}
         for v in variants:
-            d = v.config.data
-            for e in mix(self.data.train, self.data.text, d.language_mix, d.text_fraction, d.num_examples,
-                         v.config.seed, d.text_mode).examples:
+            for e in self.stream(v):
                 if isinstance(e, AudioItem):
                     needed[e.id] = e
         encoder = FrozenWhisperEncoder(base.model.encoder)

@@ -9,7 +9,6 @@ clips and text rows are skipped and listed in `bad_items`; a set with more of th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,13 +18,13 @@ from borealis_eval.audio import SAMPLE_RATE, windows
 from borealis_eval.config import ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant
 from borealis_eval.data.features import FeatureCache, FeatureStore, audio_hash, cache_features
 from borealis_eval.data.lineage import EVALUATION, TRAINING, VALIDATION, DatasetRef, audio_set_ref, text_set_ref
-from borealis_eval.data.mixer import Mix, mix
+from borealis_eval.data.mixer import Mix, mix_for
 from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_audio_set, load_text_pool, load_waves,
                                         set_language)
 from borealis_eval.errors import BadDataError, UsageError
 from borealis_eval.evaluate.decode_cache import DecodeCache
 from borealis_eval.models.encoder import FrozenWhisperEncoder
-from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+from borealis_eval.models.tokenizer import tokenizer_for
 
 
 TEXT_POOL = "text_pool"  # the training text pool's name (its bad items and its dataset input)
@@ -76,21 +75,11 @@ class Resources:
         return [d for d in self.datasets if d.context in (EVALUATION, VALIDATION) or not d.text or uses_pool]
 
     def tokenizer_for(self, llm: LLMConfig):
-        key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
-        if key not in self.tokenizers:
-            if isinstance(llm.tokenizer, TokenizerTrain):
-                texts = [it.text for it in self.train_items]
-                texts += [t for it in self.text_items for t in (it.instruction, it.answer)]
-                self.tokenizers[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
-            else:
-                self.tokenizers[key] = load_tokenizer(llm.tokenizer or llm.ref)
-        return self.tokenizers[key]
+        return tokenizer_for(llm, self.train_items, self.text_items, self.tokenizers)
 
     def mix_for(self, v: Variant) -> Mix:
         """The variant's training stream: language mix x text fraction, drawn with its seed."""
-        d = v.config.data
-        return mix(self.train_items, self.text_items, d.language_mix, d.text_fraction, d.num_examples, v.config.seed,
-                   d.text_mode)
+        return mix_for(v, self.train_items, self.text_items)
 
     def window_keys(self, item_id: str) -> list[str]:
         """Feature keys of a recording's windows, in order (`<id>#0`, `<id>#1`, ...)."""

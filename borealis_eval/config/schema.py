@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from borealis_eval.config.labels import LANGUAGES, cell_of, mix_label
 
 __all__ = [
+    "added_text",
     "Ablation",
     "DataLimits",
     "EvalScope",
@@ -453,6 +454,12 @@ class EvalScope(BaseModel):
     data: DataLimits = Field(default_factory=DataLimits)
 
 
+def added_text(n: int, text_fraction: float) -> int:
+    """Text examples on top of `n` audio examples (text_mode add) so that text is `text_fraction` of
+    the stream: the mixer draws this many and the step count grows by it (one formula for both)."""
+    return round(text_fraction * n / (1.0 - text_fraction))
+
+
 class ExperimentConfig(Strict):
     """One fully resolved variant."""
 
@@ -463,7 +470,7 @@ class ExperimentConfig(Strict):
         d = self.data
         if d.text_mode != "add" or not d.text_fraction:
             return self.train.steps
-        total = d.num_examples + round(d.text_fraction * d.num_examples / (1.0 - d.text_fraction))
+        total = d.num_examples + added_text(d.num_examples, d.text_fraction)
         return round(self.train.steps * total / d.num_examples)
 
     model: ModelConfig

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from borealis_eval.config import LANGUAGES
+from borealis_eval.config import LANGUAGES, Variant, added_text
 from borealis_eval.data.sources import AudioItem, TextItem
 from borealis_eval.errors import MixError
 
@@ -56,6 +56,13 @@ class Mix:
         return out
 
 
+def mix_for(v: Variant, audio: list[AudioItem], text: list[TextItem]) -> Mix:
+    """A variant's training stream (its language mix, text fraction and mode, drawn with its seed)
+    from the study's audio and text pools: what the recipe trains on and the plan measures."""
+    d = v.config.data
+    return mix(audio, text, d.language_mix, d.text_fraction, d.num_examples, v.config.seed, d.text_mode)
+
+
 def mix(audio: list[AudioItem], text: list[TextItem], language_mix: dict[str, float], text_fraction: float,
         n: int, seed: int, text_mode: str = "replace") -> Mix:
     if not 0.0 <= text_fraction <= 1.0:
@@ -66,7 +73,7 @@ def mix(audio: list[AudioItem], text: list[TextItem], language_mix: dict[str, fl
         raise MixError(f"text_mode must be 'replace' or 'add' (with text_fraction < 1), got {text_mode!r}")
     rng = np.random.default_rng(seed)
     if text_mode == "add":
-        n_text = round(text_fraction * n / (1.0 - text_fraction))
+        n_text = added_text(n, text_fraction)
         n += n_text
     else:
         n_text = round(text_fraction * n)

@@ -71,6 +71,7 @@ def side_sweep(ablation: str, n: int) -> dict:
     import torch
 
     from borealis_eval.config import load_ablation
+    from borealis_eval.study import StudyOptions
     from borealis_eval.sweep import run_sweep
     from borealis_eval.tracking import TrackingConfig, preflight
 
@@ -78,7 +79,7 @@ def side_sweep(ablation: str, n: int) -> dict:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     _, variants = load_ablation(ablation)
     t = time.perf_counter()
-    r = run_sweep(ablation, only=[v.name for v in variants[:n]], progress=False)
+    r = run_sweep(ablation, StudyOptions(progress=False), only=[v.name for v in variants[:n]])
     wall = time.perf_counter() - t
     client = preflight(TrackingConfig.load())
     parent = client.get_run(r.parent_run_id)

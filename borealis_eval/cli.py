@@ -56,6 +56,15 @@ def _overrides(a) -> dict:
     return dict(parse_assignment(s) for s in getattr(a, "set", None) or [])
 
 
+def _study_options(a):
+    """The options `sweep` and `search` share (how this worker takes part in the study), built once."""
+    from borealis_eval.study import StudyOptions
+
+    return StudyOptions(tracking_uri=a.tracking_uri, study=a.study, new=a.new, storage=a.storage,
+                        checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
+                        stale_after=a.stale_after, progress=not a.no_progress)
+
+
 def cmd_sweep(a) -> int:
     from borealis_eval.config import grid_origin, load_ablation, variants_table
     from borealis_eval.errors import UsageError
@@ -79,9 +88,8 @@ def cmd_sweep(a) -> int:
         a.no_report = True
         for h in logging.getLogger().handlers:
             h.setFormatter(logging.Formatter(f"[worker {a.helper}] %(message)s"))
-    res = run_sweep(a.file, tracking_uri=a.tracking_uri, only=a.only, progress=not a.no_progress, study=a.study,
-                    new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
-                    stale_after=a.stale_after, overrides=_overrides(a), workers=a.workers, helper=bool(a.helper))
+    res = run_sweep(a.file, _study_options(a), only=a.only, overrides=_overrides(a), workers=a.workers,
+                    helper=bool(a.helper))
     if not res.experiment:  # a non-main rank under `accelerate launch`: the main process reports
         return 0
     skipped = f", {len(res.skipped)} done earlier or by other workers" if res.skipped else ""
@@ -292,9 +300,7 @@ def cmd_ui(a) -> int:
 def cmd_search(a) -> int:
     from borealis_eval.search import run_search
 
-    res = run_search(a.file, tracking_uri=a.tracking_uri, n_trials=a.n_trials, progress=not a.no_progress,
-                     study=a.study, new=a.new, storage=a.storage, checkpoint_dir=a.checkpoint_dir,
-                     checkpoint_every=a.checkpoint_every, stale_after=a.stale_after, overrides=_overrides(a))
+    res = run_search(a.file, _study_options(a), n_trials=a.n_trials, overrides=_overrides(a))
     console.print(f"search '{res.experiment}' (study {res.study}): {res.n_complete} trials complete, "
                   f"{res.n_pruned} pruned, {res.n_failed} failed; parent run {res.parent_run_id}")
     for b in res.best:

@@ -1,33 +1,55 @@
-"""One variant's life, top to bottom: setup -> train -> evaluate -> save -> cleanup.
+"""The life of one unit of work of a study, top to bottom, in one place.
 
-A variant is one grid cell (language mix x text fraction x seed x ...) of an ablation. Its
-recipe draws the training stream from the shared resources, builds the speech-LLM (frozen
-encoder features -> adapter -> LLM), trains it, scores it on every eval set and on held-out
-text instructions, and records everything on its MLflow run (names in records.py). The study
-(study.py) decides which variants run where and records failures; this file is only what one
-variant does, in the manner of torchtune's single-device recipes.
+A unit is a grid cell's variant (language mix x text fraction x seed x ...; or a search trial)
+or a baseline. `run_claimed` owns a claimed unit's whole life: open its nested MLflow run (a
+dead earlier attempt's run closed first), log its params and resolved config, train and/or
+decode, score, save, compare it with the main baseline (ΔWER, p-value), record how it ended on
+the run and on the claim, and clean up (the checkpoint removed once it finished). Every kind of
+unit goes through it: a variant runs `VariantRecipe` (setup -> train -> evaluate -> save ->
+cleanup, in the manner of torchtune's single-device recipes), a baseline `BaselineRecipe`
+(decode and score), a non-main DDP rank the same `VariantRecipe` with nothing recorded
+(`run_on_follower`). The study (study.py) owns the claims, heartbeats, signals and the parent
+run; the drivers (sweep.py, search.py) choose which units to claim. Names in records.py.
+
+| how it ends                    | unit run    | claim        | the caller sees           |
+|--------------------------------|-------------|--------------|---------------------------|
+| finished                       | FINISHED    | finished     | the results               |
+| an error in the unit           | FAILED      | failed       | None (the others go on)   |
+| SIGINT/SIGTERM, or Ctrl-C      | KILLED      | interrupted  | the interruption          |
+| the tracking store failed      | FAILED      | interrupted  | StoreError (resumable)    |
+| pruned by Optuna               | KILLED      | pruned       | optuna.TrialPruned        |
+
+An interrupted or stale claim is taken over by the next worker or rerun, which resumes from the
+variant's checkpoint (`<checkpoint_root>/<study>/<config hash>`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+import yaml
 
 from borealis_eval import records
-from borealis_eval.config import TrainConfig, Variant
+from borealis_eval.claims import Claim
+from borealis_eval.config import BaselineConfig, ExperimentConfig, TrainConfig, Variant
 from borealis_eval.data.augment import Augmenter
 from borealis_eval.data.augment_batches import AugmentBatches
 from borealis_eval.data.mixer import Mix
 from borealis_eval.data.sources import AudioItem
-from borealis_eval.decode import evaluate_speech_lm, evaluate_text_skill, weights_id
-from borealis_eval.distributed import is_main_process
-from borealis_eval.evaluate.runner import SetResult, metrics_for_mlflow
+from borealis_eval.decode import evaluate_baseline, evaluate_speech_lm, evaluate_text_skill, weights_id
+from borealis_eval.distributed import NullRun, is_main_process
+from borealis_eval.errors import StoreError, TrainingInterrupted
+from borealis_eval.evaluate.runner import PairedScores, SetResult, metrics_for_mlflow
 from borealis_eval.logged_model import log_variant_model
 from borealis_eval.models.speech_lm import Example, SpeechLM
+from borealis_eval.models.baseline_protocol import describe_protocol
 from borealis_eval.resources import Resources
+from borealis_eval.study import Study, close_previous_attempt, failure_reason, record_failure
 from borealis_eval.tracking import RunLogger
 from borealis_eval.train import TrainResult, train, uses_bf16
 
@@ -173,3 +195,176 @@ class VariantRecipe:
             return results
         finally:
             self.cleanup()
+
+
+def run_on_follower(v: Variant, res: Resources, checkpoint_dir: Path, checkpoint_every: int) -> None:
+    """A non-main DDP rank's part of a variant's life: the same recipe, nothing recorded (the main
+    rank owns the run and the claim); the same checkpoint directory, so a resume resumes on every rank."""
+    VariantRecipe(v, res, NullRun(), False,  # type: ignore[arg-type]
+                  TrainOptions(checkpoint_dir, checkpoint_every)).run_all()
+
+
+class BaselineRecipe:
+    """A plain-Whisper baseline on shared resources: nothing to train; decode and score every eval set."""
+
+    def __init__(self, b: BaselineConfig, cfg: ExperimentConfig, res: Resources, run: RunLogger):
+        self.b, self.cfg, self.res, self.run = b, cfg, res, run
+
+    def run_all(self) -> list[SetResult]:
+        self.run.datasets(self.res.datasets_for(None))
+        results = evaluate_baseline(self.res, self.cfg, self.b)
+        log_results(self.run, results)
+        return results
+
+
+@dataclass
+class VariantWork:
+    """A variant (grid cell or search trial) as a unit of work: trained, so a signal lets the step
+    finish and checkpoint (`graceful`), and compared with the main baseline."""
+
+    v: Variant
+    extra_tags: dict = field(default_factory=dict)
+    graceful = True
+    compares = True
+
+    @property
+    def key(self) -> str:
+        return self.v.config_hash
+
+    @property
+    def run_name(self) -> str:
+        return self.v.name
+
+    @property
+    def system(self) -> str:
+        return self.v.name
+
+    def tags(self) -> dict:
+        return {**variant_tags(self.v), **self.extra_tags}
+
+    def log_inputs(self, run: RunLogger) -> None:
+        """The flattened resolved config as params, and the resolved config itself."""
+        resolved = self.v.config.model_dump(mode="json")
+        run.params(records.flatten(resolved))
+        run.artifact_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), records.RESOLVED_CONFIG)
+
+    def recipe(self, res: Resources, run: RunLogger, progress: bool, opts: TrainOptions) -> VariantRecipe:
+        return VariantRecipe(self.v, res, run, progress, opts)
+
+
+@dataclass
+class BaselineWork:
+    """A baseline as a unit of work (claim key: sweep.baseline_key): nothing to checkpoint, so a
+    signal stops it at once; it is the reference of the comparisons, not compared itself."""
+
+    b: BaselineConfig
+    cfg: ExperimentConfig
+    key: str
+    graceful = False
+    compares = False
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.b.name}-whisper"
+
+    @property
+    def system(self) -> str:
+        return self.b.name
+
+    def tags(self) -> dict:
+        b = self.b
+        protocol = describe_protocol({"num_beams": b.num_beams, "timestamps": b.timestamps, "backend": b.backend,
+                                      "compute_type": b.compute_type})
+        return {records.ROLE: records.BASELINE, records.VARIANT_NAME: b.name, records.MODEL: b.ref,
+                records.CONFIG_HASH: self.key, records.PROTOCOL: protocol}
+
+    def log_inputs(self, run: RunLogger) -> None:
+        run.params({f"baseline.{k}": v for k, v in self.b.model_dump(mode="json").items()})
+
+    def recipe(self, res: Resources, run: RunLogger, progress: bool, opts: TrainOptions) -> BaselineRecipe:
+        return BaselineRecipe(self.b, self.cfg, res, run)
+
+
+Work = VariantWork | BaselineWork
+
+
+def open_run(st: Study, key: str, name: str, tags: dict, claim: Claim | None) -> RunLogger:
+    """A nested run under the study's parent for a claimed unit; a dead earlier attempt's run is closed first."""
+    if claim is not None:
+        close_previous_attempt(st.client, claim)
+        tags = {**tags, records.ATTEMPT: claim.attempts}
+        if claim.previous_run_id:
+            tags[records.PREVIOUS_ATTEMPT] = claim.previous_run_id
+    try:
+        run = RunLogger.start(st.client, st.exp_id, name, {**tags, records.STUDY: st.name},
+                              st.parent.run_id, system_metrics=st.system_metrics)
+    except StoreError as e:
+        st.store.interrupt(st.name, key, str(e))
+        raise
+    st.store.set_run(st.name, key, run.run_id)
+    return run
+
+
+@contextmanager
+def recorded_outcome(st: Study, run: RunLogger, key: str) -> Iterator[dict]:
+    """Record how a claimed unit ends, on its run and its claim (the table in the module docstring).
+
+    An ordinary error is recorded and swallowed (the yielded dict gets `failed` = the reason),
+    so the study goes on; interruptions, store failures and pruning propagate.
+    """
+    outcome: dict = {}
+    try:
+        yield outcome
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        record_failure(run, e, "KILLED")
+        st.store.interrupt(st.name, key, str(e) or "interrupted")
+        raise
+    except StoreError as e:  # the tracking store failed, not the work: stop loudly, resumable (checkpoint kept)
+        record_failure(run, e)
+        st.store.interrupt(st.name, key, str(e))
+        raise
+    except Exception as e:
+        if type(e).__name__ == "TrialPruned":
+            run.tags({records.OPTUNA_PRUNED: "true"})
+            run.end("KILLED")
+            st.store.prune(st.name, key)
+            shutil.rmtree(st.checkpoint_dir(key), ignore_errors=True)
+            raise
+        record_failure(run, e)
+        st.store.fail(st.name, key, failure_reason(e))
+        outcome["failed"] = failure_reason(e)
+
+
+def run_claimed(st: Study, work: Work, resources: Callable[[], Resources], claim: Claim | None, *,
+                compare: PairedScores | None = None, on_step=None,
+                started: Callable[[str], None] | None = None) -> list[SetResult] | None:
+    """One claimed unit's whole life (module docstring); its results, or None when it failed.
+
+    `compare` collects every system's per-utterance scores; a unit that `compares` gets its ΔWER
+    and p-value against the main baseline on its run before it is marked FINISHED.
+    """
+    key = work.key
+    ckdir = st.checkpoint_dir(key)
+    with st.heartbeat(key):  # the claim stays fresh from here (shared data may be prepared first)
+        res = resources()
+        run = open_run(st, key, work.run_name, work.tags(), claim)
+        if started is not None:
+            started(run.run_id)
+        with recorded_outcome(st, run, key) as outcome:
+            work.log_inputs(run)
+            st.stop.graceful = work.graceful
+            try:
+                results = work.recipe(res, run, st.progress, TrainOptions(
+                    ckdir, st.checkpoint_every, st.stop, on_step)).run_all()
+            finally:
+                st.stop.graceful = False
+            if compare is not None:
+                compare.add(work.system, results)
+                if work.compares:
+                    run.metrics(compare.vs_main(work.system))
+            run.end("FINISHED")
+            st.store.finish(st.name, key, run.run_id)
+            shutil.rmtree(ckdir, ignore_errors=True)
+            return results
+    assert "failed" in outcome
+    return None

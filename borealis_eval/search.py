@@ -22,7 +22,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from borealis_eval.config import ExperimentConfig, SearchAxis, SearchConfig, Var
 from borealis_eval.config.grid import BlockedPath, UnknownPath
 from borealis_eval.decode import evaluate_speech_lm
 from borealis_eval.errors import ConfigError, TrainingInterrupted
+from borealis_eval.recipe import VariantWork, run_claimed
 from borealis_eval.resources import Resources, prepare_resources
-from borealis_eval.study import Study, start_study
+from borealis_eval.study import Study, StudyOptions, start_study
 from borealis_eval.tracking import RunLogger
 
 
@@ -88,10 +89,9 @@ def _check(path: Path, scfg: SearchConfig, base: dict, cfg: ExperimentConfig) ->
             raise ConfigError(f"{path}: search: unknown eval set '{s}' (eval sets: {', '.join(names)})")
 
 
-def run_search(path: str | Path, tracking_uri: str | None = None, n_trials: int | None = None, progress: bool = True,
-               study: str | None = None, new: bool = False, storage: str | None = None,
-               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50, stale_after: float = 300.0,
+def run_search(path: str | Path, opts: StudyOptions | None = None, *, n_trials: int | None = None,
                overrides: dict | None = None) -> SearchResult:
+    opts = opts or StudyOptions()
     t0 = time.perf_counter()
     path = Path(path)
     abl, variants = load_ablation(path, overrides)
@@ -103,9 +103,7 @@ def run_search(path: str | Path, tracking_uri: str | None = None, n_trials: int 
     n_trials = n_trials or scfg.n_trials
     fp = hashlib.sha1(json.dumps({"base": abl.base, "search": scfg.model_dump(mode="json")}, sort_keys=True,
                                  default=str).encode()).hexdigest()[:12]
-    st, _ = start_study("search", path, abl, [base_variant], fp, tracking_uri=tracking_uri, study=study, new=new,
-                        storage=storage or scfg.storage, checkpoint_dir=checkpoint_dir,
-                        checkpoint_every=checkpoint_every, stale_after=stale_after, progress=progress)
+    st, _ = start_study("search", path, abl, [base_variant], fp, replace(opts, storage=opts.storage or scfg.storage))
     out = SearchResult(abl.name, st.name, st.parent.run_id)
     directions = ["minimize"] + (["minimize"] if scfg.objective.cost else [])
     ost = _optuna_study(st, scfg, directions)
@@ -173,8 +171,8 @@ def _run_trial(st: Study, trial: optuna.Trial, v: Variant, resources, scfg: Sear
     hook = _pruning_hook(trial, resources, v.config, scfg) if scfg.pruner != "none" else None
     tags = {records.OPTUNA_TRIAL: trial.number, records.OPTUNA_STUDY: st.name}
     try:
-        results = st.run_variant(v, resources, claim, tags, on_step=hook,
-                                 started=lambda rid: trial.set_user_attr("run_id", rid))
+        results = run_claimed(st, VariantWork(v, tags), resources, claim, on_step=hook,
+                              started=lambda rid: trial.set_user_attr("run_id", rid))
     except (TrainingInterrupted, KeyboardInterrupt):
         trial.set_user_attr("interrupted", True)
         raise

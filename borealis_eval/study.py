@@ -1,28 +1,17 @@
 """The life of a study, shared by `sweep` (a grid) and `search` (Optuna's samples): one mechanism.
 
 A study is one parent MLflow run plus a claims table (claims.py) that several workers share.
-`open_study` joins the open study of a key or creates it; `Study.session` installs the signal
-handling and records how the parent run ended; `Study.run_variant` claims nothing itself but
-runs one claimed variant in its own nested run, keeps its claim fresh with a heartbeat, and
-records every way it can end:
-
-| how it ends                    | variant run | claim        | the caller sees           |
-|--------------------------------|-------------|--------------|---------------------------|
-| finished                       | FINISHED    | finished     | the results               |
-| an error in the variant        | FAILED      | failed       | None (the others go on)   |
-| SIGINT/SIGTERM, or Ctrl-C      | KILLED      | interrupted  | the interruption          |
-| the tracking store failed      | FAILED      | interrupted  | StoreError (resumable)    |
-| pruned by Optuna               | KILLED      | pruned       | optuna.TrialPruned        |
-
-An interrupted or stale claim is taken over by the next worker or rerun, which resumes from the
-variant's checkpoint (`<checkpoint_root>/<study>/<config hash>`).
+`start_study` checks everything before the first unit of work and `open_study` joins the open
+study of a key or creates it; `Study.session` installs the signal handling (`StopFlag`) and
+records how the parent run ended; `Study.heartbeat` keeps a claim fresh while its unit runs.
+What happens to one claimed unit (a variant, a trial, a baseline), from opening its run to
+recording how it ended, is recipe.py's `run_claimed`; this module does not know what a unit does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -30,18 +19,14 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-import yaml
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import records
 from borealis_eval.claims import Claim, ClaimStore
 from borealis_eval.config import Variant
-from borealis_eval.errors import StoreError, TrainingDiverged, TrainingInterrupted, TrainingOOM, is_oom
-from borealis_eval.evaluate.runner import SetResult
-from borealis_eval.recipe import TrainOptions, VariantRecipe, variant_tags
-from borealis_eval.resources import Resources
+from borealis_eval.errors import TrainingDiverged, TrainingInterrupted, TrainingOOM, is_oom
 from borealis_eval.tracking import RunLogger
 
 log = logging.getLogger("borealis_eval")
@@ -146,6 +131,26 @@ def close_previous_attempt(client: MlflowClient, claim: Claim) -> None:
         client.set_terminated(run.info.run_id, "FAILED")
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """How this worker takes part in a study (sweep or search): built once from the command line
+    (cli.py, the options shared by `sweep` and `search`) and passed down whole."""
+
+    tracking_uri: str | None = None  # else mlflow.yaml / $MLFLOW_TRACKING_URI
+    study: str | None = None  # join (or start) the study of this name
+    new: bool = False  # a fresh study even if one is open (no resume)
+    storage: str | None = None  # the claims database; else $BOREALIS_STORAGE or beside the tracking store
+    checkpoint_dir: str | Path | None = None  # else <cache>/checkpoints
+    checkpoint_every: int = 50
+    stale_after: float = 300.0  # seconds without a heartbeat before a claim may be taken over
+    progress: bool = True
+
+    def checkpoint_root(self) -> Path:
+        from borealis_eval.paths import cache_root
+
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else cache_root() / "checkpoints"
+
+
 @dataclass
 class Study:
     """One study (sweep or search): its MLflow parent, its claims, where checkpoints go."""
@@ -183,85 +188,6 @@ class Study:
             except BaseException as e:
                 record_failure(self.parent, e)
                 raise
-
-    @contextmanager
-    def attempt(self, run: RunLogger, key: str) -> Iterator[dict]:
-        """Record how one claimed unit of work (a variant, the baseline) ends, on its run and its claim.
-
-        An ordinary error is recorded and swallowed (the yielded dict gets `failed` = the reason),
-        so the study goes on; interruptions, store failures and pruning propagate.
-        """
-        outcome: dict = {}
-        try:
-            yield outcome
-        except (TrainingInterrupted, KeyboardInterrupt) as e:
-            record_failure(run, e, "KILLED")
-            self.store.interrupt(self.name, key, str(e) or "interrupted")
-            raise
-        except StoreError as e:  # the tracking store failed, not the work: stop loudly, resumable (checkpoint kept)
-            record_failure(run, e)
-            self.store.interrupt(self.name, key, str(e))
-            raise
-        except Exception as e:
-            if type(e).__name__ == "TrialPruned":
-                run.tags({records.OPTUNA_PRUNED: "true"})
-                run.end("KILLED")
-                self.store.prune(self.name, key)
-                shutil.rmtree(self.checkpoint_dir(key), ignore_errors=True)
-                raise
-            record_failure(run, e)
-            self.store.fail(self.name, key, failure_reason(e))
-            outcome["failed"] = failure_reason(e)
-
-    def start_run(self, key: str, name: str, tags: dict, claim: Claim | None) -> RunLogger:
-        """A nested run for a claimed unit of work; a dead earlier attempt's run is closed first."""
-        if claim is not None:
-            close_previous_attempt(self.client, claim)
-            tags = {**tags, records.ATTEMPT: claim.attempts}
-            if claim.previous_run_id:
-                tags[records.PREVIOUS_ATTEMPT] = claim.previous_run_id
-        try:
-            run = RunLogger.start(self.client, self.exp_id, name, {**tags, records.STUDY: self.name},
-                                  self.parent.run_id, system_metrics=self.system_metrics)
-        except StoreError as e:
-            self.store.interrupt(self.name, key, str(e))
-            raise
-        self.store.set_run(self.name, key, run.run_id)
-        return run
-
-    def run_variant(self, v: Variant, resources: Callable[[], Resources], claim: Claim | None,
-                    extra_tags: dict | None = None, on_step=None,
-                    started: Callable[[str], None] | None = None,
-                    after: Callable[[RunLogger, list[SetResult]], None] | None = None) -> list[SetResult] | None:
-        """Run one claimed variant (its recipe) in its own nested run; None when it failed.
-
-        `after(run, results)` adds to the run before it is marked FINISHED (e.g. paired tests).
-        """
-        key = v.config_hash
-        ckdir = self.checkpoint_dir(key)
-        with self.heartbeat(key):
-            res = resources()
-            run = self.start_run(key, v.name, {**variant_tags(v), **(extra_tags or {})}, claim)
-            if started is not None:
-                started(run.run_id)
-            with self.attempt(run, key) as outcome:
-                run.params(records.flatten(v.config.model_dump(mode="json")))
-                run.artifact_text(yaml.safe_dump(v.config.model_dump(mode="json"), sort_keys=False,
-                                                 allow_unicode=True), records.RESOLVED_CONFIG)
-                self.stop.graceful = True
-                try:
-                    results = VariantRecipe(v, res, run, self.progress, TrainOptions(
-                        ckdir, self.checkpoint_every, self.stop, on_step)).run_all()
-                finally:
-                    self.stop.graceful = False
-                if after is not None:
-                    after(run, results)
-                run.end("FINISHED")
-                self.store.finish(self.name, key, run.run_id)
-                shutil.rmtree(ckdir, ignore_errors=True)
-                return results
-        assert "failed" in outcome
-        return None
 
 
 def open_study(store: ClaimStore, client: MlflowClient, exp_id: str, key: str, default_name: str,
@@ -302,10 +228,8 @@ def check_model_refs(variants: list[Variant]) -> None:
             noise_files(aug.noise.files)
 
 
-def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerprint: str, *,
-                tracking_uri: str | None = None, study: str | None = None, new: bool = False,
-                storage: str | None = None, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
-                stale_after: float = 300.0, progress: bool = True) -> tuple[Study, bool]:
+def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerprint: str,
+                opts: StudyOptions) -> tuple[Study, bool]:
     """Everything before the first variant, for a sweep or a search (`kind`): the tracking store
     and the model references are checked (fail before any work), the experiment exists, and the
     study is joined (same ablation, same variant set or search: same `fingerprint`) or created.
@@ -314,18 +238,18 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
     """
     from borealis_eval.claims import default_storage_url
     from borealis_eval.errors import UsageError
-    from borealis_eval.paths import cache_root
     from borealis_eval.tracking import TrackingConfig, experiment_id, preflight
 
     path = Path(path)
-    tc = TrackingConfig.load(tracking_uri=tracking_uri)
+    study = opts.study
+    tc = TrackingConfig.load(tracking_uri=opts.tracking_uri)
     client = preflight(tc)
     check_model_refs(check)
     exp_id = experiment_id(client, tc, abl.name, abl.description)
-    store = ClaimStore(storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri),
-                       stale_after=stale_after)
+    store = ClaimStore(opts.storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri),
+                       stale_after=opts.stale_after)
     key = f"named:{study}" if study else f"{kind}:{abl.name}:{fingerprint}"
-    if new:
+    if opts.new:
         key += f":{time.time_ns()}"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # run and study names carry UTC time
     tags = {records.ROLE: records.PARENT, records.ABLATION: str(path), records.DESCRIPTION: abl.description,
@@ -333,10 +257,9 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
     if kind != "sweep":
         tags[records.KIND] = kind
     default_name = study or f"{abl.name}-{'' if kind == 'sweep' else kind + '-'}{stamp}-{os.urandom(2).hex()}"
-    ckroot = Path(checkpoint_dir) if checkpoint_dir else cache_root() / "checkpoints"
     opened, created = open_study(store, client, exp_id, key, default_name, f"{kind}-{stamp}", tags,
                                  (path.read_text(encoding="utf-8"), records.ablation_copy(path.name)),
-                                 ckroot, checkpoint_every, progress)
+                                 opts.checkpoint_root(), opts.checkpoint_every, opts.progress)
     opened.system_metrics = tc.monitors_system
     if study and not created:
         got = client.get_run(opened.parent.run_id).data.tags.get(records.FINGERPRINT)

@@ -1,15 +1,17 @@
 """The grid sweep: every variant of an ablation, plus the plain-Whisper baseline, as one study.
 
 Order of work: validate the file, check the tracking store and every model reference (fail
-before any work), join or create the study (study.py), then claim and run the baseline and
-each variant in turn (recipe.py: one variant's life) until nothing is left to claim. Shared
+before any work), join or create the study (study.py), then claim the baseline and each
+variant in turn and run it through recipe.py's `run_claimed` (one unit's whole life, the
+baseline's as a variant's) until nothing is left to claim. Shared
 data and encoder features are prepared once, on the first claim (resources.py). The last
 worker to finish writes the paired tests between every system and closes the study; the CLI
 then renders the report.
 
 Several workers on one storage split the grid (claims by config hash); a rerun after a crash
 joins the open study, skips what finished and resumes what was interrupted. Under DDP, only the
-main rank claims; the other ranks train whatever it announces (`_follow`).
+main rank claims; the other ranks train whatever it announces (`_follow`, through recipe.py's
+`run_on_follower`).
 """
 
 from __future__ import annotations
@@ -21,22 +23,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import records
-from borealis_eval.claims import RECLAIMABLE_NOTE, Claim
+from borealis_eval.claims import RECLAIMABLE_NOTE
 from borealis_eval.config import BaselineConfig, ExperimentConfig, Variant, load_ablation
 from borealis_eval.decode import baseline_params, evaluate_baseline
-from borealis_eval.distributed import NullRun, broadcast, is_main_process, world_size
+from borealis_eval.distributed import broadcast, is_main_process, world_size
 from borealis_eval.errors import UsageError, UserError
 from borealis_eval.evaluate.protocol import utt_scores
-from borealis_eval.evaluate.runner import SetResult, paired_rows
-from borealis_eval.paths import cache_root
-from borealis_eval.recipe import TrainOptions, VariantRecipe, log_results
+from borealis_eval.evaluate.runner import PairedScores, paired_rows
+from borealis_eval.recipe import BaselineWork, VariantWork, run_claimed, run_on_follower
 from borealis_eval.resources import Resources, prepare_resources
-from borealis_eval.study import Study, start_study
+from borealis_eval.study import Study, StudyOptions, start_study
 from borealis_eval.tracking import RunLogger
 from borealis_eval.workers import encode_threads, start_helpers
 
@@ -65,14 +65,12 @@ def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
     return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str] | None = None,
-              progress: bool = True, study: str | None = None, new: bool = False, storage: str | None = None,
-              checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
-              stale_after: float = 300.0, overrides: dict | None = None, workers: int = 1,
-              helper: bool = False) -> SweepResult:
-    """Run (or join, or resume) the study of an ablation grid; see the module docstring. `workers` > 1
-    starts local helper processes (workers.py) once the shared features are encoded; a `helper` never
-    closes the study."""
+def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[str] | None = None,
+              overrides: dict | None = None, workers: int = 1, helper: bool = False) -> SweepResult:
+    """Run (or join, or resume) the study of an ablation grid (`--only` some variants, `--set`
+    overrides); see the module docstring. `workers` > 1 starts local helper processes (workers.py)
+    once the shared features are encoded; a `helper` never closes the study."""
+    opts = opts or StudyOptions()
     t0 = time.perf_counter()
     abl, variants = load_ablation(path, overrides)
     if only:
@@ -80,19 +78,16 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
         if not variants:
             raise UsageError(f"--only matched no variant (names: see `sweep {path} --dry-run`)")
     if world_size() > 1 and not is_main_process():
-        ckroot = Path(checkpoint_dir) if checkpoint_dir else cache_root() / "checkpoints"
-        return _follow(variants, ckroot, checkpoint_every)
+        return _follow(variants, opts.checkpoint_root(), opts.checkpoint_every)
     base_cfg = variants[0].config
     baselines = {baseline_key(base_cfg, b): b for b in base_cfg.eval.baselines}
     items: list[tuple[str, str]] = [(k, b.name) for k, b in baselines.items()]  # (claim key, name), baselines first
     items += [(v.config_hash, v.name) for v in variants]
     by_key = {v.config_hash: v for v in variants}
     fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
-    st, created = start_study("sweep", path, abl, variants, fingerprint, tracking_uri=tracking_uri, study=study,
-                              new=new, storage=storage, checkpoint_dir=checkpoint_dir,
-                              checkpoint_every=checkpoint_every, stale_after=stale_after, progress=progress)
+    st, created = start_study("sweep", path, abl, variants, fingerprint, opts)
     if created:
-        _log_plan(st, path, overrides, checkpoint_every, workers)
+        _log_plan(st, path, overrides, opts.checkpoint_every, workers)
         refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
         if refs:
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
@@ -103,8 +98,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, only: list[str]
         try:
             if workers > 1:
                 sweep.resources(encode_threads=encode_threads(workers, base_cfg.train.threads))
-                helpers = start_helpers(workers - 1, path, st.name, tracking_uri, storage, checkpoint_dir,
-                                        checkpoint_every, stale_after, overrides, only)
+                helpers = start_helpers(workers - 1, path, st.name, opts, overrides, only)
             sweep.work(out)
         finally:
             if world_size() > 1:
@@ -151,7 +145,7 @@ class _Sweep:
         self.st, self.items, self.by_key, self.base_cfg, self.variants = st, items, by_key, base_cfg, variants
         self.baselines = baselines
         self.main = base_cfg.eval.baseline.name  # the reference of the Δ-vs-baseline metrics
-        self.systems: dict[str, dict[str, list]] = {}  # eval set -> system -> per-utterance scores
+        self.scores = PairedScores(self.main, base_cfg.eval.bootstrap)  # every system's per-utterance scores
         self._res: Resources | None = None
 
     def resources(self, encode_threads: int | None = None) -> Resources:
@@ -182,7 +176,8 @@ class _Sweep:
                     log.info("%s: taking over (%s)", name,
                              RECLAIMABLE_NOTE.get(claim.previous_status, claim.previous_status))
                 if key in self.baselines:
-                    ok = self._run_baseline(key, self.baselines[key], claim)
+                    work = BaselineWork(self.baselines[key], self.base_cfg, key)
+                    ok = run_claimed(st, work, self.resources, claim, compare=self.scores) is not None
                     (out.finished.append(name) if ok else out.failed.setdefault(name, "see the baseline run"))
                     continue
                 v = self.by_key[key]
@@ -190,7 +185,7 @@ class _Sweep:
                 self._load_peer_baseline()
                 if world_size() > 1:
                     broadcast(f"{st.name}/{key}")
-                results = st.run_variant(v, self.resources, claim, after=self._paired_vs_baseline(v.name))
+                results = run_claimed(st, VariantWork(v), self.resources, claim, compare=self.scores)
                 if results is None:
                     out.failed[v.name] = next((r["reason"] or "" for r in st.store.rows(st.name)
                                                if r["config_hash"] == key), "")
@@ -203,82 +198,38 @@ class _Sweep:
                 return
             time.sleep(min(2.0, max(0.5, st.store.stale_after / 4)))  # a peer may die: its claim then turns stale
 
-    def _run_baseline(self, key: str, b: BaselineConfig, claim: Claim) -> bool:
-        from borealis_eval.models.baseline import describe_protocol
-
-        st, cfg = self.st, self.base_cfg
-        with st.heartbeat(key):
-            res = self.resources()
-            protocol = describe_protocol({"num_beams": b.num_beams, "timestamps": b.timestamps, "backend": b.backend,
-                                          "compute_type": b.compute_type})
-            run = st.start_run(key, f"{b.name}-whisper", {records.ROLE: records.BASELINE, records.VARIANT_NAME: b.name,
-                                                         records.MODEL: b.ref, records.CONFIG_HASH: key,
-                                                         records.PROTOCOL: protocol}, claim)
-            with st.attempt(run, key):
-                run.params({f"baseline.{k}": v for k, v in b.model_dump(mode="json").items()})
-                run.datasets(res.datasets_for(None))
-                results = evaluate_baseline(res, cfg, b)
-                log_results(run, results)
-                for r in results:
-                    self.systems.setdefault(r.name, {})[b.name] = utt_scores(r.records, r.language)
-                run.end("FINISHED")
-                st.store.finish(st.name, key, run.run_id)
-                return True
-        return False
-
     def _load_peer_baseline(self) -> None:
         """Another worker scored the main baseline: read its predictions back for the paired tests."""
         key = next((k for k, b in self.baselines.items() if b.name == self.main), None)
-        if key is None or any(self.main in by for by in self.systems.values()):
+        if key is None or self.main in self.scores.systems():
             return
         row = next((r for r in self.st.store.rows(self.st.name) if r["config_hash"] == key), None)
         if row and row["status"] == "finished" and row["run_id"]:
             for set_name, scores in _scores_from_run(self.st.client, row["run_id"], self.resources()).items():
-                self.systems.setdefault(set_name, {})[self.main] = scores
-
-    def _paired_vs_baseline(self, name: str) -> Callable[[RunLogger, list[SetResult]], None]:
-        """Record the variant's per-utterance scores; log ΔWER and p-value against the baseline."""
-
-        def after(run: RunLogger, results: list[SetResult]) -> None:
-            for r in results:
-                self.systems.setdefault(r.name, {})[name] = utt_scores(r.records, r.language)
-            run.metrics(self._vs_main(name))
-
-        return after
-
-    def _vs_main(self, name: str) -> dict[str, float]:
-        """ΔWER and p-value of a system against the main baseline, per set where both were scored."""
-        out = {}
-        for set_name, by_system in self.systems.items():
-            if name in by_system and self.main in by_system and name != self.main:
-                row = paired_rows({name: by_system[name], self.main: by_system[self.main]},
-                                  self.base_cfg.eval.bootstrap)[0]
-                out[records.delta_vs_baseline(set_name)] = row["delta_wer"]
-                out[records.p_vs_baseline(set_name)] = row["p_value"]
-        return out
+                self.scores.put(set_name, self.main, scores)
 
     def close(self, rows: dict[str, dict], done: bool) -> None:
         """Last worker out: paired tests across every system (other workers' read back), parent status."""
         st = self.st
         names = {k: n for k, n in self.items}
         finished = [(names[k], r["run_id"]) for k, r in rows.items() if k in names and r["status"] == "finished"]
-        have = {n for by in self.systems.values() for n in by}
+        have = self.scores.systems()
         missing = [(n, rid) for n, rid in finished if n not in have and rid]
-        if missing or self.systems:
+        if missing or self.scores.by_set:
             res = self.resources() if missing else None
             for n, rid in missing:
                 for set_name, scores in _scores_from_run(st.client, rid, res).items():
-                    self.systems.setdefault(set_name, {})[n] = scores
+                    self.scores.put(set_name, n, scores)
             baselines = {b.name for b in self.baselines.values()}
             for n, rid in missing:  # a peer's variant scored before the baseline finished has no Δ yet
                 if n in baselines:
                     continue
-                todo = {k: v for k, v in self._vs_main(n).items() if k not in st.client.get_run(rid).data.metrics}
+                todo = {k: v for k, v in self.scores.vs_main(n).items() if k not in st.client.get_run(rid).data.metrics}
                 if todo:
                     peer = RunLogger(st.client, rid)
                     peer.metrics(todo)
                     peer.flush()
-        for set_name, by_system in self.systems.items():
+        for set_name, by_system in self.scores.by_set.items():
             if len(by_system) > 1:
                 st.parent.artifact_json_lines(paired_rows(by_system, self.base_cfg.eval.bootstrap),
                                               records.paired(set_name))
@@ -322,5 +273,4 @@ def _follow(variants: list[Variant], checkpoint_root: Path, checkpoint_every: in
             return SweepResult("", "", [], {}, 0.0, complete=False)
         study, key = msg.split("/", 1)
         res = res or prepare_resources(variants)
-        VariantRecipe(by_key[key], res, NullRun(), False,  # type: ignore[arg-type]
-                      TrainOptions(checkpoint_root / study / key, checkpoint_every)).run_all()
+        run_on_follower(by_key[key], res, checkpoint_root / study / key, checkpoint_every)

@@ -19,6 +19,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from borealis_eval.study import StudyOptions
 
 HELPER_FLAG = "--helper"  # hidden: a helper never closes the study and never writes the report
 
@@ -43,20 +47,20 @@ class Helpers:
         return [p.wait() for p in self.procs]
 
 
-def start_helpers(n: int, path: str | Path, study: str, tracking_uri: str | None, storage: str | None,
-                  checkpoint_dir: str | Path | None, checkpoint_every: int, stale_after: float,
-                  overrides: dict | None, only: list[str] | None) -> Helpers:
+def start_helpers(n: int, path: str | Path, study: str, opts: StudyOptions, overrides: dict | None,
+                  only: list[str] | None) -> Helpers:
     """Start n helper processes that join `study` (the caller is worker 1). They run in their own
-    session, so a Ctrl-C reaches worker 1 only, which forwards one SIGINT (`Helpers.stop`)."""
+    session, so a Ctrl-C reaches worker 1 only, which forwards one SIGINT (`Helpers.stop`); they take
+    this worker's `opts`, except that they join `study` and show no progress bars."""
     base = [sys.executable, "-m", "borealis_eval.cli"]
-    if tracking_uri:
-        base += ["--tracking-uri", tracking_uri]
-    args = ["sweep", str(path), "--study", study, "--no-progress", "--checkpoint-every", str(checkpoint_every),
-            "--stale-after", str(stale_after)]
-    if storage:
-        args += ["--storage", storage]
-    if checkpoint_dir:
-        args += ["--checkpoint-dir", str(checkpoint_dir)]
+    if opts.tracking_uri:
+        base += ["--tracking-uri", opts.tracking_uri]
+    args = ["sweep", str(path), "--study", study, "--no-progress", "--checkpoint-every", str(opts.checkpoint_every),
+            "--stale-after", str(opts.stale_after)]
+    if opts.storage:
+        args += ["--storage", opts.storage]
+    if opts.checkpoint_dir:
+        args += ["--checkpoint-dir", str(opts.checkpoint_dir)]
     if only:
         args += ["--only", *only]
     for k, v in (overrides or {}).items():

@@ -80,11 +80,12 @@ def corpus(tmp_path_factory):
 def test_search_refuses_a_sampled_path_that_the_base_blocks(tmp_path, corpus):
     """Before: the sampled value was dropped silently and the trial ran the base config."""
     from borealis_eval.search import run_search, trial_variant
+    from borealis_eval.study import StudyOptions
 
     search = {"n_trials": 2, "space": {"data.augment.noise.p": {"low": 0.1, "high": 0.9}}}
     abl = tiny_ablation(tmp_path, corpus, "tiny_blocked", search=search, overrides={"base": {"data": {"augment": None}}})
     with pytest.raises(ConfigError, match=r"search\.space\.data\.augment\.noise\.p: base\.data\.augment must be a mapping"):
-        run_search(abl, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False)
+        run_search(abl, StudyOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False))
     base = yaml.safe_load(abl.read_text())["base"]
     with pytest.raises(ConfigError, match="must be a mapping"):
         trial_variant(base, {"data.augment.noise.p": 0.5}, 0)

@@ -244,6 +244,7 @@ def test_batch_positions_count_examples_across_epochs_and_ranks():
 def test_tiny_sweep_with_augmentation_logs_counts(tmp_path, monkeypatch):
     from _tiny import tiny_ablation
     from borealis_eval.data.synth import synthesize_corpus
+    from borealis_eval.study import StudyOptions
     from borealis_eval.sweep import run_sweep
 
     monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
@@ -256,7 +257,7 @@ def test_tiny_sweep_with_augmentation_logs_counts(tmp_path, monkeypatch):
     abl["base"]["data"]["augment"] = {"noise": {"p": 1.0}, "reverb": {"p": 0.5}, "speed": {"p": 0.5}}
     path.write_text(yaml.safe_dump(abl))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run_sweep(path, tracking_uri=uri, progress=False)
+    run_sweep(path, StudyOptions(tracking_uri=uri, progress=False))
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tiny_augment"], output_format="pandas")
     row = runs[runs["tags.role"] == "variant"].iloc[0]
@@ -269,6 +270,7 @@ def test_tiny_sweep_with_augmentation_logs_counts(tmp_path, monkeypatch):
 
 def test_missing_noise_files_stop_the_sweep_before_any_work(tmp_path, monkeypatch):
     from _tiny import tiny_ablation
+    from borealis_eval.study import StudyOptions
     from borealis_eval.sweep import run_sweep
 
     monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
@@ -278,5 +280,5 @@ def test_missing_noise_files_stop_the_sweep_before_any_work(tmp_path, monkeypatc
     abl["base"]["data"]["augment"] = {"noise": {"p": 1.0, "files": [str(tmp_path / "noises")]}}
     path.write_text(yaml.safe_dump(abl))
     with pytest.raises(AudioError, match=r"augment\.noise\.files: .*noises is neither a file nor a folder"):
-        run_sweep(path, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False)
+        run_sweep(path, StudyOptions(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", progress=False))
     assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing was encoded

@@ -19,7 +19,7 @@ from borealis_eval.data.sources import AudioItem
 from borealis_eval.evaluate.failures import failure_metrics
 from borealis_eval.evaluate.metrics import UttScore, paired_test
 from borealis_eval.evaluate.normalize import normalizer_for_language, whisper_normalizer_for_language
-from borealis_eval.evaluate.protocol import score_records
+from borealis_eval.evaluate.protocol import score_records, utt_scores
 
 TranscribeFn = Callable[[list[str], str], list[str]]  # (item ids, language) -> raw texts
 
@@ -96,3 +96,32 @@ def paired_rows(systems: dict[str, list[UttScore]], n_boot: int = 1000) -> list[
             rows.append({"a": a, "b": b, "delta_wer": r.delta, "ci_low": r.ci_low, "ci_high": r.ci_high,
                          "p_value": r.p_value, "n": r.n})
     return rows
+
+
+class PairedScores:
+    """Per-utterance scores of every system of a study (eval set -> system -> scores), and each
+    system's ΔWER and p-value against the main baseline where both were scored on a set."""
+
+    def __init__(self, main: str, n_boot: int = 1000):
+        self.main, self.n_boot = main, n_boot
+        self.by_set: dict[str, dict[str, list[UttScore]]] = {}
+
+    def put(self, set_name: str, system: str, scores: list[UttScore]) -> None:
+        self.by_set.setdefault(set_name, {})[system] = scores
+
+    def add(self, system: str, results: list[SetResult]) -> None:
+        for r in results:
+            self.put(r.name, system, utt_scores(r.records, r.language))
+
+    def systems(self) -> set[str]:
+        return {n for by in self.by_set.values() for n in by}
+
+    def vs_main(self, system: str) -> dict[str, float]:
+        """ΔWER and p-value of `system` against the main baseline, per set where both were scored."""
+        out = {}
+        for set_name, by_system in self.by_set.items():
+            if system in by_system and self.main in by_system and system != self.main:
+                row = paired_rows({system: by_system[system], self.main: by_system[self.main]}, self.n_boot)[0]
+                out[records.delta_vs_baseline(set_name)] = row["delta_wer"]
+                out[records.p_vs_baseline(set_name)] = row["p_value"]
+        return out

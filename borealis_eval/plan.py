@@ -603,9 +603,9 @@ class Prober:
                      "random features of the real lengths; timed decoding, encoding and baseline batches); "
                      "assumes cold feature and decode caches except where the plan found cache entries")
 
-    # ---- tokenizer and training stream: the functions the study's resources use (models/tokenizer.py, data/mixer.py)
+    # ---- tokenizer and training stream: the functions the study's resources use (resources.py, data/mixer.py)
     def tokenizer(self, llm: LLMConfig):
-        from borealis_eval.models.tokenizer import tokenizer_for
+        from borealis_eval.resources import tokenizer_for
 
         return tokenizer_for(llm, self.data.train, self.data.text, self._tok)
 

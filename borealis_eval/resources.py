@@ -9,6 +9,7 @@ clips and text rows are skipped and listed in `bad_items`; a set with more of th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_aud
 from borealis_eval.errors import BadDataError, UsageError
 from borealis_eval.evaluate.decode_cache import DecodeCache
 from borealis_eval.models.encoder import FrozenWhisperEncoder
-from borealis_eval.models.tokenizer import tokenizer_for
+from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 
 TEXT_POOL = "text_pool"  # the training text pool's name (its bad items and its dataset input)
@@ -87,6 +88,20 @@ class Resources:
         while f"{item_id}#{len(keys)}" in self.features:
             keys.append(f"{item_id}#{len(keys)}")
         return keys
+
+
+def tokenizer_for(llm: LLMConfig, audio: list[AudioItem], text: list[TextItem], built: dict[str, object]):
+    """The tokenizer of an LLM setting, built once per setting into `built`: a byte-level BPE trained
+    on the training transcripts and the text pool (`tokenizer: {vocab_size: ...}`), or a named one
+    loaded (`tokenizer: REF`, else the LLM's own). Used by the study's resources and by the plan."""
+    key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
+    if key not in built:
+        if isinstance(llm.tokenizer, TokenizerTrain):
+            texts = [it.text for it in audio] + [t for it in text for t in (it.instruction, it.answer)]
+            built[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
+        else:
+            built[key] = load_tokenizer(llm.tokenizer or llm.ref)
+    return built[key]
 
 
 def device() -> torch.device:

@@ -7,21 +7,15 @@ for an LLM trained from scratch look exactly like those for Qwen3.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import FileLock
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from borealis_eval.config import LLMConfig, TokenizerTrain
 from borealis_eval.paths import cache_root
-
-if TYPE_CHECKING:
-    from borealis_eval.data.sources import AudioItem, TextItem
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -30,20 +24,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def tokenizer_for(llm: LLMConfig, audio: list[AudioItem], text: list[TextItem], built: dict[str, object]):
-    """The tokenizer of an LLM setting, built once per setting into `built`: a byte-level BPE trained
-    on the training transcripts and the text pool (`tokenizer: {vocab_size: ...}`), or a named one
-    loaded (`tokenizer: REF`, else the LLM's own). Used by the study's resources and by the plan."""
-    key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
-    if key not in built:
-        if isinstance(llm.tokenizer, TokenizerTrain):
-            texts = [it.text for it in audio] + [t for it in text for t in (it.instruction, it.answer)]
-            built[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
-        else:
-            built[key] = load_tokenizer(llm.tokenizer or llm.ref)
-    return built[key]
 
 
 def load_tokenizer(ref: str):

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from borealis_eval import records
 from borealis_eval.claims import RECLAIMABLE_NOTE
 from borealis_eval.config import BaselineConfig, ExperimentConfig, Variant, load_ablation
-from borealis_eval.decode import baseline_params, evaluate_baseline
+from borealis_eval.decode import baseline_params
 from borealis_eval.distributed import broadcast, is_main_process, world_size
 from borealis_eval.errors import UsageError, UserError
 from borealis_eval.evaluate.protocol import utt_scores
@@ -122,7 +122,7 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
 
 
 def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, workers: int) -> None:
-    """The cost plan (plan.py) on the parent run, and one line of it in the log, before any work."""
+    """The cost plan (plan/) on the parent run, and one line of it in the log, before any work."""
     from borealis_eval.plan import plan
 
     try:

@@ -104,7 +104,7 @@ def test_probe_times_two_variants_per_shape_and_interpolates_the_rest():
             return {vs[0].name: 1.0, vs[2].name: 3.0}[v.name]
 
     tok = lambda n: P.Tokens(0, 0, 0, n, n, 0)  # noqa: E731
-    out = P._probe_steps(Stub(), [(vs[0], tok(100)), (vs[1], tok(150)), (vs[2], tok(300))], 5)
+    out = P.probe_step_seconds(Stub(), [(vs[0], tok(100)), (vs[1], tok(150)), (vs[2], tok(300))], 5)
     assert sorted(Stub.calls) == sorted([vs[0].name, vs[2].name])
     assert out[vs[0].name][0] == 1.0 and out[vs[2].name][0] == 3.0
     assert out[vs[1].name][0] == pytest.approx(1.5) and out[vs[1].name][1].startswith("interpolated")

@@ -67,7 +67,7 @@ def side_train(steps: int, batch_size: int, n_clips: int, mlflow: bool) -> dict:
                      "train/seconds": res.seconds})
         run.flush()
         end = time.perf_counter() - t
-        t = time.perf_counter()  # artifacts as run_variant stores them (not counted in the share)
+        t = time.perf_counter()  # artifacts as the recipe stores them (not counted in the share)
         from safetensors.torch import save_file
 
         path = Path(tmp) / "trainable.safetensors"

@@ -5,7 +5,7 @@
     python -m benchmarks.variant_cost --vs-ref 5d038b1 --proposed --seeds 0 1 2 # WER over seeds
 
 A run is one fresh process (its own peak RSS, no warm state from the other side) that does
-what `sweep.run_variant` does minus MLflow: the variant's mix, `SpeechLM.from_config`,
+what `recipe.run_claimed` does minus MLflow: the variant's mix, `SpeechLM.from_config`,
 `train()`, then `evaluate_speech_lm` on each of the profile's eval sets and
 `evaluate_text_skill` on its text set (no decode cache). The variant's cost is training +
 that evaluation; data loading and encoding (the feature cache, shared by a sweep's variants)
@@ -52,7 +52,7 @@ class _NoTracking:
 def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None = None, steps: int | None = None,
           lr: float | None = None, threads: int | None = None, precision: str | None = None, dev: int = 0,
           sets: list[str] | None = None, ablation: Path | None = None):
-    """(config, resources, fresh model, training examples) exactly as `sweep.run_variant` builds them;
+    """(config, resources, fresh model, training examples) exactly as `recipe.run_claimed` builds them;
     None keeps the profile's setting. `dev` utterances of the dev split join the eval sets.
     `ablation`: another copy of the profile's file (the one committed with an older package)."""
     import torch

@@ -11,7 +11,7 @@ for one machine, PostgreSQL for several) and coordinate through two tables:
   over a row that is reclaimable: failed before this worker started, interrupted by a signal,
   or claimed by a worker whose heartbeat is stale (or, on the same host, whose pid is gone).
 
-Nothing here knows about training; study.py drives it for sweep.py and search.py.
+Nothing here knows about training; study.py and recipe.py drive it for sweep.py and search.py.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ from borealis_eval.distributed import NullRun, is_main_process
 from borealis_eval.errors import StoreError, TrainingInterrupted
 from borealis_eval.evaluate.runner import PairedScores, SetResult, metrics_for_mlflow
 from borealis_eval.logged_model import log_variant_model
-from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.models.baseline_protocol import describe_protocol
+from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.resources import Resources
 from borealis_eval.study import Study, close_previous_attempt, failure_reason, record_failure
 from borealis_eval.tracking import RunLogger

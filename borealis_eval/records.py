@@ -12,7 +12,7 @@ Runs (all in that experiment):
   Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
   ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
-  (the cost plan, plan.py), ``eval/references.json`` (published figures per set). Once the
+  (the cost plan, plan/), ``eval/references.json`` (published figures per set). Once the
   report is built, ``mlflow.note.content`` (the run's description in the UI) holds the headline
   answer, the question and a link to ``report/report.html``.
   Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,

@@ -5,7 +5,7 @@ training processes on 2 cores: 1.4x the steps per second of one 2-thread process
 benchmarks/README.md). The first process opens the study and encodes the shared features with
 all N x `train.threads` threads; then it starts N-1 helpers, each an ordinary
 `borealis-eval sweep FILE --study NAME` that joins the same study and claims work through the
-claims table (study.py), exactly as workers on other machines would. The helpers find the
+claims table (study.py, recipe.py), exactly as workers on other machines would. The helpers find the
 features in the cache. Only the first process closes the study and writes the report; it waits
 for its helpers, and stops them if it is interrupted (they leave their work resumable).
 """

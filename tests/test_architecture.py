@@ -145,3 +145,92 @@ def test_store_failing_while_saving_the_model_is_a_resumable_interrupt(tmp_path,
     client = MlflowClient(uri)
     (model,) = client.search_logged_models([client.get_experiment_by_name("tiny_artifacts_down").experiment_id])
     assert model.status.name == "FAILED"  # the half-uploaded logged model is not left pending
+
+
+# ------------------------------------------------------------------ layering
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (function-level imports too: an import
+    deferred into a function still ties the two modules; only `if TYPE_CHECKING:` blocks are left out)."""
+    import ast
+    from pathlib import Path
+
+    import borealis_eval
+
+    root = Path(borealis_eval.__file__).parent.parent
+    files = {}
+    for f in (root / "borealis_eval").rglob("*.py"):
+        parts = list(f.relative_to(root).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {}
+    for name, f in files.items():
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        typing_only = {id(m) for n in ast.walk(tree) if isinstance(n, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(n.test) for m in ast.walk(n)}
+        deps = set()
+        for n in ast.walk(tree):
+            if id(n) in typing_only:
+                continue
+            if isinstance(n, ast.Import):
+                deps.update(a.name for a in n.names)
+            elif isinstance(n, ast.ImportFrom):
+                base = n.module or ""
+                if n.level:
+                    here = name.split(".") if f.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(here[: len(here) - n.level + 1] + ([n.module] if n.module else []))
+                deps.update(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in n.names)
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while not comp or comp[-1] != v:
+                comp.append(stack.pop())
+                on.discard(comp[-1])
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import():
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(planted) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _import_graph()
+    assert "borealis_eval.recipe" in graph and "borealis_eval.study" in graph["borealis_eval.recipe"]  # it reads imports
+    assert _cycles(graph) == []
+
+
+def test_one_lifecycle_study_and_drivers_do_not_reach_into_a_unit_of_work():
+    """study.py (claims, heartbeats, signals) knows nothing of what a unit does; the drivers (sweep, search)
+    run units only through recipe.run_claimed, never a recipe's steps themselves."""
+    graph = _import_graph()
+    assert "borealis_eval.recipe" not in graph["borealis_eval.study"]
+    import inspect
+
+    from borealis_eval import search, sweep
+
+    for mod in (sweep, search):
+        src = inspect.getsource(mod)
+        assert "run_claimed(" in src
+        assert not any(s in src for s in (".run_all(", "VariantRecipe(", "store.finish(", ".params("))

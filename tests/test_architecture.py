@@ -149,8 +149,8 @@ def test_store_failing_while_saving_the_model_is_a_resumable_interrupt(tmp_path,
 
 # ------------------------------------------------------------------ layering
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports anywhere (function-level imports too: an import
-    deferred into a function still ties the two modules; only `if TYPE_CHECKING:` blocks are left out)."""
+    """Module -> the package modules it imports anywhere: function-level and `if TYPE_CHECKING:` imports
+    too (an import deferred into a function, or made for annotations only, still ties the two modules)."""
     import ast
     from pathlib import Path
 
@@ -163,13 +163,8 @@ def _import_graph() -> dict[str, set[str]]:
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     graph = {}
     for name, f in files.items():
-        tree = ast.parse(f.read_text(encoding="utf-8"))
-        typing_only = {id(m) for n in ast.walk(tree) if isinstance(n, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(n.test) for m in ast.walk(n)}
         deps = set()
-        for n in ast.walk(tree):
-            if id(n) in typing_only:
-                continue
+        for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
             if isinstance(n, ast.Import):
                 deps.update(a.name for a in n.names)
             elif isinstance(n, ast.ImportFrom):

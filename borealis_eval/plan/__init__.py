@@ -15,7 +15,7 @@ Every figure that is assumed rather than read or measured is listed in `Plan.ass
 
 One module per concern: devices.py (the machines), model_cost.py (parameters, tokens, memory,
 FLOPs from shapes), probe.py (measured here), history.py (earlier runs), assumed.py (stated
-assumptions), estimate.py (the plan itself), render.py (text).
+assumptions), estimate.py (the plan itself), formats.py and render.py (text).
 """
 
 from borealis_eval.plan.devices import CPU, DEVICES, H200, Device
@@ -23,7 +23,8 @@ from borealis_eval.plan.estimate import Plan, VariantPlan, default_device, plan
 from borealis_eval.plan.model_cost import (KNOWN_SHAPES, Memory, ParamCount, Tokens, _VocabOnly, count_params,
                                            encoder_shape, llm_shape, memory_estimate, train_flops_per_token)
 from borealis_eval.plan.probe import LocalData, Prober, probe_step_seconds
-from borealis_eval.plan.render import eval_set_rows, render
+from borealis_eval.plan.formats import eval_set_rows
+from borealis_eval.plan.render import render
 
 __all__ = ["CPU", "DEVICES", "H200", "Device", "Plan", "VariantPlan", "default_device", "plan", "KNOWN_SHAPES",
            "Memory", "ParamCount", "Tokens", "_VocabOnly", "count_params", "encoder_shape", "llm_shape",

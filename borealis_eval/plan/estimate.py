@@ -16,7 +16,7 @@ from borealis_eval.plan.history import measured_step_seconds
 from borealis_eval.plan.model_cost import (Memory, ParamCount, Tokens, count_params, default_vocab, llm_shape,
                                            memory_estimate, train_flops_per_token)
 from borealis_eval.plan.probe import LocalData, Prober, probe_step_seconds
-from borealis_eval.plan.render import eval_set_rows, fmt_count, fmt_duration
+from borealis_eval.plan.formats import eval_set_rows, fmt_count, fmt_duration
 from borealis_eval.workers import encode_threads
 
 STARTUP_S = 15.0

@@ -1,7 +1,17 @@
-"""Calibration of the seed x utterance statistics (``evaluate.variance``) on simulated studies.
+"""Calibration of the seed x utterance statistics (``evaluate.variance``, ``evaluate.verdicts``).
 
-    .venv/bin/python -m benchmarks.variance_calibration [--studies 1000] [--out DIR]
+    .venv/bin/python -m benchmarks.variance_calibration [--studies 300] [--power-studies 60] [--out DIR]
+    .venv/bin/python -m benchmarks.variance_calibration --legacy [--studies 1000]   # the per-comparison table
 
+The default table is the headline family's: each simulated study is a 2 x 3 grid (6 cells) plus a
+plain baseline on one test set, judged as the report judges it (moderated seed variances, the 13
+contrasts of the headline family: 7 factor contrasts and 6 cells against the baseline, Holm, three
+verdicts). Per scenario (``tests/_variance_sim.Scenario``): the type-I rate of the family under
+the null (any "differs" claimed, nominal 5%), and the power to find a planted 3 / 6 / 10-pt effect
+of one cell in its factor contrast (declared different, in the right direction). Writes
+benchmarks/results/variance_calibration.json.
+
+The legacy table (``--legacy``) is the per-comparison one this module printed before issue 23:
 Each simulated study has one test set (64 utterances of 5-15 words with shared difficulty) and
 six cells trained with 2 or 3 seeds. A seed's WER level is drawn around the cell's level with a
 seed std of a few points; each (seed, utterance) gets its own jitter and binomial word errors.
@@ -24,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from borealis_eval.evaluate.variance import A_BETTER, B_BETTER, CellScores, compare, pool_seed_variance, summarize_cell
-from tests._variance_sim import old_paired_p, simulate_study
+from tests._variance_sim import (Scenario, family_fires, found_planted, headline_family, old_paired_p, simulate_grid,
+                                 simulate_study)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -90,11 +101,66 @@ def scenario(name: str, studies: int, n_seeds: int, *, seed_sd: float = 0.03, ef
             "ms_per_compare": 1000 * compare_s / studies}
 
 
+SCENARIOS = [
+    Scenario("equal cells, 3 seeds, 64 utterances"),
+    Scenario("heteroscedastic cells (seed sd 1-6 pts) + one diverged seed (+30 pts)",
+             seed_sds=(0.06, 0.01, 0.02, 0.04, 0.02, 0.03), diverged=0.30),
+    Scenario("cell x utterance interaction (sd 0.3)", interaction_sd=0.3),
+    Scenario("heavy tails: 3% of utterances at 100-400% errors", heavy_tail=0.03),
+    Scenario("4 recordings (150-400 words each)", n_utts=4, words=(150, 400)),
+    Scenario("32 utterances, 2 seeds", n_utts=32, n_seeds=2),
+    Scenario("64 utterances clustered by 8 speakers", speakers=8),
+]
+EFFECTS = (0.03, 0.06, 0.10)
+
+
+def family_row(sc: Scenario, studies: int, power_studies: int, n_boot: int = 400) -> dict:
+    """Type-I of the headline family and power at each of EFFECTS, for one scenario."""
+    rng = np.random.default_rng(zlib.crc32(sc.name.encode()))
+    t = time.perf_counter()
+    fired = sum(family_fires(headline_family(simulate_grid(rng, sc), sc.margin, seed=i, n_boot=n_boot))
+                for i in range(studies))
+    power = {}
+    for effect in EFFECTS:
+        power[f"{100 * effect:g}"] = sum(
+            found_planted(headline_family(simulate_grid(rng, sc, -effect), sc.margin, seed=i, n_boot=n_boot), -effect)
+            for i in range(power_studies)) / power_studies
+    return {"scenario": sc.name, "studies": studies, "power_studies": power_studies, "n_boot": n_boot,
+            "seeds": sc.n_seeds,
+            "utterances": sc.n_utts, "type_i": fired / studies, "power": power,
+            "seconds": time.perf_counter() - t}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--studies", type=int, default=1000)
+    ap.add_argument("--studies", type=int, default=300, help="null studies per scenario")
+    ap.add_argument("--power-studies", type=int, default=60, help="studies per scenario and planted effect")
+    ap.add_argument("--n-boot", type=int, default=400, help="utterance resamples per study")
+    ap.add_argument("--scenarios", default="", help="comma-separated indices of SCENARIOS to run (default all)")
+    ap.add_argument("--legacy", action="store_true", help="the per-comparison table of the pooled estimator")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.legacy:
+        return legacy(args)
+    rows = []
+    print("| scenario | seeds | utterances | type-I (family, nominal 5%) | power 3 pts | power 6 pts | power 10 pts |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    chosen = [SCENARIOS[int(k)] for k in args.scenarios.split(",")] if args.scenarios else SCENARIOS
+    for sc in chosen:
+        r = family_row(sc, args.studies, args.power_studies, args.n_boot)
+        rows.append(r)
+        print(f"| {r['scenario']} | {r['seeds']} | {r['utterances']} | {100 * r['type_i']:.1f}% | "
+              + " | ".join(f"{100 * r['power'][k]:.0f}%" for k in ("3", "6", "10")) + " |", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "variance_calibration.json").write_text(json.dumps(
+        {"command": f"python -m benchmarks.variance_calibration --studies {args.studies} "
+                    f"--power-studies {args.power_studies} --n-boot {args.n_boot}"
+                    + (f" --scenarios {args.scenarios}" if args.scenarios else ""),
+         "date": time.strftime("%Y-%m-%d"), "family": "headline: 7 factor contrasts + 6 cells vs baseline, Holm",
+         "rows": rows}, indent=1))
+
+
+def legacy(args) -> None:
     n = args.studies
     rows = []
     for seeds in (2, 3):
@@ -113,8 +179,8 @@ def main() -> None:
         cov = " / ".join(f"{100 * r['cell_ci_coverage'][c]:.1f}%" for c in ("per_cell", "pooled", "two_level"))
         print(f"| {r['scenario']} | {rate} | {cov} | {r['ms_per_compare']:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "variance_calibration.json").write_text(json.dumps(
-        {"command": f"python -m benchmarks.variance_calibration --studies {n}", "date": time.strftime("%Y-%m-%d"),
+    (args.out / "variance_calibration_legacy.json").write_text(json.dumps(
+        {"command": f"python -m benchmarks.variance_calibration --legacy --studies {n}", "date": time.strftime("%Y-%m-%d"),
          "rows": rows}, indent=1))
 
 

@@ -112,6 +112,8 @@ DATASET_CONTEXT = "mlflow.data.context"  # an input tag: TRAINING or EVALUATION 
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # an experiment tag per saved runs-table view (MLflow UI 3.17)
 WER_VIEW = "borealis-wer"  # our saved view's id
 SELECTION_RULE = "borealis.selection_rule"  # a registered model version's tag: why this variant
+UNSTABLE_CELLS = "borealis.unstable_cells"  # the parent's tag once reported: cells whose seed spread is far above the rest
+MARGINS = "borealis.margin_pts"  # the parent's tag: analysis.margin_pts as JSON {"default": pts, "sets": {set: pts}}
 
 _AXIS = "axis."
 _AXIS_LABEL = "axis_label."

@@ -331,6 +331,7 @@ def describe_study(client: MlflowClient, experiment_id: str, parent_run_id: str,
     """The parent run's description (the UI's run note): the answer first, then the question and
     a link to the report artifact. Returns the text."""
     link = ui_artifact_path(experiment_id, parent_run_id, report_artifact)
-    text = f"**{headline}**\n\n{question.strip()}\n\nReport: [{report_artifact}](#{link})"
+    answer = headline if headline.startswith("- ") else f"**{headline}**"  # a list stays a list
+    text = f"{answer}\n\n{question.strip()}\n\nReport: [{report_artifact}](#{link})"
     client.set_tag(parent_run_id, records.NOTE, text)
     return text

@@ -151,7 +151,7 @@ def test_parent_description_has_the_headline_and_a_link_to_the_report(study):
     (parent,) = study["by_role"]["parent"]
     note = client.get_run(parent.info.run_id).data.tags[records.NOTE]
     headline, question, link = note.split("\n\n")
-    assert headline.startswith("**One training run per cell") and "plain Whisper" in headline
+    assert headline.startswith("- One training run per cell") and "plain Whisper" in headline  # the list, as Markdown
     assert question == "tiny scale-out test"
     target = (f"#/experiments/{study['exp'].experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
               "?workflowType=machine_learning")

@@ -114,7 +114,8 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def make_store(root: Path, grid=PLANTED, failed=True, experiment=EXPERIMENT, seeds: dict | None = None) -> str:
+def make_store(root: Path, grid=PLANTED, failed=True, experiment=EXPERIMENT, seeds: dict | None = None,
+               parent_tags: dict | None = None) -> str:
     """Synthetic sweep: parent + one variant per grid cell + baseline (+ a FAILED variant).
 
     `seeds`: {seed: {(mix, fraction): WER offset}} trains every cell once per seed, each seed
@@ -128,7 +129,7 @@ def make_store(root: Path, grid=PLANTED, failed=True, experiment=EXPERIMENT, see
         tags={"borealis.description": DESCRIPTION})
     parent = client.create_run(exp_id, run_name="sweep-20261126T1200Z",
                                tags={"role": "parent", "borealis.ablation": "ablations/cpu/text_ratio.yaml",
-                                     "borealis.description": DESCRIPTION})
+                                     "borealis.description": DESCRIPTION, **(parent_tags or {})})
     parent_id = parent.info.run_id
     systems = {"baseline": BASE_WER}
     for seed, offsets in (seeds or {0: {}}).items():
@@ -166,6 +167,11 @@ def built(tmp_path_factory):
         out = root / "report"
         paths = build_report(EXPERIMENT, out, tracking_uri=uri)
     return uri, out, paths
+
+
+def _headline(md: str) -> list[str]:
+    """The headline list (first screen): its items, without the bold marks."""
+    return [line[4:-2] for line in md.split("\n\nSweep `", 1)[0].splitlines() if line.startswith("- **")]
 
 
 def _section(md: str, title: str) -> list[str]:
@@ -210,14 +216,22 @@ def test_markdown_tables(built):
 def test_single_seed_headline_says_training_variance_was_not_measured(built):
     _, _, paths = built
     md = paths.md.read_text()
-    headline = next(line for line in md.splitlines() if line.startswith("**One training run per cell"))
-    assert "training variance was not measured" in headline and "test-utterance sampling only" in headline
-    # planted: ru50_en50 0.15 beats 0.0 by 7 pts on both sets (320 words each: beyond test sampling)
+    lines = _headline(md)
+    assert lines[0].startswith("One training run per cell")
+    assert "training variance was not measured" in lines[0] and "test-utterance sampling only" in lines[0]
+    # one line per factor, one against the baseline: a short list, not a paragraph
+    assert [line.split(":")[0] for line in lines[1:]] == ["language mix", "text fraction",
+                                                          "best cell vs plain Whisper, baseline (whisper-base)"]
+    fraction = lines[2]
+    # planted: ru50_en50 0.15 beats 0.0 by 7 pts on both sets (320 words each: beyond test sampling,
+    # after Holm over every contrast the headline summarises)
     for s in SETS:
-        assert f"language_mix=ru50_en50 · text_fraction=0.15 beats language_mix=ru50_en50 · text_fraction=0 on {s} (-" in headline
-    assert "best cell vs plain Whisper, baseline (whisper-base): test_en trails" in headline
+        assert f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 on {s} (-" in fraction
+    assert fraction.endswith("(test sampling only).")
+    assert "test_en: language_mix=ru50_en50 · text_fraction=0.15 differs, higher (+9.4 pts [" in lines[3]
+    assert "no difference" not in md and "ties" not in md
     cells = _section(md, "WER per cell (%)")
-    assert cells[0].startswith("| cell | test_en | test_ru | runs |")
+    assert cells[0].startswith("| cell | test_en (n=40, detects ≥ ") and "| test_ru (n=40, detects ≥ " in cells[0]
     assert cells[2].startswith("| **baseline (whisper-base)** | 6.6 [")
     best = next(r for r in cells if r.startswith("| language_mix=ru50_en50 · text_fraction=0.15 |"))
     assert best.count("**") == 4 and "±" not in best and "`s0`" in best  # best on both sets; one seed: no spread
@@ -294,7 +308,7 @@ def test_twelve_variants_render(built, tmp_path):
     assert len(rows) == 13
     assert len(_section(md, "WER per cell (%)")[2:]) == 13  # baseline + 12 cells
     assert "## Contrasts: text fraction" in md and "## Contrasts: language mix" in md
-    matrix = _section(md, "Paired tests: test_ru")
+    matrix = _section(md, "Single-run paired tests: test_ru")
     assert len(matrix) == 2 + 13 and matrix[0].count("|") == 3 + 13 + 1
     assert "## Worst utterances: test_en" in md
 
@@ -312,7 +326,10 @@ def test_normalisation_sensitivity(built):
 
 def test_paired_matrix(built):
     _, _, paths = built
-    rows = _section(paths.md.read_text(), "Paired tests: test_en")
+    md = paths.md.read_text()
+    # single-run marks live in a labelled appendix, after everything the verdicts say
+    assert md.index("# Appendix: single-run diagnostics (not used by the verdicts)") > md.index("# Verdicts")
+    rows = _section(md, "Single-run paired tests: test_en")
     assert rows[0].startswith("| system | better than | worse than | baseline |")
     best = next(r for r in rows if r.startswith(f"| {BEST} |"))
     cells = [c.strip() for c in best.strip("|").split("|")]
@@ -349,13 +366,76 @@ def test_seeds_decide_what_survives(built, tmp_path):
     seeds = {s: {cell: 0.02 * p[s] for cell, p in patterns.items()} for s in range(3)}
     uri = make_store(root, {k: PLANTED[k] for k in patterns}, failed=False, experiment="seeded", seeds=seeds)
     md = build_report("seeded", tmp_path / "out", tracking_uri=uri).md.read_text()
-    headline = next(line for line in md.splitlines() if line.startswith("**3 seeds per cell"))
-    assert "text fraction: 2 of 4 contrasts hold" in headline
+    lines = _headline(md)
+    assert lines[0] == "3 seeds per cell."
+    fraction = next(line for line in lines if line.startswith("text fraction:"))
+    assert fraction.startswith("text fraction: differs in 2 of 4 contrasts")
     for s in SETS:
-        assert f"language_mix=ru50_en50 · text_fraction=0.15 beats language_mix=ru50_en50 · text_fraction=0 on {s} (-" in headline
-    assert "language_mix=ru100 · text_fraction=0.15 beats" not in headline and "language_mix=ru100 · text_fraction=0.15 trails" not in headline
+        assert f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 on {s} (-" in fraction
+    assert "language_mix=ru100 · text_fraction=0.15 lower" not in fraction and "language_mix=ru100 · text_fraction=0.15 higher" not in fraction
+    assert "not resolved in 2 (this study would detect ≥ " in fraction
     verdicts = _section(md, "Contrasts: text fraction")
     ru100 = [r for r in verdicts if "| language_mix=ru100 · text_fraction=0.15 |" in r]
-    assert len(ru100) == 2 and all("no difference beyond training variance" in r for r in ru100)
+    assert len(ru100) == 2 and all("not resolved: would detect ≥ " in r for r in ru100)
+    for row in verdicts[2:]:  # P(better) inside its interval, from the same estimator
+        point, low, high = map(float, re.search(r"\| (\d\.\d\d) \[(\d\.\d\d), (\d\.\d\d)\] \|", row).groups())
+        assert low <= point <= high
+    assert 'Holm-adjusted over the family "headline" (16 contrasts' in verdicts[0] or "16 contrasts" in md
     cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
     assert "±2.0" in cell and "`s0` `s1` `s2`" in cell  # half the seed range, and one link per seed
+
+
+def test_diverged_seed_is_named_beside_its_cell_and_on_the_parent(built, tmp_path):
+    """One seed of language_mix=ru100 · text_fraction=0 diverges (+40 pts); the other cells' seeds agree within 2 pts. The
+    unstable cell is named in the headline, beside its cell and on the parent run; the contrasts
+    that do not involve it keep narrow intervals."""
+    from borealis_eval import records
+
+    root = Path(built[0].removeprefix("sqlite:///")).parent
+    patterns = {("ru50_en50", 0.0): (-1, 0, 1), ("ru50_en50", 0.15): (1, -1, 0),
+                ("ru100", 0.0): (0, 1, 20), ("ru100", 0.15): (-1, 1, 0)}
+    seeds = {s: {cell: 0.02 * p[s] for cell, p in patterns.items()} for s in range(3)}
+    uri = make_store(root, {k: PLANTED[k] for k in patterns}, failed=False, experiment="diverged", seeds=seeds)
+    md = build_report("diverged", tmp_path / "out", tracking_uri=uri).md.read_text()
+    lines = _headline(md)
+    assert lines[0].startswith("3 seeds per cell; unstable: language_mix=ru100 · text_fraction=0 on test_en (seeds ")
+    fraction = next(line for line in lines if line.startswith("text fraction:"))
+    assert "2 with an unstable cell" in fraction
+    # the contrasts without the unstable cell keep intervals of a few points (pooling every cell gave ±70)
+    for row in _section(md, "Contrasts: text fraction")[2:]:
+        low, high = map(float, re.search(r"\[([-+]\d+\.\d), ([-+]\d+\.\d)\]", row).groups())
+        assert (high - low < 16) == ("| language_mix=ru50_en50 · text_fraction=0.15 |" in row), row
+        assert ("unstable: language_mix=ru100 · text_fraction=0" in row) == ("| language_mix=ru100 · text_fraction=0.15 |" in row)
+    cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
+    assert cell.count("unstable cell: seeds ") == 2  # on both sets
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("diverged")
+    parent = client.search_runs([exp.experiment_id], "tags.role = 'parent'")[0]
+    assert "language_mix=ru100 · text_fraction=0 on test_ru: seeds " in parent.data.tags[records.UNSTABLE_CELLS]
+
+
+def test_margin_from_the_parent_makes_small_differences_equivalent(built, tmp_path):
+    """The seeded study of test_seeds_decide_what_survives with analysis.margin_pts 10 (and 1 on
+    test_en): ru100's 1-pt text contrast is equivalent within ±10 pts on test_ru, and at a 1-pt
+    margin on test_en it is not resolved, with the effect it would detect."""
+    from borealis_eval import records
+
+    root = Path(built[0].removeprefix("sqlite:///")).parent
+    patterns = {("ru50_en50", 0.0): (-1, 0, 1), ("ru50_en50", 0.15): (1, -1, 0),
+                ("ru100", 0.0): (0, 1, -1), ("ru100", 0.15): (-1, 1, 0)}
+    seeds = {s: {cell: 0.02 * p[s] for cell, p in patterns.items()} for s in range(3)}
+    margins = json.dumps({"default": 10, "sets": {"test_en": 1}})
+    uri = make_store(root, {k: PLANTED[k] for k in patterns}, failed=False, experiment="margins", seeds=seeds,
+                     parent_tags={records.MARGINS: margins})
+    md = build_report("margins", tmp_path / "out", tracking_uri=uri).md.read_text()
+    rows = _section(md, "Contrasts: text fraction")
+    ru100 = {r.split("|")[1].strip(): r for r in rows if "| language_mix=ru100 · text_fraction=0.15 |" in r}
+    assert "equivalent within ±10 pts" in ru100["test_ru"]
+    assert "not resolved: would detect ≥ " in ru100["test_en"]
+    fraction = next(line for line in _headline(md) if line.startswith("text fraction:"))
+    assert "equivalent within ±10 pts in 1" in fraction
+    power = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+             for r in _section(md, "What this study could detect")[2:]}
+    detects, margin, needed = power["test_ru"][4:7]
+    assert margin == "±10" and float(detects) < 10 and int(needed) <= 3  # 3 seeds already detect 10 pts
+    assert power["test_en"][5] == "±1" and not power["test_en"][6].isdigit()  # 1 pt is out of reach

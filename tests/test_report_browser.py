@@ -200,7 +200,7 @@ def test_html_report_in_headless_chromium(report, tmp_path):
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image
     assert len(state["tables"]) >= 10 and all(rows >= 2 for rows in state["tables"])
     for heading in ("WER per cell (%)", "Contrasts: text fraction", "Word error rate per run (WER, %)",
-                    "Normalisation sensitivity", "Paired tests: test_ru", "More plots", "Error analysis",
+                    "Normalisation sensitivity", "Single-run paired tests: test_ru", "More plots", "Error analysis",
                     "WER by duration", "Worst utterances: test_ru"):
         assert heading in state["headings"]
     assert state["diff"] >= 3  # colour-coded substitutions, deletions and insertions

@@ -562,6 +562,19 @@ class GridAxis(Strict):
         return self
 
 
+class AnalysisConfig(Strict):
+    """How the report judges contrasts (no effect on training: not part of any config hash).
+
+    ``margin_pts``: the practical margin in WER points within which two cells count as
+    "equivalent" (TOST); ``sets`` overrides it per eval set (e.g. a noisy long-form set)."""
+
+    margin_pts: float = Field(default=2.0, gt=0, le=100)
+    sets: dict[str, Annotated[float, Field(gt=0, le=100)]] = Field(default_factory=dict)
+
+    def margin(self, set_name: str) -> float:
+        return self.sets.get(set_name, self.margin_pts)
+
+
 class Ablation(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str
@@ -574,6 +587,7 @@ class Ablation(Strict):
     # sampling and augmentation); the same as a `seed` grid axis, run seed by seed over the grid
     seeds: list[int] | None = Field(default=None, min_length=1)
     search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)  # margins of the report's verdicts
     # filled by the loader: {axis: {value_key: label}}, {axis: the file it came from}, inheritance notes
     _grid_labels: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
     _grid_sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -593,6 +607,16 @@ class Ablation(Strict):
     def grid_notes(self) -> list[str]:
         """How the grid was inherited (e.g. merged with the parent's by `grid: {extends: true}`)."""
         return self._grid_notes
+
+    @model_validator(mode="after")
+    def _analysis_sets(self):
+        sets = (self.base.get("eval") or {}).get("sets") if isinstance(self.base.get("eval"), dict) else None
+        names = {s.get("name") for s in sets if isinstance(s, dict)} if isinstance(sets, list) else set()
+        unknown = sorted(set(self.analysis.sets) - names) if names else []
+        if unknown:
+            raise ValueError(f"analysis.sets names eval sets the ablation does not have: {', '.join(unknown)} "
+                             f"(eval sets: {', '.join(sorted(n for n in names if n))})")
+        return self
 
     @model_validator(mode="after")
     def _seeds(self):

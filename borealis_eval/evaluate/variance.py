@@ -36,23 +36,28 @@ shared by every seed because every seed saw the same utterances.
   honest but nearly powerless, and Satterthwaite is anti-conservative when one 1-df term
   dominates. ``pool_seed_variance`` pools the within-cell seed variance over the cells of a study
   (one eval set), the usual one-way-ANOVA assumption that configurations share a seed variance;
-  its degrees of freedom are sum(S_c - 1). ``headline_findings`` pools by default. If one
-  configuration's seed std is twice the others', its comparisons fire at ~9% instead of 5%
-  (per-cell estimates stay at 4%): show each cell's seed spread beside the verdicts.
-- **Probability that A beats B** (Bouthillier et al., MLSys 2021): ``prob_a_better`` is the share
-  of (seed of A, seed of B, shared utterance resample) triples in which A's corpus rate is lower,
-  ties counting half: how often a random training run of A beats one of B on a test-set draw.
-  Its interval maps the delta's t interval through the normal model P = Phi(-delta / sigma_run),
-  sigma_run the spread of one A run minus one B run; so it excludes 0.5 exactly when the delta
-  interval excludes 0 and the two never disagree. (A two-level percentile bootstrap interval of
-  P excluded 0.5 on 32-36% of simulated null comparisons with 2 seeds, 19-20% with 3.)
-- **Verdict** at level alpha: the delta interval excludes 0 (equivalently P's interval excludes
-  0.5). Bouthillier's further threshold gamma (0.75) for a meaningful difference is not applied:
-  with 2-3 seeds the interval of P is too wide for it to be informative.
-- Measured on simulated null studies (``python -m benchmarks.variance_calibration``, 1000
-  studies per row, 64 utterances, seed std 0-6 pts): the 5% verdict fires on 4.4-6.1% with the
-  pooled seed variance and 2.9-5.2% per cell (7.2% per cell against the baseline with 2 seeds),
-  where the old single-run paired bootstrap over utterances fires on 25-53% (seed std 3-6 pts).
+  its degrees of freedom are sum(S_c - 1). Pooling alone lets one cell's instability widen every
+  interval of the set (one diverged seed made every cell's interval ~±70 pts in a real study)
+  and lets a noisier cell borrow the others' stability (~9% type-I where one cell's seed std
+  doubles), so the report uses ``moderate_seed_variances``: per-cell variances shrunk towards
+  the stable cells' pooled value (empirical Bayes), never below their own, with unstable cells
+  (F test) keeping their own variance and named. ``headline_findings`` moderates by default.
+- **Probability that A beats B** (Bouthillier et al., MLSys 2021): P = Phi(-delta / sigma_run),
+  sigma_run the spread of one A run minus one B run on a test-set draw; its interval maps the
+  delta's t interval the same way, so point and interval come from one estimator (the point
+  lies inside) and P's interval excludes 0.5 exactly when the delta interval excludes 0. (The
+  earlier point estimate, the empirical share of seed pairs, could fall outside the interval:
+  0.99 [0.03, 0.98] in a real report.) Not estimable (NaN) with one seed and nothing to borrow.
+- **Verdict** here is the unadjusted difference test; ``evaluate.verdicts`` judges a family of
+  comparisons (Holm, TOST equivalence at a margin, the detectable effect) from ``delta``,
+  ``se`` and ``df``.
+- **Units and tails.** The utterance term rests on the set's independent units (``groups``:
+  speakers or recordings; else utterances): its bootstrap variance is unbiased by n / (n - 1),
+  below 20 units the interval is Student t on n - 1 df (percentiles of 4 recordings under-cover),
+  and its df shrink with the kurtosis of the units' contributions (runaway utterances).
+- Calibration of the whole headline family on simulated grid studies (heteroscedastic cells,
+  a diverged seed, cell x utterance interaction, heavy tails, 4 / 32 / 64 units, speakers):
+  ``python -m benchmarks.variance_calibration``, table in benchmarks/README.md.
 - **One seed** (of a trained cell, with no pooled estimate): intervals come from utterance
   resampling only and ``training_variance_measured`` is False. An untrained system (the Whisper
   baseline, decoded once) has no training variance, so its single "seed" is complete.
@@ -65,21 +70,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special  # Student t and normal distribution functions
+from scipy import optimize, special, stats  # distributions; brentq for the prior's df
 
 __all__ = [
     "A_BETTER",
     "B_BETTER",
-    "NO_DIFFERENCE",
-    "NO_DIFFERENCE_SAMPLING",
+    "NOT_RESOLVED",
+    "NOT_RESOLVED_SAMPLING",
     "CellScores",
     "CellSummary",
     "Comparison",
     "Finding",
     "Findings",
+    "ModeratedSeedVariance",
     "SeedVariance",
     "compare",
+    "compare_pairs",
     "headline_findings",
+    "moderate_seed_variances",
     "phrase",
     "pool_seed_variance",
     "summarize_cell",
@@ -87,8 +95,9 @@ __all__ = [
 
 A_BETTER = "A better"
 B_BETTER = "B better"
-NO_DIFFERENCE = "no difference beyond training variance"
-NO_DIFFERENCE_SAMPLING = "no difference beyond test sampling"
+# the unadjusted difference test alone; ``verdicts`` adds equivalence and the detectable effect
+NOT_RESOLVED = "not resolved beyond training variance"
+NOT_RESOLVED_SAMPLING = "not resolved beyond test sampling"
 
 
 def _rates(edits: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -108,6 +117,7 @@ class CellScores:
     edits: np.ndarray
     units: np.ndarray
     trained: bool = True
+    groups: np.ndarray | None = None  # per utterance, its independent unit (speaker, recording); None: itself
 
     def __post_init__(self):
         edits = np.atleast_2d(np.asarray(self.edits, dtype=np.int64))
@@ -121,6 +131,16 @@ class CellScores:
             raise ValueError(f"an untrained system is decoded once; got {edits.shape[0]} rows")
         object.__setattr__(self, "edits", edits)
         object.__setattr__(self, "units", units)
+        if self.groups is not None:
+            groups = np.asarray(self.groups)
+            if groups.shape != units.shape:
+                raise ValueError(f"groups must give one unit per utterance; got {groups.shape} for {units.shape}")
+            object.__setattr__(self, "groups", np.unique(groups, return_inverse=True)[1].astype(np.int64))
+
+    @property
+    def n_units(self) -> int:
+        """Independent units of the test set: groups (speakers, recordings) if given, else utterances."""
+        return self.n_utts if self.groups is None else int(self.groups.max()) + 1
 
     @classmethod
     def from_seeds(cls, per_seed: Sequence[tuple[Sequence[int], Sequence[int]]], trained: bool = True) -> CellScores:
@@ -170,6 +190,13 @@ class SeedVariance:
     df: int
     n_cells: int
 
+    def run_var(self, cell: CellScores) -> float:
+        return self.var
+
+    def terms(self, trained: Sequence[CellScores]) -> list[tuple[float, float]]:
+        """Terms from one pooled estimate are summed before Satterthwaite: they are not independent."""
+        return [(self.var * sum(1 / c.n_seeds for c in trained), self.df)] if trained else []
+
 
 def pool_seed_variance(cells: Iterable[CellScores]) -> SeedVariance | None:
     """Within-cell seed variance pooled over trained cells with >= 2 seeds; None if there are none.
@@ -187,10 +214,157 @@ def pool_seed_variance(cells: Iterable[CellScores]) -> SeedVariance | None:
     return SeedVariance(ss / df, df, k) if df else None
 
 
-def _utterance_counts(n_utts: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_utts) times each utterance is drawn per resample, as ``metrics`` draws them."""
+@dataclass(frozen=True)
+class CellSeedVariance:
+    """One cell's seed variance: its own (``own_var``, ``own_df``), the moderated value the
+    statistics use (``var``, ``df``), and whether its spread is far above the other cells'."""
+
+    var: float
+    df: float
+    own_var: float
+    own_df: int
+    unstable: bool
+    p_unstable: float
+
+
+@dataclass(frozen=True)
+class ModeratedSeedVariance:
+    """Per-cell seed variances shrunk towards a prior estimated from the stable cells (empirical
+    Bayes, Smyth 2004 "limma"); unstable cells keep their own variance and are named.
+
+    Why this and not per-contrast Welch: with 2-3 seeds a cell's own variance has 1-2 degrees of
+    freedom, so Welch on the two cells' seeds is honest but nearly powerless (t quantile 12.7 at
+    1 df); moderation keeps the pooled estimate's degrees of freedom where the cells agree. Two
+    guards keep one cell's seeds from speaking for another: a cell whose spread is far above the
+    rest (F test) leaves the prior and keeps its own variance and df, so it widens only its own
+    contrasts (before, one diverged seed widened every interval of the set by ~7x); and no stable
+    cell is given less than its own sample variance (moderation alone let a cell with a 3x
+    larger seed std borrow the others' stability: 9.5% family-wise type-I in the simulator,
+    6.0% with the floor).
+
+    ``prior_var``/``prior_df``: the prior (``prior_df`` inf: the stable cells agree, every stable
+    cell gets the pooled value); ``stable_df``: the seed degrees of freedom of the stable cells,
+    the most any moderated variance may claim. ``by_cell``: per cell object (see ``of``).
+    """
+
+    prior_var: float
+    prior_df: float
+    stable_df: int
+    pooled: SeedVariance
+    by_cell: tuple[tuple[CellScores, CellSeedVariance], ...]
+
+    def of(self, cell: CellScores) -> CellSeedVariance:
+        for c, v in self.by_cell:
+            if c is cell:
+                return v
+        # a trained cell the prior was not estimated with: it gets the prior (as a one-seed cell)
+        return CellSeedVariance(self.prior_var, min(self.prior_df, self.stable_df), math.nan, 0, False, 1.0)
+
+    @property
+    def unstable(self) -> tuple[CellScores, ...]:
+        return tuple(c for c, v in self.by_cell if v.unstable)
+
+    def run_var(self, cell: CellScores) -> float:
+        return self.of(cell).var
+
+    def terms(self, trained: Sequence[CellScores]) -> list[tuple[float, float]]:
+        """Stable cells share the prior, so their terms are summed into one (degrees of freedom
+        prior + their own, at most the stable cells' total); an unstable cell is its own term."""
+        stable = [c for c in trained if not self.of(c).unstable]
+        out = [(self.of(c).var / c.n_seeds, self.of(c).df) for c in trained if self.of(c).unstable]
+        if stable:
+            own = sum(max(self.of(c).own_df, 0) for c in stable)
+            df = min(self.prior_df + own, self.stable_df)
+            out.append((sum(self.of(c).var / c.n_seeds for c in stable), df))
+        return out
+
+
+def _trigamma_inverse(y: float) -> float:
+    """x with trigamma(x) = y (y > 0): trigamma is decreasing from inf to 0."""
+    return math.exp(optimize.brentq(lambda lx: special.polygamma(1, math.exp(lx)) - y, -30.0, 30.0))
+
+
+def _prior(s2: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """Empirical-Bayes prior (variance, df) of cell variances ``s2`` with ``d`` df (Smyth 2004,
+    moments of log s2); df inf when the spread of log s2 is no more than sampling explains."""
+    pooled = float((s2 * d).sum() / d.sum())
+    if len(s2) < 3 or (s2 <= 0).any():
+        return pooled, math.inf
+    e = np.log(s2) - special.digamma(d / 2) + np.log(d / 2)
+    excess = float(e.var(ddof=1) - special.polygamma(1, d / 2).mean())
+    if excess <= 0:
+        return pooled, math.inf
+    d0 = 2 * _trigamma_inverse(excess)
+    return float(math.exp(e.mean() + special.digamma(d0 / 2) - math.log(d0 / 2))), d0
+
+
+def moderate_seed_variances(cells: Iterable[CellScores], alpha_unstable: float = 0.05) -> ModeratedSeedVariance | None:
+    """Moderated per-cell seed variances of one eval set (see ``ModeratedSeedVariance``).
+
+    Unstable: a cell whose seed variance is far above the pooled variance of the other stable
+    cells, by a one-sided F test at ``alpha_unstable`` Bonferroni-corrected over the cells, repeated
+    until no cell is added (so two diverged cells do not hide each other). None without any
+    trained cell of >= 2 seeds.
+    """
+    cells = [c for c in cells if c.trained]
+    multi = [c for c in cells if c.n_seeds >= 2]
+    if not multi:
+        return None
+    s2 = {id(c): float(c.seed_rates.var(ddof=1)) for c in multi}
+    d = {id(c): c.n_seeds - 1 for c in multi}
+    flagged: dict[int, float] = {}
+    p_of = {id(c): 1.0 for c in multi}
+    while True:
+        new = False
+        stable = [c for c in multi if id(c) not in flagged]
+        for c in stable:
+            rest = [r for r in stable if r is not c]
+            rest_df = sum(d[id(r)] for r in rest)
+            if not rest_df:
+                continue
+            rest_var = sum(s2[id(r)] * d[id(r)] for r in rest) / rest_df
+            if rest_var > 0:
+                p = float(stats.f.sf(s2[id(c)] / rest_var, d[id(c)], rest_df))
+            else:
+                p = 0.0 if s2[id(c)] > 0 else 1.0
+            p_of[id(c)] = p
+            if p < alpha_unstable / len(multi) and len(stable) - 1 >= 1:
+                flagged[id(c)] = p
+                new = True
+                break  # re-test the others without it
+        if not new:
+            break
+    stable = [c for c in multi if id(c) not in flagged]
+    sv = np.array([s2[id(c)] for c in stable])
+    sd = np.array([d[id(c)] for c in stable], dtype=float)
+    stable_df = int(sd.sum())
+    prior_var, prior_df = _prior(sv, sd)
+    pooled = SeedVariance(float((sv * sd).sum() / stable_df), stable_df, len(stable))
+    out = []
+    for c in cells:
+        if id(c) in flagged:
+            out.append((c, CellSeedVariance(s2[id(c)], d[id(c)], s2[id(c)], d[id(c)], True, flagged[id(c)])))
+        elif c.n_seeds >= 2:
+            own, k = s2[id(c)], d[id(c)]
+            var = prior_var if math.isinf(prior_df) else (prior_df * prior_var + k * own) / (prior_df + k)
+            var = max(var, own)  # never below its own seeds' spread: a noisier cell does not borrow stability
+            out.append((c, CellSeedVariance(var, min(prior_df + k, stable_df), own, k, False, p_of[id(c)])))
+        else:
+            out.append((c, CellSeedVariance(prior_var, min(prior_df, stable_df), math.nan, 0, False, 1.0)))
+    return ModeratedSeedVariance(prior_var, prior_df, stable_df, pooled, tuple(out))
+
+
+SeedModel = SeedVariance | ModeratedSeedVariance
+
+
+def _utterance_counts(n_utts: int, n_boot: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """(n_boot, n_utts) times each utterance is drawn per resample, as ``metrics`` draws them;
+    with ``groups`` whole groups (speakers, recordings) are drawn and their utterances come along."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_utts, np.full(n_utts, 1.0 / n_utts), size=n_boot)
+    if groups is None:
+        return rng.multinomial(n_utts, np.full(n_utts, 1.0 / n_utts), size=n_boot)
+    k = int(groups.max()) + 1
+    return rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot)[:, groups]
 
 
 def _seed_noise(cell: CellScores, resampled: np.ndarray) -> float:
@@ -205,28 +379,57 @@ def _seed_noise(cell: CellScores, resampled: np.ndarray) -> float:
     return float(dev.var(axis=0, ddof=1).sum() / (cell.n_seeds - 1))
 
 
-def _run_var(cell: CellScores, pooled: SeedVariance | None) -> float | None:
+def _run_var(cell: CellScores, model: SeedModel | None) -> float | None:
     """Variance of one training run's rate over seeds; 0 untrained, None when not measured."""
     if not cell.trained:
         return 0.0
-    if pooled is not None:
-        return pooled.var
+    if model is not None:
+        return model.run_var(cell)
     if cell.n_seeds >= 2:
         return float(cell.seed_rates.var(ddof=1))
     return None
 
 
-def _seed_terms(cells: Sequence[CellScores], pooled: SeedVariance | None) -> list[tuple[float, float]] | None:
-    """(variance, df) terms that training adds to the (difference of) seed means; None if unmeasured.
-
-    Terms from one pooled estimate are summed before Satterthwaite: they are not independent.
-    """
-    if any(_run_var(c, pooled) is None for c in cells):
+def _seed_terms(cells: Sequence[CellScores], model: SeedModel | None) -> list[tuple[float, float]] | None:
+    """(variance, df) terms that training adds to the (difference of) seed means; None if unmeasured."""
+    if any(_run_var(c, model) is None for c in cells):
         return None
     trained = [c for c in cells if c.trained]
-    if pooled is not None:
-        return [(pooled.var * sum(1 / c.n_seeds for c in trained), pooled.df)] if trained else []
+    if model is not None:
+        return model.terms(trained)
     return [(float(c.seed_rates.var(ddof=1)) / c.n_seeds, c.n_seeds - 1) for c in trained]
+
+
+def _utt_var(boot: np.ndarray, n_units: int) -> float:
+    """Bootstrap variance of a statistic over n independent units, unbiased: the plug-in
+    bootstrap under-states it by (n - 1) / n, which matters for a set of 4 recordings."""
+    return float(boot.var(ddof=1)) * n_units / max(n_units - 1, 1)
+
+
+def _unit_df(cells: Sequence[CellScores], signs: Sequence[float]) -> float:
+    """Degrees of freedom of the utterance variance, shrunk by the kurtosis of the units'
+    contributions: a few runaway utterances (errors far above 100%) make the bootstrap variance
+    rest on those few, so it has far fewer than n - 1 df (var(s2) / s4 = 2 / (n - 1) + kurtosis / n).
+    Below SMALL_SET_UNITS units the kurtosis is not estimable and n - 1 stands.
+
+    The contribution of a unit to the (difference of) seed-mean corpus rates is its edits minus
+    the rate times its reference units, summed over its utterances (the ratio's linearisation).
+    """
+    first = cells[0]
+    z = np.zeros(first.n_utts)
+    for c, sign in zip(cells, signs):
+        e = c.edits.mean(axis=0)
+        z += sign * (e - e.sum() / max(first.units.sum(), 1) * first.units)
+    if first.groups is not None:
+        z = np.bincount(first.groups, weights=z)
+    n = len(z)
+    if n < SMALL_SET_UNITS or not np.any(z != z[0]):  # a handful of units: no kurtosis to speak of
+        return float(max(n - 1, 1))
+    kurt = max(float(stats.kurtosis(z, fisher=True, bias=False)), 0.0)
+    return float(min(n - 1, 2.0 / (2.0 / (n - 1) + kurt / n)))
+
+
+SMALL_SET_UNITS = 20  # below this many independent units, test sampling gets a t interval, not percentiles
 
 
 def _satterthwaite(terms: list[tuple[float, float]]) -> tuple[float, float]:
@@ -284,24 +487,26 @@ def summarize_cell(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
-    seed_variance: SeedVariance | None = None,
+    seed_variance: SeedModel | None = None,
 ) -> CellSummary:
     """Mean over seeds of the corpus rate, with its interval and seed spread (see ``CellSummary``)."""
     w = cell.seed_rates
     mean = float(w.mean())
-    counts = _utterance_counts(cell.n_utts, n_boot, seed)
+    counts = _utterance_counts(cell.n_utts, n_boot, seed, cell.groups)
     resampled = cell.resampled_rates(counts)
+    n = cell.n_units
     utt_means = resampled.mean(axis=1)
 
     draw = np.random.default_rng([seed, 1]).integers(0, cell.n_seeds, size=(n_boot, cell.n_seeds))
     two_level = _percentile(np.take_along_axis(resampled, draw, axis=1).mean(axis=1), alpha)
 
     seed_terms = _seed_terms([cell], seed_variance)
-    if seed_terms is None or not cell.trained:
-        (lo, hi), df = _percentile(utt_means, alpha), float(cell.n_utts - 1)
+    if (seed_terms is None or not cell.trained) and n >= SMALL_SET_UNITS:
+        (lo, hi), df = _percentile(utt_means, alpha), float(n - 1)
     else:
-        v_utt = max(0.0, float(utt_means.var(ddof=1)) - _seed_noise(cell, resampled) / cell.n_seeds)
-        var, df = _satterthwaite([*seed_terms, (v_utt, cell.n_utts - 1)])
+        noise = _seed_noise(cell, resampled) / cell.n_seeds if seed_terms and cell.trained else 0.0
+        v_utt = max(0.0, _utt_var(utt_means, n) - noise)
+        var, df = _satterthwaite([*(seed_terms if cell.trained and seed_terms else []), (v_utt, _unit_df([cell], [1.0]))])
         lo, hi, _ = _t_interval(mean, var, df, alpha)
     return CellSummary(
         mean=mean, ci_low=lo, ci_high=hi, two_level_low=two_level[0], two_level_high=two_level[1],
@@ -324,7 +529,12 @@ class Comparison:
     rate than a random run of B on a test-set draw), with ``prob_ci_low``/``_high``.
     ``training_variance_measured`` is False when a trained cell had one seed and no pooled
     estimate stood in: the interval then covers test sampling only. ``seed_variance``: "pooled",
-    "per cell", "none" (not measured: utterances only) or "untrained" (neither system was trained).
+    "moderated", "per cell", "none" (not measured: utterances only) or "untrained" (neither
+    system was trained). ``se``: the standard error of ``delta`` (with ``df``, what verdicts,
+    equivalence and power use); ``run_sd``: the spread of one run of A minus one run of B on a
+    test-set draw. P(A better) = Phi(-delta / run_sd), its interval the delta interval mapped the
+    same way (one estimator: the point lies inside); ``prob_estimable`` False when single runs'
+    spread is unknown (one seed and nothing to borrow from), and the P columns are then NaN.
     """
 
     delta: float
@@ -342,11 +552,16 @@ class Comparison:
     n_seeds_b: int
     n_utts: int
     alpha: float
+    se: float = math.nan
+    run_sd: float = math.nan
+    n_units: int = 0
+    prob_estimable: bool = True
+    utt_var: float = math.nan  # the test-sampling part of se**2 (what more seeds cannot shrink)
 
 
 def _no_difference(seed_variance: str) -> str:
     """Training variance was part of the test only if a trained cell's seed variance was measured."""
-    return NO_DIFFERENCE if seed_variance in ("pooled", "per cell") else NO_DIFFERENCE_SAMPLING
+    return NOT_RESOLVED if seed_variance in ("pooled", "moderated", "per cell") else NOT_RESOLVED_SAMPLING
 
 
 def compare(
@@ -356,7 +571,7 @@ def compare(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
-    seed_variance: SeedVariance | None = None,
+    seed_variance: SeedModel | None = None,
 ) -> Comparison:
     """Is A's rate different from B's beyond training variance and test sampling? (module docstring).
 
@@ -366,44 +581,82 @@ def compare(
     if a.n_utts != b.n_utts or not np.array_equal(a.units, b.units):
         raise ValueError("compare: both cells must be scored on the same utterances with the same "
                          "references (reference units differ)")
-    return _compare(a, b, _utterance_counts(a.n_utts, n_boot, seed), alpha, seed_variance)
+    return _compare(a, b, _utterance_counts(a.n_utts, n_boot, seed, _groups(a, b)), alpha, seed_variance)
+
+
+def compare_pairs(
+    cells: Sequence[CellScores],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    seed_variance: SeedModel | None = None,
+) -> list[Comparison]:
+    """``compare(cells[i], cells[j])`` for each pair, all on one shared utterance resample (the
+    same draws ``compare`` makes with this ``seed``, drawn once)."""
+    if not pairs:
+        return []
+    first = cells[pairs[0][0]]
+    for i, j in pairs:
+        if not np.array_equal(cells[i].units, first.units) or not np.array_equal(cells[j].units, first.units):
+            raise ValueError("compare_pairs: every cell must be scored on the same utterances with the same references")
+        _groups(cells[i], first), _groups(cells[j], first)
+    counts = _utterance_counts(first.n_utts, n_boot, seed, first.groups)
+    return [_compare(cells[i], cells[j], counts, alpha, seed_variance) for i, j in pairs]
+
+
+def _groups(a: CellScores, b: CellScores) -> np.ndarray | None:
+    if (a.groups is None) != (b.groups is None) or (a.groups is not None and not np.array_equal(a.groups, b.groups)):
+        raise ValueError("compare: both cells must group their utterances into the same units")
+    return a.groups
 
 
 def _compare(a: CellScores, b: CellScores, counts: np.ndarray, alpha: float,
-             seed_variance: SeedVariance | None) -> Comparison:
-    n_boot = counts.shape[0]
+             seed_variance: SeedModel | None) -> Comparison:
     ra, rb = a.resampled_rates(counts), b.resampled_rates(counts)
     delta = float(a.seed_rates.mean() - b.seed_rates.mean())
     boot_delta = ra.mean(axis=1) - rb.mean(axis=1)
 
+    n = a.n_units
     seed_terms = _seed_terms([a, b], seed_variance)
     if seed_terms is None:  # test sampling only: the paired bootstrap of ``metrics.paired_test``
-        lo, hi = _percentile(boot_delta, alpha)
-        flips = int(np.count_nonzero(boot_delta <= 0 if delta > 0 else boot_delta >= 0))
-        p = 1.0 if delta == 0 else min(1.0, 2.0 * (flips + 1) / (n_boot + 1))
-        df, run_sd = float(a.n_utts - 1), float(boot_delta.std(ddof=1))
+        # p from Student t on the bootstrap variance (what verdicts and families use: a resampling p
+        # bottoms out at 2 / (n_boot + 1), which no Holm family of 20+ contrasts can pass)
+        var, df = _utt_var(boot_delta, n), _unit_df([a, b], [1.0, -1.0])
+        lo, hi, p = _t_interval(delta, var, df, alpha)
+        if n >= SMALL_SET_UNITS:  # the percentile interval of ``metrics.paired_test``; a handful of
+            lo, hi = _percentile(boot_delta, alpha)  # recordings keeps the t interval (percentiles under-cover)
+        run_sd = math.nan
         source = "none"
     else:
         noise = sum(_seed_noise(c, r) / c.n_seeds for c, r in ((a, ra), (b, rb)))
-        v_utt = max(0.0, float(boot_delta.var(ddof=1)) - noise)
-        var, df = _satterthwaite([*seed_terms, (v_utt, a.n_utts - 1)])
+        v_utt = max(0.0, _utt_var(boot_delta, n) - noise)
+        var, df = _satterthwaite([*seed_terms, (v_utt, _unit_df([a, b], [1.0, -1.0]))])
         lo, hi, p = _t_interval(delta, var, df, alpha)
         run_sd = math.sqrt(_run_var(a, seed_variance) + _run_var(b, seed_variance) + v_utt)
         source = ("untrained" if not (a.trained or b.trained)
+                  else "moderated" if isinstance(seed_variance, ModeratedSeedVariance)
                   else "pooled" if seed_variance is not None else "per cell")
 
-    wins = (ra[:, :, None] < rb[:, None, :]).mean() + 0.5 * (ra[:, :, None] == rb[:, None, :]).mean()
-    if run_sd > 0:
-        p_lo, p_hi = float(special.ndtr(-hi / run_sd)), float(special.ndtr(-lo / run_sd))
-    else:
-        p_lo = p_hi = float(wins)
+    estimable = run_sd > 0
+    p_point, p_lo, p_hi = prob_better(delta, lo, hi, run_sd) if estimable else (math.nan,) * 3
     return Comparison(
         delta=delta, ci_low=lo, ci_high=hi, p_value=p, df=df,
-        prob_a_better=float(wins), prob_ci_low=p_lo, prob_ci_high=p_hi,
+        prob_a_better=p_point, prob_ci_low=p_lo, prob_ci_high=p_hi,
         verdict=A_BETTER if hi < 0 else B_BETTER if lo > 0 else _no_difference(source),
         training_variance_measured=seed_terms is not None, seed_variance=source,
         n_seeds_a=a.n_seeds, n_seeds_b=b.n_seeds, n_utts=a.n_utts, alpha=alpha,
+        se=math.sqrt(var), run_sd=run_sd, n_units=n, prob_estimable=estimable,
+        utt_var=var if seed_terms is None else v_utt,
     )
+
+
+def prob_better(delta: float, lo: float, hi: float, run_sd: float) -> tuple[float, float, float]:
+    """P(a run of A beats a run of B) = Phi(-delta / run_sd), and the interval [lo, hi] of delta
+    mapped the same way: one estimator, so the point lies inside its interval."""
+    return (float(special.ndtr(-delta / run_sd)), float(special.ndtr(-hi / run_sd)),
+            float(special.ndtr(-lo / run_sd)))
 
 
 # ---------------------------------------------------------------- headline
@@ -433,7 +686,7 @@ class Finding:
 @dataclass(frozen=True)
 class Findings:
     findings: tuple[Finding, ...]
-    seed_variance: SeedVariance | None
+    seed_variance: ModeratedSeedVariance | SeedVariance | None
     adjust: str
 
     @property
@@ -472,7 +725,8 @@ def headline_findings(
 ) -> Findings:
     """Compare each ``(a, b)`` pair of named cells (one eval set, one metric) for the headline.
 
-    ``pool``: seed variance pooled over all ``cells`` (see ``pool_seed_variance``).
+    ``pool``: per-cell seed variances moderated towards the value pooled over all ``cells``
+    (``moderate_seed_variances``); unstable cells keep their own.
     ``adjust``: "holm" controls the family-wise error over ``pairs`` (the headline states them
     together); "none" keeps each comparison at level ``alpha``.
     """
@@ -485,8 +739,9 @@ def headline_findings(
     if any(not np.array_equal(u, units[0]) for u in units):
         raise ValueError("headline_findings: the compared cells were not all scored on the same "
                          "utterances with the same references")
-    pooled = pool_seed_variance(cells.values()) if pool else None
-    counts = _utterance_counts(len(units[0]), n_boot, seed) if pairs else None
+    pooled = moderate_seed_variances(cells.values()) if pool else None
+    first = cells[pairs[0][0]] if pairs else None
+    counts = _utterance_counts(len(units[0]), n_boot, seed, first.groups) if pairs else None
     comps = [_compare(cells[a], cells[b], counts, alpha, pooled) for a, b in pairs]
     raw = [c.p_value for c in comps]
     adjusted = _holm(raw) if adjust == "holm" else raw
@@ -506,8 +761,9 @@ def phrase(finding: Finding, metric: str = "WER") -> str:
     c = finding.comparison
     seeds = f"{c.n_seeds_a} vs {c.n_seeds_b} seed{'s' if max(c.n_seeds_a, c.n_seeds_b) > 1 else ''}"
     level = round(100 * (1 - c.alpha))
-    detail = (f"Δ{metric} {_pts(c.delta)} pts, {level}% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}; "
-              f"P({finding.a} better) = {c.prob_a_better:.2f}; {seeds}")
+    prob = f"P({finding.a} better) = {c.prob_a_better:.2f}; " if c.prob_estimable else ""
+    detail = (f"Δ{metric} {_pts(c.delta)} pts, unadjusted {level}% CI {_pts(c.ci_low)} to {_pts(c.ci_high)}; "
+              f"{prob}{seeds}")
     if finding.p_adjusted != c.p_value:
         detail += f"; Holm-adjusted p = {finding.p_adjusted:.3f}"
     if finding.verdict == A_BETTER:
@@ -515,7 +771,7 @@ def phrase(finding: Finding, metric: str = "WER") -> str:
     elif finding.verdict == B_BETTER:
         head = f"{finding.a} has a higher {metric} than {finding.b}"
     else:
-        head = f"{finding.a} vs {finding.b}: no difference"
+        head = f"{finding.a} vs {finding.b}: not resolved"
     if c.seed_variance == "untrained":
         return f"{head} beyond test sampling ({detail})."
     if c.training_variance_measured:

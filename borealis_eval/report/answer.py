@@ -1,20 +1,28 @@
-"""The report's first screen: the answer that survives training variance, and the cell table.
+"""The report's first screen: a short list of what survives training variance, and the cell table.
 
-The headline states only contrasts whose interval over seeds x utterances excludes zero (after
-the Holm correction over a set's contrasts); everything else is "no difference beyond training
-variance". With one seed per cell it says plainly that training variance was not measured.
+The headline is a list: how many seeds and which cells were unstable, one line per factor and one
+line against the baseline. Every line uses the three verdicts of ``evaluate.verdicts``: differs
+(with its direction), equivalent within ±m pts (TOST at the ablation's analysis.margin_pts), not
+resolved (with the effect the study would detect at 80% power), judged over the headline family
+(every factor contrast and every cell against the main baseline, on every set). With one seed
+per cell it says plainly that training variance was not measured.
 """
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from borealis_eval.evaluate.variance import A_BETTER
-from borealis_eval.report.cells import CellAnalysis, Contrast
+from borealis_eval.evaluate.verdicts import EQUIVALENT, NOT_RESOLVED, POWER, detectable_effect, words
+from borealis_eval.evaluate.power import seeds_needed
+from borealis_eval.report.cells import (HEADLINE_FAMILY, CellAnalysis, Contrast, detectable, involves_unstable,
+                                        power_inputs)
 from borealis_eval.report.collect import ReportData
 from borealis_eval.report.tables import Cell, Links, Row, Table
 
-MAX_LISTED = 4  # surviving contrasts named per factor in the headline; the verdict table has them all
+MAX_LISTED = 3  # differing contrasts named per factor in the headline; the verdict table has them all
 
 
 def axis_name(dotted: str) -> str:
@@ -27,56 +35,110 @@ def _pts(v: float) -> str:
 
 
 def _delta(c: Contrast) -> str:
-    k = c.comparison
-    return f"{_pts(k.delta)} pts [{_pts(k.ci_low)}, {_pts(k.ci_high)}]"
+    v = c.judged
+    return f"{_pts(c.comparison.delta)} pts [{_pts(v.ci_low)}, {_pts(v.ci_high)}]"
 
 
-def headline(data: ReportData, cells: CellAnalysis) -> str:
-    """One sentence (clauses joined by semicolons) of what the study can claim."""
+def _label(cells: CellAnalysis, key: str, data: ReportData | None = None) -> str:
+    if any(x.key == key for x in cells.cells):
+        return cells.cell(key).label
+    return baseline_label(data, key) if data is not None else key
+
+
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{100 * lo:.0f}" if round(100 * lo) == round(100 * hi) else f"{100 * lo:.0f}-{100 * hi:.0f}"
+
+
+def headline_lines(data: ReportData, cells: CellAnalysis) -> list[str]:
+    """The answer as a short list: seeds, then one line per factor, then one against the baseline."""
     if cells.empty:
-        return "No per-utterance predictions were logged for this sweep, so no conclusion can be drawn."
+        return ["No per-utterance predictions were logged for this sweep, so no conclusion can be drawn."]
     lo, hi = cells.seeds_per_cell
-    parts = []
+    lines = []
     if not cells.training_variance_measured:
-        parts.append("One training run per cell: training variance was not measured, so every mark below covers "
-                     "test-utterance sampling only and may not survive a rerun")
+        lines.append("One training run per cell: training variance was not measured, so every verdict below covers "
+                     "test-utterance sampling only and may not survive a rerun.")
     else:
-        parts.append(f"{lo}{f'-{hi}' if hi != lo else ''} seeds per cell")
+        first = f"{lo}{f'-{hi}' if hi != lo else ''} seeds per cell"
+        if cells.unstable:
+            first += "; unstable: " + ", ".join(f"{cells.cell(k).label} on {s} ({seeds})"
+                                                for (k, s), seeds in cells.unstable.items())
+        lines.append(first + ".")
     for axis in cells.axes():
-        found = [c for c in cells.contrasts if c.axis == axis]
-        if not found:
-            continue
-        holds = [c for c in found if c.survives] if cells.training_variance_measured else [c for c in found if c.differs]
-        if not holds:
-            verb = "no difference beyond training variance" if cells.training_variance_measured \
-                else "no difference beyond test sampling"
-            parts.append(f"{axis_name(axis)}: {verb} on any eval set ({len(found)} contrasts)")
-            continue
-        holds.sort(key=lambda c: -abs(c.comparison.delta))
-        said = [f"{cells.cell(c.a).label} {'beats' if c.verdict == A_BETTER else 'trails'} "
-                f"{cells.cell(c.b).label} on {c.set} ({_delta(c)})" for c in holds[:MAX_LISTED]]
-        more = f", +{len(holds) - MAX_LISTED} more" if len(holds) > MAX_LISTED else ""
-        parts.append(f"{axis_name(axis)}: {len(holds)} of {len(found)} contrasts hold: " + ", ".join(said) + more)
-    base = _baseline_clause(data, cells)
+        found = [c for c in cells.contrasts if c.axis == axis and c.judged is not None]
+        if found:
+            lines.append(f"{axis_name(axis)}: " + _summary(found, cells, data) + ".")
+    base = _baseline_line(data, cells)
     if base:
-        parts.append(base)
-    return "; ".join(parts) + "."
+        lines.append(base + ".")
+    return lines
 
 
-def _baseline_clause(data: ReportData, cells: CellAnalysis) -> str:
-    """Per eval set: does the best cell beat plain Whisper, beyond training variance?"""
+def _summary(found: list[Contrast], cells: CellAnalysis, data: ReportData) -> str:
+    differ = sorted((c for c in found if c.differs), key=lambda c: -abs(c.comparison.delta))
+    equiv = [c for c in found if c.judged.word == EQUIVALENT]
+    open_ = [c for c in found if c.judged.word == NOT_RESOLVED]
+    parts = []
+    if differ:
+        said = [f"{cells.cell(c.a).label} {'lower' if c.verdict == A_BETTER else 'higher'} than "
+                f"{_label(cells, c.b, data)} on {c.set} ({_delta(c)})" for c in differ[:MAX_LISTED]]
+        more = f", +{len(differ) - MAX_LISTED} more" if len(differ) > MAX_LISTED else ""
+        parts.append(f"differs in {len(differ)} of {len(found)} contrasts: " + ", ".join(said) + more)
+    if equiv:
+        margins = sorted({c.judged.margin for c in equiv})
+        parts.append(f"equivalent within ±{'/'.join(f'{100 * m:g}' for m in margins)} pts in {len(equiv)}")
+    if open_:
+        steady = [c.judged.detectable for c in open_ if not involves_unstable(cells, c)]
+        shaky = len(open_) - len(steady)
+        reach = (f"this study would detect ≥ {_range(steady)} pts at {POWER:.0%} power" if steady else "")
+        reach += (", " if reach and shaky else "") + (f"{shaky} with an unstable cell" if shaky else "")
+        parts.append(f"not resolved in {len(open_)} ({reach})")
+    sampling = " (test sampling only)" if any(c.judged.sampling_only for c in found) else ""
+    return "; ".join(parts) + sampling
+
+
+def _baseline_line(data: ReportData, cells: CellAnalysis) -> str:
+    """Per eval set: the best cell against plain Whisper, judged in the headline family (where it
+    is one of every cell against the baseline, so picking the best afterwards is accounted for)."""
     if not cells.vs_baseline:
         return ""
     first = data.baselines.index[0]
     bits = []
     for s in data.eval_sets:
-        rows = [c for c in cells.vs_baseline if c.set == s and c.b == first]
+        rows = [c for c in cells.vs_baseline if c.set == s and c.b == first and c.judged is not None]
         if not rows:
             continue
         best = min(rows, key=lambda c: c.comparison.delta)
-        word = ("beats" if best.verdict == A_BETTER else "trails") if best.differs else "ties"
-        bits.append(f"{s} {word} ({_pts(best.comparison.delta)} pts)")
-    return f"best cell vs plain Whisper, {baseline_label(data, first)}: " + ", ".join(bits) if bits else ""
+        v = best.judged
+        if v.word == NOT_RESOLVED:
+            what = f"not resolved ({_pts(best.comparison.delta)} pts; would detect ≥ {100 * v.detectable:.1f} pts)"
+        elif v.word == EQUIVALENT:
+            what = f"equivalent within ±{100 * v.margin:g} pts ({_pts(best.comparison.delta)} pts)"
+        else:
+            what = f"differs, {'lower' if v.direction < 0 else 'higher'} ({_delta(best)})"
+        bits.append(f"{s}: {cells.cell(best.a).label} {what}")
+    return f"best cell vs plain Whisper, {baseline_label(data, first)}: " + "; ".join(bits) if bits else ""
+
+
+def headline(data: ReportData, cells: CellAnalysis) -> str:
+    """The headline list as Markdown (one "- " line each)."""
+    return "\n".join(f"- {line}" for line in headline_lines(data, cells))
+
+
+def family_note(cells: CellAnalysis) -> str:
+    """Which family each p belongs to, in words."""
+    if not cells.families:
+        return ""
+    size = cells.families.get(HEADLINE_FAMILY, 0)
+    others = [f"{name} ({n})" for name, n in cells.families.items() if name != HEADLINE_FAMILY]
+    text = (f"p-values are Holm-adjusted over the headline family: {size} contrasts (every factor contrast and "
+            "every cell against the main baseline, on every eval set)")
+    if others:
+        text += "; each extra baseline is its own family: " + ", ".join(others)
+    return text + (". Intervals in the verdict tables and headline are at the Holm-adjusted level of that family "
+                   "(one excludes 0 exactly when its verdict is \"differs\"); the cell table's intervals are "
+                   "unadjusted 95%.")
 
 
 def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str = "wer") -> Table:
@@ -103,6 +165,8 @@ def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str 
                 out.append(Cell(""))
                 continue
             spread = f" ±{100 * (m.seed_max - m.seed_min) / 2:.1f}" if m.n_seeds > 1 else ""
+            unstable = cells.unstable.get((c.key, s))
+            spread += f" unstable cell: {unstable}" if unstable else ""
             out.append(Cell(f"{100 * m.mean:.1f}", f"[{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]{spread}",
                             bold=best[s] == c.key))
         out.append(Cell("", links=tuple((f"s{seed}", links.run(r)) for seed, r in zip(c.seeds, c.runs))))
@@ -116,9 +180,28 @@ def cell_table(data: ReportData, cells: CellAnalysis, links: Links, family: str 
              "one seed per cell: [95% interval over test utterances only]")
     protocols = "; ".join(f"{baseline_label(data, r)}: {data.runs.at[r, 'protocol']}" for r in data.baselines.index
                           if data.runs.at[r, "protocol"])
-    return Table(f"{family.upper()} per cell (%)", ["cell", *sets, "runs"], rows,
-                 f"Cells: {seeds}; bold = lowest per set. Baselines are decoded once (no training variance)"
+    headers = [_set_header(cells, s) for s in sets]
+    unstable = (" An unstable cell's seed spread is far above the other cells' (F test, Bonferroni over the set's "
+                "cells): it keeps its own seed variance, the others are moderated towards their pooled value."
+                if cells.unstable else "")
+    return Table(f"{family.upper()} per cell (%)", ["cell", *headers, "runs"], rows,
+                 f"Cells: {seeds}; bold = lowest per set. Under each set: its independent units (n) and the "
+                 f"effect its contrasts would detect at {POWER:.0%} power (median over the set's contrasts, at the "
+                 f"headline family's level).{unstable} Baselines are decoded once (no training variance)"
                  f"{': ' + protocols if protocols else ''}.{mode}", numeric_from=1)
+
+
+SMALL_SET = 20
+
+
+def _set_header(cells: CellAnalysis, s: str) -> str:
+    """'test_ru (n=64, detects ≥ 16 pts)'; a set of few units says it is small."""
+    n = cells.units.get(s)
+    d = detectable(cells, s)
+    bits = [f"n={n}{' small set' if n is not None and n < SMALL_SET else ''}"] if n else []
+    if not math.isnan(d):
+        bits.append(f"detects ≥ {100 * d:.0f} pts")
+    return f"{s} ({', '.join(bits)})" if bits else s
 
 
 def baseline_label(data: ReportData, run_id: str) -> str:
@@ -131,9 +214,38 @@ _MODE_NOTE = {"replace": "text replaces audio in a fixed number of examples",
               "add": "text is added on top of a fixed number of audio examples"}
 
 
+def power_table(data: ReportData, cells: CellAnalysis) -> Table:
+    """Per eval set: what this study could detect, and the seeds per cell 80% power at the margin needs."""
+    rows = []
+    size = cells.families.get(HEADLINE_FAMILY, 0)
+    lo, hi = cells.seeds_per_cell
+    for s in data.eval_sets:
+        got = power_inputs(cells, s)
+        if got is None or not size or hi < 2:
+            continue
+        seed_sd, utt_se = got
+        margin = cells.margins.get(s, 0.02)
+        plan = seeds_needed(seed_sd, utt_se, margin, seeds=hi, n_cells=len(cells.cells), alpha=0.05 / size)
+        floor = detectable_effect(utt_se, math.inf, 0.05 / size)  # infinitely many seeds
+        need = (f"{plan.needed}" if plan.needed else
+                "not reachable: the test set's own sampling error is too large" if floor > margin else "> 64")
+        rows.append(Row([Cell(s), Cell(str(cells.units.get(s, ""))), Cell(f"{100 * seed_sd:.1f}"),
+                         Cell(f"{100 * utt_se:.1f}"), Cell(f"{100 * plan.detectable:.1f}"),
+                         Cell(f"±{100 * margin:g}"), Cell(need)]))
+    note = (f"Seed std: the stable cells' pooled seed standard deviation; test-sampling SE: the median utterance "
+            f"term of the set's factor contrasts (what more seeds on the same utterances cannot shrink). Detectable: "
+            f"the effect a factor contrast finds with 80% power at {lo}{f'-{hi}' if hi != lo else ''} seeds per cell, "
+            f"at the headline family's first Holm level (0.05 / {size}); seeds needed: per cell, for 80% power at the "
+            f"set's margin (analysis.margin_pts).")
+    return Table("What this study could detect", ["set", "units", "seed std (pts)", "test-sampling SE (pts)",
+                                                  "detects ≥ (pts)", "margin", "seeds per cell needed"],
+                 rows, note, numeric_from=1)
+
+
 def verdict_tables(data: ReportData, cells: CellAnalysis) -> list[Table]:
-    """Every contrast: one factor at a time, then each cell against each baseline."""
-    tables = []
+    """What the study could detect, then every contrast: one factor at a time, then each cell
+    against each baseline."""
+    tables = [power_table(data, cells)]
     for axis in cells.axes():
         found = [c for c in cells.contrasts if c.axis == axis]
         if found:
@@ -150,19 +262,35 @@ def verdict_tables(data: ReportData, cells: CellAnalysis) -> list[Table]:
 
 def _contrast_table(title: str, found: list[Contrast], cells: CellAnalysis, data: ReportData, what: str) -> Table:
     rows = []
+    hidden = False
     for c in sorted(found, key=lambda c: (data.eval_sets.index(c.set), c.a)):
-        k = c.comparison
+        k, v = c.comparison, c.judged
         ref = cells.cell(c.b).label if any(x.key == c.b for x in cells.cells) else "baseline"
+        unstable = [cells.cell(x).label for x in (c.a, c.b) if (x, c.set) in cells.unstable]
+        if math.isnan(v.prob_a_better):
+            hidden = True
+            prob = Cell("–")
+        else:
+            prob = Cell(f"{v.prob_a_better:.2f}", f"[{v.prob_ci_low:.2f}, {v.prob_ci_high:.2f}]")
+        verdict = words(v, "cell", "reference") + (f"; unstable: {', '.join(unstable)}" if unstable else "")
         rows.append(Row([Cell(c.set), Cell(cells.cell(c.a).label), Cell(ref),
-                         Cell(f"{_pts(k.delta)}", f"[{_pts(k.ci_low)}, {_pts(k.ci_high)}]"),
-                         Cell(f"{k.prob_a_better:.2f}", f"[{k.prob_ci_low:.2f}, {k.prob_ci_high:.2f}]"),
-                         Cell(f"{c.p_adjusted:.3f}" if pd.notna(c.p_adjusted) else ""),
-                         Cell(c.verdict.replace("A better", "lower").replace("B better", "higher"),
-                              bold=c.survives)]))
-    note = (f"ΔWER = cell − reference (pts) with its 95% interval over seeds and utterances; P(better) = chance a "
-            f"random run of the cell beats one of the reference on a test-set draw; p Holm-adjusted over a set's "
-            f"contrasts where the headline uses them. Rows: {what}.")
-    return Table(title, ["set", "cell", "reference", "ΔWER", "P(better)", "p", "verdict"], rows, note,
+                         Cell(f"{_pts(k.delta)}", f"[{_pts(v.ci_low)}, {_pts(v.ci_high)}] at {100 * v.level:.2f}%"),
+                         prob,
+                         Cell(f"{v.p_adjusted:.3f}", f"raw {v.p_raw:.3f}"),
+                         Cell(f"{v.p_equivalence:.3f}"),
+                         Cell(verdict, bold=c.survives)]))
+    family = found[0].judged.family if found else ""
+    size = found[0].judged.family_size if found else 0
+    note = (f"ΔWER = cell − reference (pts) over seeds and utterances, with its interval at the Holm-adjusted level "
+            f"of its family (the level shown; it excludes 0 exactly when the verdict is \"differs\"). "
+            f"p = difference test, Holm-adjusted over the family \"{family}\" ({size} contrasts; raw p below it); "
+            f"p(≡) = equivalence (TOST at the set's margin), Holm-adjusted over the same family. "
+            f"P(better) = chance a random run of the cell beats one of the reference on a test-set draw, from the "
+            f"same interval (one estimator)."
+            + (" P(better) is not shown (–) where a cell has one seed and nothing to borrow: the spread of single "
+               "runs is then unknown." if hidden else "")
+            + f" Rows: {what}.")
+    return Table(title, ["set", "cell", "reference", "ΔWER", "P(better)", "p", "p(≡)", "verdict"], rows, note,
                  numeric_from=3, folded=len(rows) > 12)
 
 

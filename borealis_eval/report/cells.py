@@ -6,12 +6,18 @@ per cell and eval set, and summarised with `evaluate.variance`: the mean over se
 interval that covers seeds and test utterances, and the seed spread. Contrasts answer the grid's
 question one factor at a time: each cell against the cell that differs from it only in one axis,
 at that axis's first level (e.g. text fraction 0.15 vs 0 within a language mix), per eval set,
-with the seed variance pooled over the set's cells and a Holm correction over the set's contrasts.
-Cells are also compared with each plain-Whisper baseline (decoded once: no training variance).
+with per-cell seed variances moderated towards the set's pooled value (unstable cells keep their
+own and are named). Cells are also compared with each plain-Whisper baseline (decoded once: no
+training variance). Verdicts (`evaluate.verdicts`: differs / equivalent within the margin / not
+resolved) are judged in families: the headline family holds every factor contrast on every set
+and every cell against the main baseline on every set (the headline summarises all of them,
+and the best cell against the baseline is one of them: choosing it afterwards costs nothing
+extra); each extra baseline is a family of its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +25,14 @@ import pandas as pd
 
 from borealis_eval.config.labels import cell_of
 from borealis_eval.evaluate.protocol import score, utt_scores
-from borealis_eval.evaluate.variance import (CellScores, CellSummary, Finding, compare, headline_findings,
-                                             pool_seed_variance, summarize_cell)
+from borealis_eval.evaluate.variance import (A_BETTER, B_BETTER, CellScores, CellSummary, Comparison, Finding,
+                                             compare, moderate_seed_variances, summarize_cell)
+from borealis_eval.evaluate.verdicts import DIFFERS, Verdict, family_verdicts
 from borealis_eval.report.collect import ReportData
 
 SEED_AXIS = "seed"
+DEFAULT_MARGIN_PTS = 2.0  # analysis.margin_pts: the practical margin of "equivalent", in WER points
+HEADLINE_FAMILY = "headline"
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Contrast(Finding):
 
     set: str = ""
     axis: str = ""
+    judged: Verdict | None = None  # differs / equivalent / not resolved, within its family
 
 
 @dataclass
@@ -54,6 +64,11 @@ class CellAnalysis:
     contrasts: list[Contrast] = field(default_factory=list)
     vs_baseline: list[Contrast] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why a run or set could not be used
+    unstable: dict[tuple[str, str], str] = field(default_factory=dict)  # (cell key, set) -> "seeds 91 / 193"
+    margins: dict[str, float] = field(default_factory=dict)  # eval set -> margin (rate units)
+    families: dict[str, int] = field(default_factory=dict)  # family name -> contrasts in it
+    units: dict[str, int] = field(default_factory=dict)  # eval set -> independent units (utterances)
+    seed_sd: dict[str, float] = field(default_factory=dict)  # eval set -> stable cells' pooled seed std (rate)
 
     @property
     def empty(self) -> bool:
@@ -106,8 +121,16 @@ def build_cells(data: ReportData) -> list[Cell]:
     return cells
 
 
+def margins_of(data: ReportData, s: str) -> float:
+    """The set's practical margin (rate units): the ablation's analysis.margin_pts, per set or default."""
+    given = data.parent.get("margins") or {}
+    pts = given.get("sets", {}).get(s, given.get("default", DEFAULT_MARGIN_PTS))
+    return float(pts) / 100
+
+
 def analyse_cells(data: ReportData, n_boot: int = 1000, metric: str = "wer") -> CellAnalysis:
     out = CellAnalysis(cells=build_cells(data))
+    raw: list[tuple[str, str, Comparison, str, str]] = []  # (a, b, comparison, set, axis)
     for s in data.eval_sets:
         norm = data.normalizers.get(s)
         scores: dict[str, CellScores] = {}
@@ -135,21 +158,64 @@ def analyse_cells(data: ReportData, n_boot: int = 1000, metric: str = "wer") -> 
         common = max(set(units.values()), key=list(units.values()).count) if units else ()
         scores = {k: c for k, c in scores.items() if tuple(c.units) == common}
         base = {k: c for k, c in base.items() if tuple(c.units) == common}
-        pooled = pool_seed_variance(scores.values())
+        out.margins[s] = margins_of(data, s)
+        if common:
+            out.units[s] = len(common)
+        moderated = moderate_seed_variances(scores.values())
+        if moderated is not None:
+            out.seed_sd[s] = math.sqrt(moderated.pooled.var)
         for key, c in scores.items():
-            out.summaries[(key, s)] = summarize_cell(c, n_boot=n_boot, seed_variance=pooled)
+            out.summaries[(key, s)] = summarize_cell(c, n_boot=n_boot, seed_variance=moderated)
+            if moderated is not None and moderated.of(c).unstable:
+                out.unstable[(key, s)] = "seeds " + " / ".join(f"{100 * w:.0f}" for w in c.seed_rates)
         for run_id, c in base.items():
             out.baselines[(run_id, s)] = summarize_cell(c, n_boot=n_boot)
-        pairs = [(a, b, axis) for a, b, axis in _contrast_pairs(out) if a in scores and b in scores]
-        if pairs:
-            found = headline_findings(scores, [(a, b) for a, b, _ in pairs], n_boot=n_boot)
-            out.contrasts += [Contrast(f.a, f.b, f.comparison, f.p_adjusted, f.verdict, set=s, axis=axis)
-                              for (_, _, axis), f in zip(pairs, found.findings)]
+        for a, b, axis in _contrast_pairs(out):
+            if a in scores and b in scores:
+                raw.append((a, b, compare(scores[a], scores[b], n_boot=n_boot, seed_variance=moderated), s, axis))
         for run_id, b in base.items():
             for key, c in scores.items():
-                cmp = compare(c, b, n_boot=n_boot, seed_variance=pooled)
-                out.vs_baseline.append(Contrast(key, run_id, cmp, cmp.p_value, cmp.verdict, set=s, axis="baseline"))
+                raw.append((key, run_id, compare(c, b, n_boot=n_boot, seed_variance=moderated), s, "baseline"))
+    main = data.baselines.index[0] if len(data.baselines.index) else None
+    families: dict[str, list[int]] = {}
+    for i, (_, b, _, _, axis) in enumerate(raw):
+        name = HEADLINE_FAMILY if axis != "baseline" or b == main else f"vs {data.runs.at[b, 'variant']}"
+        families.setdefault(name, []).append(i)
+    judged: dict[int, tuple[Verdict, str]] = {}
+    for name, idx in families.items():
+        out.families[name] = len(idx)
+        for i, v in zip(idx, family_verdicts([raw[i][2] for i in idx], [out.margins[raw[i][3]] for i in idx], name)):
+            judged[i] = (v, name)
+    for i, (a, b, cmp, s, axis) in enumerate(raw):
+        v, _ = judged[i]
+        word = (A_BETTER if v.direction < 0 else B_BETTER) if v.word == DIFFERS else v.word
+        c = Contrast(a, b, cmp, v.p_adjusted, word, set=s, axis=axis, judged=v)
+        (out.vs_baseline if axis == "baseline" else out.contrasts).append(c)
     return out
+
+
+def power_inputs(cells: CellAnalysis, s: str) -> tuple[float, float] | None:
+    """(seed std, test-sampling se of a factor contrast) on set ``s``, for ``evaluate.power``:
+    the stable cells' pooled seed std and the median utterance term of the set's factor contrasts."""
+    utt = sorted(c.comparison.utt_var for c in cells.contrasts
+                 if c.set == s and not involves_unstable(cells, c) and not math.isnan(c.comparison.utt_var))
+    if s not in cells.seed_sd or not utt:
+        return None
+    return cells.seed_sd[s], math.sqrt(utt[len(utt) // 2])
+
+
+def involves_unstable(cells: CellAnalysis, c: Contrast) -> bool:
+    return (c.a, c.set) in cells.unstable or (c.b, c.set) in cells.unstable
+
+
+def detectable(cells: CellAnalysis, s: str) -> float:
+    """The median effect (rate units) the set's factor contrasts would detect at 80% power, leaving out
+    those with an unstable cell (their own seeds decide them); NaN if none."""
+    def of(rows: list[Contrast]) -> list[float]:
+        return sorted(c.judged.detectable for c in rows if c.set == s and c.judged is not None
+                      and not involves_unstable(cells, c))
+    found = of(cells.contrasts) or of(cells.vs_baseline)
+    return found[len(found) // 2] if found else math.nan
 
 
 def _contrast_pairs(out: CellAnalysis) -> list[tuple[str, str, str]]:

@@ -206,6 +206,7 @@ def load_report_data(
             "start_time": pd.to_datetime(parent.info.start_time, unit="ms", utc=True),
             "status": parent.info.status,
             "ablation": parent.data.tags.get(records.ABLATION, ""),
+            "margins": json.loads(parent.data.tags.get(records.MARGINS) or "{}"),  # analysis.margin_pts
         },
         runs=runs,
         unfinished=unfinished,

@@ -13,7 +13,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from borealis_eval import atomic, records
-from borealis_eval.report.answer import cell_table, headline, reference_table, verdict_tables
+from borealis_eval.report.answer import (cell_table, family_note, headline, headline_lines, reference_table,
+                                         verdict_tables)
 from borealis_eval.report.cells import CellAnalysis, analyse_cells
 from borealis_eval.report.collect import ReportData, load_report_data
 from borealis_eval.report.errors import ErrorAnalysis, analyse
@@ -37,7 +38,7 @@ class ReportPaths:
 class Context:
     title: str
     description: str
-    headline: str
+    headline: str  # Markdown: one "- " line per item of headline_lines
     parent: dict
     parent_href: str
     tables: list[Table]  # the first screen: one compact table per cell
@@ -52,7 +53,9 @@ class Context:
     slices: list[Table] = field(default_factory=list)
     links: Links | None = None
     verdicts: list[Table] = field(default_factory=list)  # every contrast, with its interval and verdict
-    runs: list[Table] = field(default_factory=list)  # per run: WER, CER, sensitivity, paired tests
+    runs: list[Table] = field(default_factory=list)  # per run: WER, CER, sensitivity
+    headline_lines: list[str] = field(default_factory=list)
+    appendix: list[Table] = field(default_factory=list)  # single-run diagnostics the verdicts do not use
 
     def run_href(self, run_id: str) -> str:
         return self.links.run(run_id) if self.links else ""
@@ -97,6 +100,9 @@ def build_report(
         # the study in the MLflow UI: the answer as the parent's description, WER per set as a saved view
         describe_study(client, data.experiment_id, run_id, context.headline, data.description,
                        f"{ARTIFACT_PATH}/{html.name}")
+        if cells.unstable:  # the unstable cells, on the parent run where a reader of the UI sees them
+            client.set_tag(run_id, records.UNSTABLE_CELLS, "; ".join(
+                f"{cells.cell(k).label} on {s}: {seeds}" for (k, s), seeds in cells.unstable.items()))
         save_runs_view(client, data.experiment_id, data.eval_sets, list(data.axis_columns()))
     return ReportPaths(md=md, html=html, plots=tuple(p.path for p in plots))
 
@@ -110,6 +116,8 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
     if cells.skipped:
         notes.append("Left out of the cell statistics: " + "; ".join(cells.skipped[:5])
                      + (f" (+{len(cells.skipped) - 5} more)" if len(cells.skipped) > 5 else "") + ".")
+    if family_note(cells):
+        notes.append(family_note(cells))
     if data.normalizers:
         notes.append("Normalisers: " + ", ".join(
             f"{s} {tag}" for s, tag in sorted(data.normalizers.items())) + ".")
@@ -117,6 +125,7 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
         title=data.experiment_name,
         description=data.description,
         headline=headline(data, cells),
+        headline_lines=headline_lines(data, cells),
         parent=data.parent,
         parent_href=links.run(data.parent["run_id"]),
         tables=tables,
@@ -132,6 +141,7 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
         links=links,
         verdicts=[t for t in verdict_tables(data, cells) if t.rows],
         runs=[t for t in _tables(data, links) if t.rows],
+        appendix=[t for t in _paired_tables(data) if t.rows],
     )
 
 
@@ -148,7 +158,6 @@ def _tables(data: ReportData, links: Links) -> list[Table]:
         _rate_table(data, links, "wer", "Word error rate per run (WER, %)"),
         _rate_table(data, links, "cer", "Character error rate per run (CER, %)"),
         _sensitivity_table(data),
-        *_paired_tables(data),
     ]
 
 
@@ -295,7 +304,8 @@ def _sensitivity_table(data: ReportData) -> Table:
 
 
 def _paired_tables(data: ReportData) -> list[Table]:
-    """Paired bootstrap matrix per eval set: row system minus column system, in pts."""
+    """Paired bootstrap matrix per eval set: row system minus column system, in pts. One run per
+    system (the sweep's first seed): single-run diagnostics, in the appendix, not used by any verdict."""
     paired = data.paired
     if paired.empty:
         return []
@@ -327,10 +337,11 @@ def _paired_tables(data: ReportData) -> list[Table]:
         columns = ["system", "better than", "worse than", *present]
         n = int(rows_s["n"].max()) if rows_s["n"].notna().any() else 0
         tables.append(Table(
-            f"Paired tests: {s}", columns, rows,
-            f"ΔWER (row − column, pts) on the same {n} utterances; paired bootstrap: "
-            "* p < 0.05, ** p < 0.01. better/worse than = significant (p < 0.05) wins/losses. One run per system: "
-            "these marks cover test sampling only.",
+            f"Single-run paired tests: {s}", columns, rows,
+            f"Single-run diagnostics, not used by the verdicts: ΔWER (row − column, pts) between single training "
+            f"runs on the same {n} utterances; paired bootstrap over utterances only: * p < 0.05, ** p < 0.01, "
+            "better/worse than = such wins/losses. They ignore training variance: two seeds of one cell can differ "
+            "here. The verdicts above are over seeds and utterances.",
             numeric_from=1, folded=True))
     return tables
 

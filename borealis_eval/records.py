@@ -14,7 +14,10 @@ Runs (all in that experiment):
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
   (the cost plan, plan/), ``eval/references.json`` (published figures per set). Once the
   report is built, ``mlflow.note.content`` (the run's description in the UI) holds the headline
-  answer, the question and a link to ``report/report.html``.
+  answer, the question and a link to ``report/report.html``, and ``borealis.unstable_cells``
+  names the cells whose seed spread is far above the rest (with their seeds' WER).
+  ``borealis.margin_pts`` (JSON ``{"default": pts, "sets": {set: pts}}``): the ablation's
+  analysis margins, read by the report for its "equivalent within ±m" verdicts.
   Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,
   ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/complete``, ``search/pruned``,

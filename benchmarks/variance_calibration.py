@@ -180,7 +180,8 @@ def legacy(args) -> None:
         print(f"| {r['scenario']} | {rate} | {cov} | {r['ms_per_compare']:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "variance_calibration_legacy.json").write_text(json.dumps(
-        {"command": f"python -m benchmarks.variance_calibration --legacy --studies {n}", "date": time.strftime("%Y-%m-%d"),
+        {"command": f"python -m benchmarks.variance_calibration --legacy --studies {n}",
+         "date": time.strftime("%Y-%m-%d"),
          "rows": rows}, indent=1))
 
 

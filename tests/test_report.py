@@ -226,7 +226,8 @@ def test_single_seed_headline_says_training_variance_was_not_measured(built):
     # planted: ru50_en50 0.15 beats 0.0 by 7 pts on both sets (320 words each: beyond test sampling,
     # after Holm over every contrast the headline summarises)
     for s in SETS:
-        assert f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 on {s} (-" in fraction
+        assert (f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 "
+                f"on {s} (-") in fraction
     assert fraction.endswith("(test sampling only).")
     assert "test_en: language_mix=ru50_en50 · text_fraction=0.15 differs, higher (+9.4 pts [" in lines[3]
     assert "no difference" not in md and "ties" not in md
@@ -371,8 +372,10 @@ def test_seeds_decide_what_survives(built, tmp_path):
     fraction = next(line for line in lines if line.startswith("text fraction:"))
     assert fraction.startswith("text fraction: differs in 2 of 4 contrasts")
     for s in SETS:
-        assert f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 on {s} (-" in fraction
-    assert "language_mix=ru100 · text_fraction=0.15 lower" not in fraction and "language_mix=ru100 · text_fraction=0.15 higher" not in fraction
+        assert (f"language_mix=ru50_en50 · text_fraction=0.15 lower than language_mix=ru50_en50 · text_fraction=0 "
+                f"on {s} (-") in fraction
+    ru100_15 = "language_mix=ru100 · text_fraction=0.15"
+    assert f"{ru100_15} lower" not in fraction and f"{ru100_15} higher" not in fraction
     assert "not resolved in 2 (this study would detect ≥ " in fraction
     verdicts = _section(md, "Contrasts: text fraction")
     ru100 = [r for r in verdicts if "| language_mix=ru100 · text_fraction=0.15 |" in r]
@@ -381,12 +384,13 @@ def test_seeds_decide_what_survives(built, tmp_path):
         point, low, high = map(float, re.search(r"\| (\d\.\d\d) \[(\d\.\d\d), (\d\.\d\d)\] \|", row).groups())
         assert low <= point <= high
     assert 'Holm-adjusted over the family "headline" (16 contrasts' in verdicts[0] or "16 contrasts" in md
-    cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
+    cell = next(r for r in _section(md, "WER per cell (%)")
+                if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
     assert "±2.0" in cell and "`s0` `s1` `s2`" in cell  # half the seed range, and one link per seed
 
 
 def test_diverged_seed_is_named_beside_its_cell_and_on_the_parent(built, tmp_path):
-    """One seed of language_mix=ru100 · text_fraction=0 diverges (+40 pts); the other cells' seeds agree within 2 pts. The
+    """One seed of the cell ru100, text 0 diverges (+40 pts); the other cells' seeds agree within 2 pts. The
     unstable cell is named in the headline, beside its cell and on the parent run; the contrasts
     that do not involve it keep narrow intervals."""
     from borealis_eval import records
@@ -405,8 +409,10 @@ def test_diverged_seed_is_named_beside_its_cell_and_on_the_parent(built, tmp_pat
     for row in _section(md, "Contrasts: text fraction")[2:]:
         low, high = map(float, re.search(r"\[([-+]\d+\.\d), ([-+]\d+\.\d)\]", row).groups())
         assert (high - low < 16) == ("| language_mix=ru50_en50 · text_fraction=0.15 |" in row), row
-        assert ("unstable: language_mix=ru100 · text_fraction=0" in row) == ("| language_mix=ru100 · text_fraction=0.15 |" in row)
-    cell = next(r for r in _section(md, "WER per cell (%)") if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
+        assert ("unstable: language_mix=ru100 · text_fraction=0" in row) == \
+            ("| language_mix=ru100 · text_fraction=0.15 |" in row)
+    cell = next(r for r in _section(md, "WER per cell (%)")
+                if r.startswith("| language_mix=ru100 · text_fraction=0 |"))
     assert cell.count("unstable cell: seeds ") == 2  # on both sets
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("diverged")

@@ -506,7 +506,8 @@ def summarize_cell(
     else:
         noise = _seed_noise(cell, resampled) / cell.n_seeds if seed_terms and cell.trained else 0.0
         v_utt = max(0.0, _utt_var(utt_means, n) - noise)
-        var, df = _satterthwaite([*(seed_terms if cell.trained and seed_terms else []), (v_utt, _unit_df([cell], [1.0]))])
+        seed_part = seed_terms if cell.trained and seed_terms else []
+        var, df = _satterthwaite([*seed_part, (v_utt, _unit_df([cell], [1.0]))])
         lo, hi, _ = _t_interval(mean, var, df, alpha)
     return CellSummary(
         mean=mean, ci_low=lo, ci_high=hi, two_level_low=two_level[0], two_level_high=two_level[1],

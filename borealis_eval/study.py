@@ -10,6 +10,7 @@ recording how it ended, is recipe.py's `run_claimed`; this module does not know 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -253,7 +254,9 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
         key += f":{time.time_ns()}"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # run and study names carry UTC time
     tags = {records.ROLE: records.PARENT, records.ABLATION: str(path), records.DESCRIPTION: abl.description,
-            records.NOTE: abl.description, records.FINGERPRINT: fingerprint}
+            records.NOTE: abl.description, records.FINGERPRINT: fingerprint,
+            # the report's margins of "equivalent within ±m" (analysis.margin_pts; no effect on training)
+            records.MARGINS: json.dumps({"default": abl.analysis.margin_pts, "sets": abl.analysis.sets})}
     if kind != "sweep":
         tags[records.KIND] = kind
     default_name = study or f"{abl.name}-{'' if kind == 'sweep' else kind + '-'}{stamp}-{os.urandom(2).hex()}"

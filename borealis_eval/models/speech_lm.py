@@ -17,13 +17,11 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from borealis_eval.config import LLMConfig, ModelConfig
 from borealis_eval.models.adapter import Adapter, stacked_length
-from borealis_eval.models.tokenizer import ensure_chat_ready, load_tokenizer
+from borealis_eval.models.llm_family import family_of, family_of_model
+from borealis_eval.models.tokenizer import load_tokenizer
 
 AUDIO_MARK = "<AUDIO>"
 IGNORE = -100
-# causal LMs whose forward computes logits = lm_head(last hidden state) and nothing else (checked in
-# transformers' modeling files); the loss runs their output layer on labelled positions only
-PLAIN_LM_HEAD = {"qwen2", "qwen3", "llama", "mistral"}
 
 
 @dataclass
@@ -68,6 +66,7 @@ def build_llm(cfg: LLMConfig, tokenizer, dtype: torch.dtype = torch.float32) -> 
             **kwargs,
         )
         llm = AutoModelForCausalLM.from_config(conf, dtype=dtype)
+    family = family_of(llm.config.model_type)  # an unknown family fails here, before any training
     if llm.get_input_embeddings().num_embeddings < len(tokenizer):
         llm.resize_token_embeddings(len(tokenizer))
     if cfg.train == "frozen":
@@ -78,7 +77,7 @@ def build_llm(cfg: LLMConfig, tokenizer, dtype: torch.dtype = torch.float32) -> 
         llm = get_peft_model(
             llm,
             LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"),
+                       target_modules=cfg.lora.target_modules or list(family.lora_targets), task_type="CAUSAL_LM"),
         )
     return llm
 
@@ -88,9 +87,10 @@ class SpeechLM(nn.Module):
         super().__init__()
         self.llm = llm
         self.adapter = adapter
-        self.tok = ensure_chat_ready(tokenizer)
+        self.family = family_of_model(llm)
+        self.tok = self.family.prepare_tokenizer(tokenizer)
         self.prompt = prompt
-        self.eos_id = self.tok.eos_token_id
+        self.eos_id = self.family.end_id(self.tok)  # the end of the assistant turn, not necessarily tok.eos
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
 
     @classmethod
@@ -168,19 +168,13 @@ class SpeechLM(nn.Module):
     def loss(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens; the output layer runs only where there is a label."""
         causal = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm  # PEFT wraps it
-        if not self._labelled_logits_only(causal):
-            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         hidden = causal.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
+        # the family's output layer (llm_family.py) on the labelled positions only: with Gemma-3's 262k
+        # vocabulary, logits over every position cost most of a CPU step and gigabytes of memory
+        logits = self.family.output_logits(causal, hidden[:, :-1][keep])
         return nn.functional.cross_entropy(logits.float(), targets[keep])
-
-    @staticmethod
-    def _labelled_logits_only(causal: nn.Module) -> bool:
-        """Whether the loss may skip unlabelled positions: only for model types whose logits are a plain
-        linear map of the last hidden state (others soft-cap or scale them inside their forward)."""
-        return causal.config.model_type in PLAIN_LM_HEAD
 
     @torch.inference_mode()
     def generate(self, examples: list[Example], max_new_tokens: int = 128, num_beams: int = 1) -> list[str]:

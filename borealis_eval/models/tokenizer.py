@@ -17,30 +17,17 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from borealis_eval.paths import cache_root
 
+from borealis_eval.models.llm_family import CHATML_TEMPLATE
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def load_tokenizer(ref: str):
     from borealis_eval.models.refs import resolve
 
     r = resolve(ref)
-    tok = AutoTokenizer.from_pretrained(r.path_or_id, **r.kwargs())
-    return ensure_chat_ready(tok)
-
-
-def ensure_chat_ready(tok):
-    """Give a tokenizer a pad token and a chat template if it lacks them."""
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if not getattr(tok, "chat_template", None):
-        tok.chat_template = CHATML_TEMPLATE
-    return tok
+    # a tokenizer without a chat template gets its LLM family's one in SpeechLM (llm_family.py)
+    return AutoTokenizer.from_pretrained(r.path_or_id, **r.kwargs())
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -42,7 +42,7 @@ from .voices import voices
 
 log = logging.getLogger(__name__)
 
-VERSION = "fortunes-2"
+VERSION = "fortunes-3"
 PACKAGES = {"en": "fortunes", "ru": "fortunes-ru"}
 FORTUNE_DIRS = {"en": "usr/share/games/fortunes", "ru": "usr/share/games/fortunes/ru"}
 MIN_WORDS, MAX_WORDS, MAX_CHARS = 5, 16, 110
@@ -102,13 +102,28 @@ def crude(sentence: str, language: str) -> bool:
     return any(w.startswith(CRUDE_STEMS[language]) for w in words)
 
 
+def _speakable(s: str) -> str | None:
+    """The sentence in the punctuation every engine reads (Festival's Russian voice writes no audio for
+    «», long dashes or dots inside a sentence), or None where that cannot be done safely."""
+    s = re.sub(r"[«»“”„]", '"', s)
+    s = re.sub(r"\s*[—–]\s*", " - ", s)
+    s = re.sub(r"(\.\.\.|…)$", ".", s)
+    if "..." in s or "…" in s or re.search(r"\w[.,!?;:]\w", s):
+        return None  # an ellipsis or punctuation glued between words
+    return s.strip()
+
+
 def clean_sentences(record: str, language: str, stats: dict | None = None) -> list[str]:
     """The record's sentences that pass every filter (see the module docstring); ``stats`` counts
     the well-formed sentences the crude-word filter dropped."""
-    allowed = re.compile(rf"^[{LETTERS[language]}{PUNCT}]+$")
+    # after _speakable: plain punctuation only (Russian: no brackets or apostrophes, which Festival cannot read)
+    punct = PUNCT if language == "en" else r" ,.!?;:\"\-"
+    allowed = re.compile(rf"^[{LETTERS[language]}{punct}]+$")
     out = []
     for s in _SENT_END.split(re.sub(r"\s+", " ", record).strip()):
-        s = s.strip(" -—–\"'«»")
+        s = _speakable(s.strip(" -—–\"'«»"))
+        if s is None:
+            continue
         n = len(s.split())
         if not (MIN_WORDS <= n <= MAX_WORDS) or len(s) > MAX_CHARS or not allowed.match(s):
             continue

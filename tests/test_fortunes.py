@@ -1,0 +1,97 @@
+"""The open-vocabulary corpus's text side (data/fortunes.py), on planted fortune files: parsing, the
+sentence and crude-content filters, the hash split, the disjointness check and the OOV rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from borealis_eval.data import fortunes as F
+
+EN_FILE = """The early bird catches the worm, but the second mouse gets the cheese.
+\t\t-- Steven Wright
+%
+Short one.
+%
+There were 42 reasons to stay home on that rainy day.
+%
+<b>Markup</b> is never spoken aloud by any of our voices.
+%
+A damn fine cup of coffee makes the whole morning better.
+%
+NASA says the moon landing was filmed on the actual moon.
+%
+Never trust a computer you cannot throw out of a window. Or a
+printer that speaks, for that matter, in any of its many voices!
+%
+"""
+RU_FILE = """Верное средство от бессонницы - считать овец до самого утра.
+%
+Парадоксы нужны, чтобы привлечь внимание к идеям.
+%
+Этот Linux работает лучше, чем любая другая система.
+%
+Водка не решает проблем, но и молоко тоже не решает.
+%
+"""
+
+
+def test_parse_drops_attribution_and_joins_lines():
+    recs = F.parse_fortunes(EN_FILE)
+    assert recs[0] == "The early bird catches the worm, but the second mouse gets the cheese."
+    assert len(recs) == 7 and "Steven" not in " ".join(recs)
+    assert recs[-1].startswith("Never trust a computer") and "Or a printer" in recs[-1]
+
+
+def test_sentence_filter():
+    kept = [s for r in F.parse_fortunes(EN_FILE) for s in F.clean_sentences(r, "en")]
+    assert kept == ["The early bird catches the worm, but the second mouse gets the cheese.",
+                    "Never trust a computer you cannot throw out of a window.",
+                    "Or a printer that speaks, for that matter, in any of its many voices!"]
+    stats = {"sentences_crude": 0}
+    ru = [s for r in F.parse_fortunes(RU_FILE) for s in F.clean_sentences(r, "ru", stats)]
+    # Latin in Russian is dropped; "Водка" is a crude stem
+    assert ru == ["Верное средство от бессонницы - считать овец до самого утра.",
+                  "Парадоксы нужны, чтобы привлечь внимание к идеям."] and stats["sentences_crude"] == 1
+    assert F.crude("A damn fine cup.", "en") and not F.crude("A dam on the river.", "en")
+
+
+def test_read_sentences_leaves_out_crude_files(tmp_path):
+    folder = tmp_path / F.FORTUNE_DIRS["en"]
+    folder.mkdir(parents=True)
+    (folder / "people").write_text(EN_FILE, encoding="utf-8")
+    (folder / "men-women").write_text("This sentence would pass every other filter here.\n%\n", encoding="utf-8")
+    (folder / "people.dat").write_bytes(b"\0\1")
+    sentences, stats = F.read_sentences(tmp_path, "en")
+    assert len(sentences) == 3 and stats["files"] == 1 and stats["files_left_out"] == ["men-women"]
+
+
+def _pool(n: int, lang: str) -> list[str]:
+    return [f"sentence {lang} number {chr(97 + i % 26)}{i // 26} is here." for i in range(n)]
+
+
+def test_split_is_stable_and_the_plan_keeps_test_sentences_out_of_training():
+    sentences = _pool(400, "en")
+    assert [F.split_of(s) for s in sentences] == [F.split_of(s) for s in sentences]
+    assert {F.split_of(s) for s in sentences} == {"train", "dev", "test", "text"}
+    pools = {lang: {k: [s for s in _pool(2000, lang) if F.split_of(s) == k] for k in ("train", "dev", "test", "text")}
+             for lang in ("en", "ru")}
+    sizes = {**F.DEFAULT_SIZES, "train": 50, "dev": 10, "test_en": 20, "test_ru": 20, "test_en_espeak": 5,
+             "test_ru_espeak": 5, "text_train": 40}
+    jobs = F.plan(pools, 0, sizes, natural_voices=False)
+    assert jobs == F.plan(pools, 0, sizes, natural_voices=False)
+    manifests = {k: [{"text": j["text"], "language": j["language"]} for j in v] for k, v in jobs.items()}
+    text_rows = F.text_pool(pools, 0, 40)
+    assert F.check_disjoint(manifests, text_rows) == 0
+    assert all(j["voice"].startswith("espeak:") for js in jobs.values() for j in js)
+    test_voices = {j["voice"].split(":")[1].split("+")[1] for j in jobs["test_en"]}
+    train_voices = {j["voice"].split(":")[1].split("+")[1] for j in jobs["train"]}
+    assert test_voices and not test_voices & train_voices
+    manifests["train"].append(dict(manifests["test_ru"][0]))
+    with pytest.raises(AssertionError, match="must be 0"):
+        F.check_disjoint(manifests, text_rows)
+
+
+def test_oov_rate():
+    r = F.oov_rate(["the cat sat", "a new word"], ["the cat", "a sat"])
+    assert r["tokens"] == pytest.approx(2 / 6, abs=1e-4) and r["types"] == pytest.approx(2 / 6, abs=1e-4)
+    assert r["train_types"] == 4 and r["test_tokens"] == 6

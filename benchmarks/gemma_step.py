@@ -54,8 +54,10 @@ def side(name: str, steps: int, batch: int, threads: int, precision: str) -> dic
            for i in range((steps + 2) * batch)]
     tcfg = TrainConfig(steps=2, batch_size=batch, lr=1e-3, precision=precision)
     train(model, exs[: 2 * batch], tcfg, 0, progress=False)  # warm-up
+    c0 = time.process_time()
     r = train(model, exs[2 * batch:], tcfg.model_copy(update={"steps": steps}), 0, progress=False)
-    return {"side": name, "s_per_step": round(r.seconds / steps, 3), "steps": steps, "batch": batch, "threads": threads,
+    cpu = time.process_time() - c0  # CPU seconds of this process: robust to other jobs on a shared machine
+    return {"side": name, "s_per_step": round(r.seconds / steps, 3), "cpu_s_per_step": round(cpu / steps, 3), "steps": steps, "batch": batch, "threads": threads,
             "bf16": uses_bf16(tcfg), "load_seconds": round(load_s, 1), "first_loss": r.first_loss, "last_loss": r.last_loss,
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 

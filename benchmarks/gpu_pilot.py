@@ -98,7 +98,7 @@ def main() -> int:
     feats = {name: enc.encode_many([z[f"{name}/{i}"].astype(np.float32) / 32768 for i in range(len(rows))], batch_size=32)
              for name, rows in meta["sets"].items()}
     encode_s = time.perf_counter() - t0
-    train_items = [AudioItem(id=f"train/{i}", text=r["text"], language=r["language"], audio=f"train/{i}")
+    train_items = [AudioItem(id=f"train/{i}", text=r["text"], language=r["language"])
                    for i, r in enumerate(meta["sets"]["train"])]
     text_items = [TextItem(id=t["id"], language=t["language"], instruction=t["instruction"], answer=t["answer"])
                   for t in meta["text"]]

@@ -95,3 +95,23 @@ def test_oov_rate():
     r = F.oov_rate(["the cat sat", "a new word"], ["the cat", "a sat"])
     assert r["tokens"] == pytest.approx(2 / 6, abs=1e-4) and r["types"] == pytest.approx(2 / 6, abs=1e-4)
     assert r["train_types"] == 4 and r["test_tokens"] == 6
+
+
+def test_pilot_ablation_asks_the_cross_lingual_question_with_gemma():
+    from pathlib import Path
+
+    from borealis_eval.config import load_ablation
+
+    root = Path(__file__).resolve().parents[1]
+    abl, variants = load_ablation(root / "ablations" / "pilot" / "cross_lingual.yaml")
+    cells = {(tuple(sorted(v.config.data.language_mix.items())), v.config.data.text_fraction) for v in variants}
+    assert len(variants) == 12 and len(cells) == 6 and {v.config.seed for v in variants} == {0, 1}
+    m = variants[0].config.model
+    assert m.llm.ref == "bundled:gemma3-270m" and m.llm.train == "lora" and m.encoder.ref == "bundled:whisper-base"
+    assert m.adapter.downsample_k == 8 and variants[0].config.eval.merge_lora is False
+    assert all(s.source.corpus == "data/fortunes/v1" for s in variants[0].config.data.train_sets)
+    names = {s.name for s in variants[0].config.eval.sets}
+    assert {"fortunes_test_en", "fortunes_test_ru", "test_en", "test_ru", "real_en_ivr", "real_ru_ivr", "real_ru_read"} <= names
+    # the demo's own file says what its LLM is and points here
+    demo, _ = load_ablation(root / "ablations" / "cpu" / "text_ratio.yaml")
+    assert "trained from scratch" in demo.description and "ablations/pilot/cross_lingual.yaml" in demo.description

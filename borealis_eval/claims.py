@@ -53,14 +53,32 @@ CLAIMS = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text),
 )
+CLOSERS = sa.Table(  # who closes a study: the first worker to find every unit settled (one row per study)
+    "borealis_closers", _meta,
+    sa.Column("study", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # claimed | finished | failed | interrupted
+    sa.Column("worker", sa.String(255), nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+)
 
 RECLAIMABLE_NOTE = {"failed": "failed in an earlier attempt", "interrupted": "interrupted by a signal",
                     "claimed": "its worker stopped (stale heartbeat or dead pid)"}
 
 
 def worker_id() -> str:
-    """host:pid:random - unique per process; host and pid let a restart see a dead local worker."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """host:pid:random[:slurm=JOB] - unique per process; host and pid let a restart see a dead local
+    worker; under SLURM the job id lets `borealis-eval status` show the job's state beside the claim."""
+    wid = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    job = slurm_job_id()
+    return f"{wid}:slurm={job}" if job else wid
+
+
+def slurm_job_id() -> str | None:
+    """This process's SLURM job id as squeue/scancel name it (`123`, or `123_4` in a job array)."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or None
 
 
 def _dead_local(worker: str) -> bool:
@@ -124,7 +142,13 @@ class ClaimStore:
 
     # ------------------------------------------------------------ studies
     def open_study(self, key: str, name: str, experiment: str) -> tuple[str, bool]:
-        """Join the open study for `key`, or create `name`. Returns (study name, created)."""
+        """Join the open study for `key`, or create `name`. Returns (study name, created).
+
+        A study that already exists under `name` (however it was keyed) is joined if it is open;
+        the caller checks `find_study` first for a closed one."""
+        found = self.find_study(name)
+        if found is not None and found["status"] == "open":
+            return name, False
         with self.engine.begin() as c:
             try:
                 c.execute(OPEN.insert().values(key=key, name=name))
@@ -160,6 +184,19 @@ class ClaimStore:
             c.execute(OPEN.delete().where(OPEN.c.name == study))
             c.execute(STUDIES.update().where(STUDIES.c.name == study).values(status="closed"))
 
+    def find_study(self, name: str) -> dict | None:
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(STUDIES).where(STUDIES.c.name == name)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def open_studies(self, key_prefix: str) -> list[dict]:
+        """Open studies whose key is `key_prefix` or starts with `key_prefix:` (e.g. started with --new), newest first."""
+        with self.engine.begin() as c:
+            rows = c.execute(sa.select(STUDIES).join(OPEN, OPEN.c.name == STUDIES.c.name)
+                             .where(sa.or_(OPEN.c.key == key_prefix, OPEN.c.key.startswith(key_prefix + ":")))
+                             .order_by(STUDIES.c.created.desc())).all()
+        return [dict(r._mapping) for r in rows]
+
     def latest_study(self, experiment: str) -> str | None:
         with self.engine.begin() as c:
             return c.execute(sa.select(STUDIES.c.name).where(STUDIES.c.experiment == experiment)
@@ -188,6 +225,40 @@ class ClaimStore:
         if won != 1:
             return None
         return Claim(config_hash, variant, row.status, row.run_id, row.worker, row.heartbeat, row.attempts + 1)
+
+    def claim_close(self, study: str) -> bool:
+        """Become the worker that closes `study` (paired tests, parent status, report): exactly one wins.
+        A closer that died (stale heartbeat, dead local pid) or was interrupted is taken over; one that
+        found failed variants (`close_failed`) is retried by a later invocation, as failed claims are."""
+        now = time.time()
+        with self.engine.begin() as c:
+            try:
+                c.execute(CLOSERS.insert().values(study=study, status="claimed", worker=self.worker, heartbeat=now,
+                                                  attempts=1))
+                return True
+            except IntegrityError:
+                pass
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(CLOSERS).where(CLOSERS.c.study == study)).first()
+        if row is None or not self._reclaimable(row, now):
+            return False
+        with self.engine.begin() as c:
+            return c.execute(CLOSERS.update().where(
+                CLOSERS.c.study == study, CLOSERS.c.status == row.status, CLOSERS.c.worker == row.worker,
+                CLOSERS.c.heartbeat == row.heartbeat, CLOSERS.c.attempts == row.attempts,
+            ).values(status="claimed", worker=self.worker, heartbeat=now, attempts=row.attempts + 1)).rowcount == 1
+
+    def end_close(self, study: str, status: str) -> None:
+        """finished (the study is closed), failed (variants failed: a rerun retries them and closes
+        again) or interrupted."""
+        with self.engine.begin() as c:
+            c.execute(CLOSERS.update().where(CLOSERS.c.study == study, CLOSERS.c.worker == self.worker)
+                      .values(status=status, heartbeat=time.time()))
+
+    def heartbeat_close(self, study: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(CLOSERS.update().where(CLOSERS.c.study == study, CLOSERS.c.worker == self.worker,
+                                             CLOSERS.c.status == "claimed").values(heartbeat=time.time()))
 
     def _reclaimable(self, row, now: float) -> bool:
         if row.status == "interrupted":

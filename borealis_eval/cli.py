@@ -1,4 +1,4 @@
-"""`borealis-eval`: sweep, plan, report, data, models, score, cache, runs, ui.
+"""`borealis-eval`: sweep, plan, report, data, models, score, cache, runs, ui, status, cancel.
 
 User errors (`errors.UserError`: bad config, missing data, unreachable store, offline hub
 reference) print one line `error: ...` and exit 2; `--debug` shows the traceback instead.
@@ -84,13 +84,19 @@ def cmd_sweep(a) -> int:
         return 0
     if a.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if a.launcher == "slurm":
+        return cmd_launch_slurm(a)
     if a.helper:  # a local worker started by `--workers N` (workers.py): its lines say which one it is
-        a.no_report = True
         for h in logging.getLogger().handlers:
             h.setFormatter(logging.Formatter(f"[worker {a.helper}] %(message)s"))
+    report_args = (["--out", a.out] if a.out else []) + (["--no-report"] if a.no_report else [])
     res = run_sweep(a.file, _study_options(a), only=a.only, overrides=_overrides(a), workers=a.workers,
-                    helper=bool(a.helper))
+                    helper_args=report_args)
     if not res.experiment:  # a non-main rank under `accelerate launch`: the main process reports
+        return 0
+    if res.already_closed:
+        console.print(f"study {res.study} is closed: every variant finished (parent run {res.parent_run_id}); "
+                      f"nothing to run. Its report: borealis-eval report {res.experiment} --run {res.parent_run_id}")
         return 0
     skipped = f", {len(res.skipped)} done earlier or by other workers" if res.skipped else ""
     console.print(f"sweep '{res.experiment}' (study {res.study}): {len(res.finished)} variants finished here, "
@@ -103,6 +109,9 @@ def cmd_sweep(a) -> int:
     if not res.complete:
         console.print("other workers are still running variants of this study; the last one to finish writes "
                       "the report")
+        return 1 if res.failed else 0
+    if not res.closed_here:
+        console.print(f"another worker closed study {res.study} and wrote the report")
         return 1 if res.failed else 0
     if not a.no_report:
         a.experiment, a.run = res.experiment, res.parent_run_id
@@ -311,8 +320,13 @@ def cmd_ui(a) -> int:
 
 def cmd_search(a) -> int:
     from borealis_eval.search import run_search
+    from borealis_eval.study import StudyClosed
 
-    res = run_search(a.file, _study_options(a), n_trials=a.n_trials, overrides=_overrides(a))
+    try:
+        res = run_search(a.file, _study_options(a), n_trials=a.n_trials, overrides=_overrides(a))
+    except StudyClosed as e:
+        console.print(f"study {e.name} is closed (parent run {e.parent_run_id}); nothing to run")
+        return 0
     console.print(f"search '{res.experiment}' (study {res.study}): {res.n_complete} trials complete, "
                   f"{res.n_pruned} pruned, {res.n_failed} failed; parent run {res.parent_run_id}")
     for b in res.best:
@@ -351,6 +365,107 @@ def _study_args(s: argparse.ArgumentParser) -> None:
                    help="seconds without a heartbeat after which another worker takes over a claim")
 
 
+def _launcher_args(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("launching on SLURM (`--launcher slurm`; defaults: the ablation's launcher: block)")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: --workers processes on this machine; slurm: --workers SLURM jobs (submitit)")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--account", default=None)
+    g.add_argument("--time-min", type=int, default=None, help="each job's time limit in minutes; near it the job "
+                   "checkpoints and requeues itself")
+    g.add_argument("--gpus-per-worker", type=int, default=None, help="> 1: each worker trains data-parallel (torchrun)")
+    g.add_argument("--cpus-per-worker", type=int, default=None)
+    g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--sbatch", action="append", metavar="KEY=VALUE", default=None,
+                   help="another sbatch option (repeatable), e.g. --sbatch qos=high --sbatch constraint=a100")
+    g.add_argument("--log-dir", default=None, help="the jobs' logs (default: slurm-logs/<study>)")
+    g.add_argument("--wait", action="store_true", help="wait, printing progress, until the study closes (Ctrl-C "
+                   "cancels the jobs and releases their claims)")
+
+
+def _storage(a) -> str:
+    from borealis_eval.claims import default_storage_url
+    from borealis_eval.tracking import TrackingConfig
+
+    return a.storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(
+        TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri)
+
+
+def cmd_launch_slurm(a) -> int:
+    from borealis_eval.claims import ClaimStore
+    from borealis_eval.errors import UsageError
+    from borealis_eval.launch import control
+    from borealis_eval.launch.slurm import launch_sweep
+    from borealis_eval.study import StudyClosed
+
+    sbatch = {}
+    for kv in a.sbatch or []:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--sbatch wants KEY=VALUE (got '{kv}')")
+        sbatch[k.lstrip("-")] = v
+    cli = {"partition": a.partition, "account": a.account, "time_min": a.time_min, "gpus_per_worker": a.gpus_per_worker,
+           "cpus_per_worker": a.cpus_per_worker, "mem_gb": a.mem_gb, "sbatch": sbatch or None, "log_dir": a.log_dir}
+    report_args = (["--out", str(Path(a.out).resolve())] if a.out else []) + (["--no-report"] if a.no_report else [])
+    try:
+        got = launch_sweep(a.file, a.workers, cli, tracking_uri=a.tracking_uri, only=a.only, study=a.study, new=a.new,
+                           storage=a.storage, checkpoint_dir=a.checkpoint_dir, checkpoint_every=a.checkpoint_every,
+                           stale_after=a.stale_after, overrides=_overrides(a), report_args=report_args)
+    except StudyClosed as e:
+        console.print(f"study {e.name} is closed: every variant finished (parent run {e.parent_run_id}); nothing to run")
+        return 0
+    console.print(f"study {got.study} ({'new' if got.created else 'joined'}; parent run {got.parent_run_id}): "
+                  f"{len(got.job_ids)} SLURM job(s) {', '.join(got.job_ids)}; logs in {got.log_dir}")
+    console.print(f"follow it: borealis-eval status {got.study} --storage {got.storage}")
+    if not a.wait:
+        return 0
+    store = ClaimStore(got.storage)
+    try:
+        ok = control.wait(store, got.study, every=float(os.environ.get("BOREALIS_WAIT_EVERY", "10")),
+                          say=lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        ids, released = control.cancel(store, got.study, "cancelled by Ctrl-C on the launcher")
+        console.print(f"cancelled {len(ids)} job(s), released {released} claim(s); the study stays open: resume it "
+                      f"with --study {got.study}")
+        return 130
+    if not ok:
+        console.print(f"every job ended but study {got.study} is still open (failed variants or jobs that died; see "
+                      f"{got.log_dir}); rerun the same command to resume")
+        return 1
+    console.print(f"study {got.study} closed; report: borealis-eval report {got.experiment} --run {got.parent_run_id}")
+    return 0
+
+
+def cmd_status(a) -> int:
+    from borealis_eval.claims import ClaimStore
+    from borealis_eval.launch import control
+
+    store = ClaimStore(_storage(a))
+    s = control.state(store, control.resolve_study(store, a.study))
+    if a.json:
+        print(json.dumps({"study": s.name, "status": s.status, "parent_run_id": s.parent_run_id, "claims": s.claims,
+                          "jobs": s.jobs, "log_dir": s.log_dir}, indent=1))
+        return 0
+    console.print(s.summary(), highlight=False)
+    if s.claims:
+        _print_rows(s.claims)
+    if s.log_dir:
+        console.print(f"logs: {s.log_dir}")
+    return 0
+
+
+def cmd_cancel(a) -> int:
+    from borealis_eval.claims import ClaimStore
+    from borealis_eval.launch import control
+
+    store = ClaimStore(_storage(a))
+    name = control.resolve_study(store, a.study)
+    ids, released = control.cancel(store, name)
+    console.print(f"study {name}: cancelled {len(ids)} job(s) {', '.join(ids)}, released {released} claim(s); the "
+                  f"study stays open (resume it with sweep FILE --study {name})")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="borealis-eval", description=__doc__.splitlines()[0])
@@ -375,7 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--helper", type=int, default=None, help=argparse.SUPPRESS)
     _set_arg(s)
     _study_args(s)
+    _launcher_args(s)
     s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("status", help="a study's claims and its SLURM jobs' states (default: the newest study)")
+    s.add_argument("study", nargs="?", default=None)
+    s.add_argument("--storage", default=None, help="claims database URL (default as for sweep)")
+    _json_arg(s)
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("cancel", help="cancel a launched study's SLURM jobs and release their claims (resumable)")
+    s.add_argument("study")
+    s.add_argument("--storage", default=None, help="claims database URL (default as for sweep)")
+    s.set_defaults(fn=cmd_cancel)
 
     s = sub.add_parser("search", help="Optuna search over the ablation's `search:` space (nested run per trial)")
     s.add_argument("file")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -96,7 +98,7 @@ class StopFlag:
 class Heartbeat:
     """Background thread that keeps a claim fresh while its variant runs."""
 
-    def __init__(self, store: ClaimStore, study: str, key: str, every: float):
+    def __init__(self, store: ClaimStore, study: str, key: str | None, every: float):  # key None: the close claim
         self.store, self.study, self.key, self.every = store, study, key, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -104,7 +106,10 @@ class Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.store.heartbeat(self.study, self.key)
+                if self.key is None:
+                    self.store.heartbeat_close(self.study)
+                else:
+                    self.store.heartbeat(self.study, self.key)
             except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
                 log.warning("heartbeat for %s failed", self.key, exc_info=True)
 
@@ -171,7 +176,7 @@ class Study:
     def checkpoint_dir(self, key: str) -> Path:
         return self.checkpoint_root / self.name / key
 
-    def heartbeat(self, key: str) -> Heartbeat:
+    def heartbeat(self, key: str | None) -> Heartbeat:
         return Heartbeat(self.store, self.name, key, max(0.5, self.store.stale_after / 4))
 
     @contextmanager
@@ -190,6 +195,25 @@ class Study:
                 record_failure(self.parent, e)
                 raise
 
+    @contextmanager
+    def closing(self) -> Iterator[bool]:
+        """Whichever worker finds every unit of the study settled closes it (paired tests, parent run,
+        report): the one that wins the close claim (claims.py) gets True, the others False. The claim
+        is kept fresh while the block runs; it ends `finished` if the block closed the study, `failed`
+        if the study stays open (failed variants: a rerun retries them and closes again), and
+        `interrupted` on an error (the next worker or rerun closes)."""
+        if not self.store.claim_close(self.name):
+            yield False
+            return
+        with self.heartbeat(None):
+            try:
+                yield True
+            except BaseException:
+                self.store.end_close(self.name, "interrupted")
+                raise
+        closed = (self.store.find_study(self.name) or {}).get("status") == "closed"
+        self.store.end_close(self.name, "finished" if closed else "failed")
+
 
 def open_study(store: ClaimStore, client: MlflowClient, exp_id: str, key: str, default_name: str,
                run_name: str, tags: dict, artifact: tuple[str, str] | None, checkpoint_root: Path,
@@ -207,6 +231,47 @@ def open_study(store: ClaimStore, client: MlflowClient, exp_id: str, key: str, d
             client.update_run(parent.run_id, status="RUNNING")
         log.info("joining study %s (parent run %s)", name, parent.run_id)
     return Study(name, client, exp_id, parent, store, checkpoint_root, checkpoint_every, progress), created
+
+
+class StudyClosed(Exception):
+    """`--study NAME` names a study that is closed (every unit finished): there is nothing to run."""
+
+    def __init__(self, name: str, parent_run_id: str | None, experiment: str):
+        super().__init__(f"study {name} is closed")
+        self.name, self.parent_run_id, self.experiment = name, parent_run_id, experiment
+
+
+def resume_command(study: str, argv: list[str] | None = None) -> str:
+    """The command line that rejoins `study`: this one, without --new, with --study NAME."""
+    args, out, skip = list(sys.argv[1:] if argv is None else argv), [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--study":
+            skip = True
+        elif a != "--new" and not a.startswith("--study="):
+            out.append(a)
+    return shlex.join(["borealis-eval", *out, "--study", study])
+
+
+def _unfinished(store: ClaimStore, kind: str, ablation: str, fingerprint: str, key: str, new: bool) -> str:
+    """The study key to open. An unfinished study of the same ablation is never silently left behind:
+    without --new, a study of the same variant set started with --new is joined (and named); with
+    --new, or for another variant set, the log names the unfinished ones."""
+    same = store.open_studies(key)
+    if same and not new and not any(s["key"] == key for s in same):
+        s = same[0]
+        log.warning("joining unfinished study %s of this file (started %s UTC with --new); pass --new to start "
+                    "another", s["name"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(s["created"])))
+        return s["key"]
+    if same and new:
+        log.warning("unfinished study of this file: %s; starting another one (--new); resume the old one with "
+                    "--study NAME", ", ".join(s["name"] for s in same))
+    others = [s for s in store.open_studies(f"{kind}:{ablation}") if not s["key"].startswith(key)]
+    if others:
+        log.warning("unfinished study of ablation %s with another variant set: %s (resume it with --study NAME)",
+                    ablation, ", ".join(s["name"] for s in others))
+    return key
 
 
 def check_model_refs(variants: list[Variant]) -> None:
@@ -250,6 +315,12 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
     store = ClaimStore(opts.storage or os.environ.get("BOREALIS_STORAGE") or default_storage_url(tc.tracking_uri),
                        stale_after=opts.stale_after)
     key = f"named:{study}" if study else f"{kind}:{abl.name}:{fingerprint}"
+    if study:
+        found = store.find_study(study)
+        if found is not None and found["status"] == "closed":
+            raise StudyClosed(study, found["parent_run_id"], found["experiment"])
+    else:
+        key = _unfinished(store, kind, abl.name, fingerprint, key, opts.new)
     if opts.new:
         key += f":{time.time_ns()}"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # run and study names carry UTC time
@@ -264,6 +335,8 @@ def start_study(kind: str, path: str | Path, abl, check: list[Variant], fingerpr
                                  (path.read_text(encoding="utf-8"), records.ablation_copy(path.name)),
                                  opts.checkpoint_root(), opts.checkpoint_every, opts.progress)
     opened.system_metrics = tc.monitors_system
+    if created and opts.new:
+        log.warning("new study %s; resume it with: %s", opened.name, resume_command(opened.name))
     if study and not created:
         got = client.get_run(opened.parent.run_id).data.tags.get(records.FINGERPRINT)
         if got and got != fingerprint:

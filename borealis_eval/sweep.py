@@ -36,7 +36,7 @@ from borealis_eval.evaluate.protocol import utt_scores
 from borealis_eval.evaluate.runner import PairedScores, paired_rows
 from borealis_eval.recipe import BaselineWork, VariantWork, run_claimed, run_on_follower
 from borealis_eval.resources import Resources, prepare_resources
-from borealis_eval.study import Study, StudyOptions, start_study
+from borealis_eval.study import Study, StudyClosed, StudyOptions, start_study
 from borealis_eval.tracking import RunLogger
 from borealis_eval.workers import encode_threads, start_helpers
 
@@ -54,6 +54,8 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)  # finished earlier or by other workers
     complete: bool = True  # every variant of the study finished or failed (the report can be built)
     interrupted: str | None = None
+    closed_here: bool = False  # this worker closed the study (so it writes the report)
+    already_closed: bool = False  # `--study NAME` named a closed study: nothing was run
 
 
 def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
@@ -65,32 +67,63 @@ def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
     return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[str] | None = None,
-              overrides: dict | None = None, workers: int = 1, helper: bool = False) -> SweepResult:
-    """Run (or join, or resume) the study of an ablation grid (`--only` some variants, `--set`
-    overrides); see the module docstring. `workers` > 1 starts local helper processes (workers.py)
-    once the shared features are encoded; a `helper` never closes the study."""
-    opts = opts or StudyOptions()
-    t0 = time.perf_counter()
-    abl, variants = load_ablation(path, overrides)
-    if only:
-        variants = [v for v in variants if v.name in only]
-        if not variants:
-            raise UsageError(f"--only matched no variant (names: see `sweep {path} --dry-run`)")
-    if world_size() > 1 and not is_main_process():
-        return _follow(variants, opts.checkpoint_root(), opts.checkpoint_every)
+def grid_items(variants: list[Variant]):
+    """The units of work of a grid study: (baselines by claim key, [(claim key, name)] baselines first,
+    variants by config hash, the study fingerprint of that set)."""
     base_cfg = variants[0].config
     baselines = {baseline_key(base_cfg, b): b for b in base_cfg.eval.baselines}
     items: list[tuple[str, str]] = [(k, b.name) for k, b in baselines.items()]  # (claim key, name), baselines first
     items += [(v.config_hash, v.name) for v in variants]
     by_key = {v.config_hash: v for v in variants}
     fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
+    return baselines, items, by_key, fingerprint
+
+
+def open_sweep_study(path: str | Path, abl, variants: list[Variant], opts: StudyOptions, *,
+                     overrides: dict | None = None, workers: int = 1) -> tuple[Study, bool]:
+    """Join or create the study of a grid (a worker, or a launcher that submits the workers); a new
+    study gets the cost plan and the eval sets' published figures on its parent run."""
+    _, _, _, fingerprint = grid_items(variants)
     st, created = start_study("sweep", path, abl, variants, fingerprint, opts)
     if created:
+        base_cfg = variants[0].config
         _log_plan(st, path, overrides, opts.checkpoint_every, workers)
         refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
         if refs:
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
+    return st, created
+
+
+def select(variants: list[Variant], only: list[str] | None, path) -> list[Variant]:
+    """The variants named by --only (all without it)."""
+    if not only:
+        return variants
+    variants = [v for v in variants if v.name in only]
+    if not variants:
+        raise UsageError(f"--only matched no variant (names: see `sweep {path} --dry-run`)")
+    return variants
+
+
+def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[str] | None = None,
+              overrides: dict | None = None, workers: int = 1, helper_args: list[str] | None = None) -> SweepResult:
+    """Run (or join, or resume) the study of an ablation grid (`--only` some variants, `--set`
+    overrides); see the module docstring. `workers` > 1 starts local helper processes (workers.py)
+    once the shared features are encoded (`helper_args`: more arguments for them, e.g. where the
+    report goes). Any worker, a helper too, that finds every variant settled may close the study;
+    exactly one does (`Study.closing`)."""
+    opts = opts or StudyOptions()
+    t0 = time.perf_counter()
+    abl, variants = load_ablation(path, overrides)
+    variants = select(variants, only, path)
+    if world_size() > 1 and not is_main_process():
+        return _follow(variants, opts.checkpoint_root(), opts.checkpoint_every)
+    base_cfg = variants[0].config
+    baselines, items, by_key, _ = grid_items(variants)
+    try:
+        st, created = open_sweep_study(path, abl, variants, opts, overrides=overrides, workers=workers)
+    except StudyClosed as e:  # e.g. the command printed to resume a study that another worker has since closed
+        return SweepResult(e.experiment, e.parent_run_id or "", [], {}, time.perf_counter() - t0, study=e.name,
+                           skipped=[n for _, n in items], already_closed=True)
     out = SweepResult(abl.name, st.parent.run_id, [], {}, 0.0, study=st.name)
     sweep = _Sweep(st, items, by_key, baselines, base_cfg, variants)
     helpers = None
@@ -98,7 +131,7 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
         try:
             if workers > 1:
                 sweep.resources(encode_threads=encode_threads(workers, base_cfg.train.threads))
-                helpers = start_helpers(workers - 1, path, st.name, opts, overrides, only)
+                helpers = start_helpers(workers - 1, path, st.name, opts, overrides, only, helper_args)
             sweep.work(out)
         finally:
             if world_size() > 1:
@@ -113,8 +146,11 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
         done = all(rows.get(k, {}).get("status") == "finished" for k, _ in items)
         settled = all(rows.get(k, {}).get("status") in ("finished", "failed") for k, _ in items)
         out.skipped = [n for k, n in items if rows.get(k, {}).get("status") == "finished" and n not in out.finished]
-        if settled and not helper:
-            sweep.close(rows, done)
+        if settled:  # whichever worker finds nothing left to run and no live claim closes the study
+            with st.closing() as closer:
+                if closer:
+                    sweep.close(rows, done)
+                    out.closed_here = True
         out.complete = settled  # every variant finished or failed: the report can be built
     out.interrupted = st.interrupted
     out.seconds = time.perf_counter() - t0
@@ -221,8 +257,8 @@ class _Sweep:
                 for set_name, scores in _scores_from_run(st.client, rid, res).items():
                     self.scores.put(set_name, n, scores)
             baselines = {b.name for b in self.baselines.values()}
-            for n, rid in missing:  # a peer's variant scored before the baseline finished has no Δ yet
-                if n in baselines:
+            for n, rid in finished:  # a variant scored before the baseline finished (by a peer, or by this
+                if n in baselines or not rid:  # worker, which may be a helper) has no Δ yet
                     continue
                 todo = {k: v for k, v in self.scores.vs_main(n).items() if k not in st.client.get_run(rid).data.metrics}
                 if todo:

@@ -6,8 +6,10 @@ benchmarks/README.md). The first process opens the study and encodes the shared 
 all N x `train.threads` threads; then it starts N-1 helpers, each an ordinary
 `borealis-eval sweep FILE --study NAME` that joins the same study and claims work through the
 claims table (study.py, recipe.py), exactly as workers on other machines would. The helpers find the
-features in the cache. Only the first process closes the study and writes the report; it waits
-for its helpers, and stops them if it is interrupted (they leave their work resumable).
+features in the cache. Whichever worker finds nothing left and no live claim closes the study and
+writes the report (a helper too: if the first process is killed, its helper still closes); the
+first process waits for its helpers, and stops them if it is interrupted (they leave their work
+resumable).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from borealis_eval.study import StudyOptions
 
-HELPER_FLAG = "--helper"  # hidden: a helper never closes the study and never writes the report
+HELPER_FLAG = "--helper"  # hidden: marks a helper's log lines with its worker number
 
 
 def encode_threads(workers: int, threads: int | None) -> int | None:
@@ -48,7 +50,7 @@ class Helpers:
 
 
 def start_helpers(n: int, path: str | Path, study: str, opts: StudyOptions, overrides: dict | None,
-                  only: list[str] | None) -> Helpers:
+                  only: list[str] | None, extra: list[str] | None = None) -> Helpers:
     """Start n helper processes that join `study` (the caller is worker 1). They run in their own
     session, so a Ctrl-C reaches worker 1 only, which forwards one SIGINT (`Helpers.stop`); they take
     this worker's `opts`, except that they join `study` and show no progress bars."""
@@ -65,6 +67,7 @@ def start_helpers(n: int, path: str | Path, study: str, opts: StudyOptions, over
         args += ["--only", *only]
     for k, v in (overrides or {}).items():
         args += ["--set", f"{k}={json.dumps(v)}"]  # JSON is YAML: the value reads back as it was
+    args += extra or []
     helpers = Helpers()
     for i in range(n):
         helpers.procs.append(subprocess.Popen([*base, *args, HELPER_FLAG, str(i + 2)], env=os.environ.copy(),

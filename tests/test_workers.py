@@ -6,8 +6,11 @@ test target starts a server with scripts/start_postgres.sh), against a real Post
 
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -109,3 +112,105 @@ def test_local_workers_split_a_sweep(tmp_path, corpus):
     assert len(parents) == 1 and parents["status"].item() == "FINISHED" and len(variants) == 6
     assert variants["metrics.delta_wer_vs_baseline/test_en"].notna().all()
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def _study_row(db: Path) -> dict:
+    eng = sa.create_engine(f"sqlite:///{db}")
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT name, status FROM borealis_studies")).mappings().all()
+    eng.dispose()
+    assert len(rows) == 1, rows
+    return dict(rows[0])
+
+
+def test_first_local_worker_killed_the_helper_closes_the_study_and_a_rerun_trains_nothing(tmp_path, corpus):
+    """`sweep --workers 2 --new`, then SIGKILL of the first process mid-training: its helper (in its own
+    session) takes over the dead worker's variant, finishes the grid, closes the study and writes the
+    report. The command printed at the start to resume the study then trains nothing again."""
+    abl = tiny_ablation(tmp_path, corpus, "tiny_kill", grid={"seed": [0, 1]}, steps=8)
+    uri, db = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "borealis-studies.db"
+    report = tmp_path / "report"
+    # the first process's training steps take 20 s after its 2nd (tests/_fault_driver.py): it is mid-training
+    # when killed, however long its helper takes to start; the helper is a plain `borealis_eval.cli` process
+    # and trains at full speed
+    cmd = [sys.executable, str(Path(__file__).parent / "_fault_driver.py"), "--tracking-uri", uri, "sweep", str(abl),
+           "--no-progress", "--workers", "2", "--new", "--checkpoint-every", "1", "--stale-after", "5",
+           "--out", str(report)]
+    env = {**worker_env(tmp_path), "BOREALIS_TEST_SLOW_AFTER": "2", "BOREALIS_TEST_SLOW_SECONDS": "20"}
+    log = tmp_path / "sweep.log"
+    helpers: set[int] = set()
+    with open(log, "w") as out:
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        ck = tmp_path / "cache" / "checkpoints"
+        # both workers are training: the helper has started a variant, and some variant has a checkpoint
+        while not ("[worker 2] variant" in log.read_text() and list(ck.glob("*/*/state.pt"))):
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        rows = claims_of(db)
+        helpers = {int(r["worker"].split(":")[1]) for r in _claim_workers(db)} - {first.pid}
+        assert any(r["status"] == "claimed" for r in rows.values())
+        first.kill()  # SIGKILL: no handler runs, its claim stays `claimed` with a dead pid
+        first.wait()
+        while _study_row(db)["status"] != "closed":
+            assert time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        text = log.read_text()
+        while not (report / "report.md").is_file():  # the helper closed the study, then renders the report
+            assert time.time() < deadline, text[-3000:]
+            time.sleep(0.2)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        for pid in helpers:
+            _wait_gone(pid, 60)
+    text = log.read_text()
+    name = _study_row(db)["name"]
+    m = re.search(r"new study (\S+); resume it with: (.+)", text)
+    assert m and m.group(1) == name, text[-3000:]
+    assert "taking over" in text  # the helper took over the killed worker's variant
+    rows = claims_of(db)
+    assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"finished"}
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny_kill"], output_format="pandas")
+    parents, variants = runs[runs["tags.role"] == "parent"], runs[runs["tags.role"] == "variant"]
+    assert len(parents) == 1 and parents["status"].item() == "FINISHED"
+    finished = variants[variants["status"] == "FINISHED"]
+    assert len(finished) == 2 and finished["tags.config_hash"].nunique() == 2  # each variant finished once
+    assert (finished["tags.resumed_from_step"].astype(float) > 0).any()  # the killed worker's variant resumed
+    assert (variants["status"] != "RUNNING").all()  # the killed worker's run was closed by the taker
+    # the printed resume command, run again: the study is closed, nothing is trained
+    resume = shlex.split(m.group(2))
+    assert resume[0] == "borealis-eval" and "--new" not in resume and resume[-2:] == ["--study", name]
+    p = subprocess.run([sys.executable, "-m", "borealis_eval.cli", *resume[1:]], cwd=tmp_path,
+                       env=worker_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert f"study {name} is closed" in " ".join(p.stdout.split()) and "nothing to run" in p.stdout
+    again = mlflow.search_runs(experiment_names=["tiny_kill"], output_format="pandas")
+    assert len(again) == len(runs)  # no new run of any kind
+
+
+def _claim_workers(db: Path) -> list[dict]:
+    eng = sa.create_engine(f"sqlite:///{db}")
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT worker FROM borealis_claims")).mappings().all()
+    eng.dispose()
+    return [dict(r) for r in rows]
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    """Wait for a process this test started indirectly (a helper) to exit; kill it after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

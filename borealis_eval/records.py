@@ -12,7 +12,9 @@ Runs (all in that experiment):
   Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
   ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
-  (the cost plan, plan/), ``eval/references.json`` (published figures per set). Once the
+  (the cost plan, plan/), ``eval/references.json`` (published figures per set). A study launched
+  on SLURM (`sweep --launcher slurm`) adds ``launcher=slurm``, ``slurm.job_ids`` (comma-separated,
+  one per worker job and launch) and ``slurm.log_dir`` (the jobs' logs). Once the
   report is built, ``mlflow.note.content`` (the run's description in the UI) holds the headline
   answer, the question and a link to ``report/report.html``, and ``borealis.unstable_cells``
   names the cells whose seed spread is far above the rest (with their seeds' WER).
@@ -117,6 +119,9 @@ WER_VIEW = "borealis-wer"  # our saved view's id
 SELECTION_RULE = "borealis.selection_rule"  # a registered model version's tag: why this variant
 UNSTABLE_CELLS = "borealis.unstable_cells"  # the parent's tag once reported: cells whose seed spread is far above the rest
 MARGINS = "borealis.margin_pts"  # the parent's tag: analysis.margin_pts as JSON {"default": pts, "sets": {set: pts}}
+LAUNCHER = "launcher"  # parent run: slurm when `sweep --launcher slurm` submitted the workers
+SLURM_JOB_IDS = "slurm.job_ids"  # parent run: the worker jobs' ids, comma-separated
+SLURM_LOG_DIR = "slurm.log_dir"  # parent run: where the worker jobs write their logs
 
 _AXIS = "axis."
 _AXIS_LABEL = "axis_label."

@@ -575,6 +575,20 @@ class AnalysisConfig(Strict):
         return self.sets.get(set_name, self.margin_pts)
 
 
+class LauncherConfig(Strict):
+    """`launcher:` - how `sweep FILE --launcher slurm --workers N` submits its N workers, one SLURM
+    job each (launch/slurm.py); the command line's options override these."""
+
+    partition: str | None = None
+    account: str | None = None
+    time_min: int = Field(default=240, gt=0)  # per job: near it, the job checkpoints and requeues itself
+    gpus_per_worker: int = Field(default=0, ge=0)  # > 1: the worker trains data-parallel (torchrun)
+    cpus_per_worker: int = Field(default=1, gt=0)
+    mem_gb: float | None = Field(default=None, gt=0)
+    sbatch: dict[str, Any] = Field(default_factory=dict)  # more sbatch options, e.g. {qos: high, constraint: a100}
+    log_dir: str | None = None  # default: slurm-logs/<study> in the working directory
+
+
 class Ablation(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str
@@ -588,6 +602,7 @@ class Ablation(Strict):
     seeds: list[int] | None = Field(default=None, min_length=1)
     search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)  # margins of the report's verdicts
+    launcher: LauncherConfig | None = None  # for `sweep --launcher slurm`
     # filled by the loader: {axis: {value_key: label}}, {axis: the file it came from}, inheritance notes
     _grid_labels: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
     _grid_sources: dict[str, str] = PrivateAttr(default_factory=dict)

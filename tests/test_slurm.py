@@ -1,0 +1,190 @@
+"""`sweep --launcher slurm`: a tiny CPU sweep on a real one-node SLURM cluster, and the launcher's refusals.
+
+The cluster is scripts/start_slurm.sh's (the Makefile's test target starts it and passes its
+slurm.conf as BOREALIS_TEST_SLURM_CONF; without it the SLURM test skips and says why). The claims
+database is PostgreSQL when BOREALIS_TEST_PG_URL is set (as `make test` does), else sqlite: the
+cluster has one node, so the jobs share its disk (a launch onto several nodes refuses sqlite, tested
+below). The MLflow store is a sqlite file for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+import sqlalchemy as sa
+import torch
+
+from _tiny import tiny_ablation, tiny_corpus
+from test_workers import worker_env
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_CONF = os.environ.get("BOREALIS_TEST_SLURM_CONF", "")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
+
+
+def _scontrol(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, env={**os.environ,
+                                                                                     "SLURM_CONF": SLURM_CONF})
+
+
+def _job_state(job: str) -> str:
+    out = _scontrol("-o", "show", "job", job).stdout
+    return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "gone")
+
+
+def _claims(storage: str, study: str) -> list[dict]:
+    eng = sa.create_engine(storage)
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT variant, status, worker, attempts FROM borealis_claims WHERE study = :s"),
+                         {"s": study}).mappings().all()
+    eng.dispose()
+    return [dict(r) for r in rows]
+
+
+@pytest.mark.skipif(not SLURM_CONF or not Path(SLURM_CONF).is_file(),
+                    reason="BOREALIS_TEST_SLURM_CONF is not set (make test starts a one-node cluster with "
+                           "scripts/start_slurm.sh)")
+def test_slurm_sweep_two_workers_requeue_resumes_and_closes(tmp_path, corpus):
+    """Two SLURM jobs split a 2-variant grid; one job is requeued (`scontrol requeue`) in the middle of
+    training: its worker checkpoints and releases the claim, the variant resumes from the checkpoint,
+    each variant finishes once, one parent run carries the job ids, the last worker writes the report."""
+    name = f"tiny_slurm_{uuid.uuid4().hex[:6]}"
+    abl = tiny_ablation(tmp_path, corpus, name, grid={"seed": [0, 1]}, steps=24)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = os.environ.get("BOREALIS_TEST_PG_URL") or f"sqlite:///{tmp_path}/studies.db"
+    report = tmp_path / "report"
+    env = {**worker_env(tmp_path), "SLURM_CONF": SLURM_CONF, "BOREALIS_WAIT_EVERY": "1",
+           "PYTHONPATH": f"{REPO / 'tests' / '_slow_site'}:{REPO}",
+           # training steps after the 3rd take 0.3 s (tests/_slow_site): long enough to requeue mid-training
+           "BOREALIS_TEST_SLOW_AFTER": "3", "BOREALIS_TEST_SLOW_SECONDS": "0.3"}
+    cmd = [sys.executable, "-m", "borealis_eval.cli", "--tracking-uri", uri, "sweep", str(abl), "--launcher", "slurm",
+           "--workers", "2", "--storage", storage, "--no-progress", "--checkpoint-every", "1", "--stale-after", "30",
+           "--out", str(report), "--log-dir", str(tmp_path / "logs"), "--time-min", "10", "--wait"]
+    log = tmp_path / "launcher.log"
+    t0 = time.time()
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    requeued = None
+    try:
+        deadline = time.time() + 240
+        m = None
+        while m is None:
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, log.read_text()[-3000:]
+            m = re.search(r"study (\S+) \(new; parent run (\w+)\): 2 SLURM job\(s\) (\S+), (\S+); logs in (\S+)",
+                          " ".join(log.read_text().split()))
+            time.sleep(0.2)
+        study, parent_id, jobs = m.group(1), m.group(2), [m.group(3), m.group(4)]
+        # a variant is training (a checkpoint past step 2 exists): requeue the job that runs it
+        ck = tmp_path / "cache" / "checkpoints" / study
+        first_step = None
+        while requeued is None:
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, log.read_text()[-3000:]
+            for state in ck.glob("*/state.pt"):
+                try:
+                    step = torch.load(state, weights_only=False)["step"]
+                except Exception:  # noqa: BLE001 - being replaced this instant
+                    continue
+                first_step = first_step or time.time()
+                if step >= 3:
+                    holder = [c for c in _claims(storage, study) if c["status"] == "claimed" and "slurm=" in c["worker"]]
+                    if holder:
+                        requeued = holder[0]["worker"].rsplit("slurm=", 1)[1]
+                        break
+            time.sleep(0.1)
+        t_requeue = time.time()
+        assert _scontrol("requeue", requeued).returncode == 0
+        # SLURM holds a requeued job back for 2 minutes (BeginTime); lift that so the test stays short
+        while _job_state(requeued) != "PENDING" and time.time() < deadline:
+            time.sleep(0.2)
+        assert _scontrol("update", f"jobid={requeued}", "StartTime=now").returncode == 0
+        launcher.wait(timeout=max(1, deadline - time.time()))
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        subprocess.run(["scancel", *(jobs if requeued else [])], env={**os.environ, "SLURM_CONF": SLURM_CONF},
+                       capture_output=True)
+    text = log.read_text()
+    assert launcher.returncode == 0, text[-3000:]
+    assert f"study {study} closed" in text
+    print(f"first training step {first_step - t0:.1f} s after the launch; requeued at {t_requeue - t0:.1f} s; "
+          f"closed at {time.time() - t0:.1f} s")
+
+    rows = _claims(storage, study)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    assert max(r["attempts"] for r in rows) == 2  # the requeued job's variant was claimed a second time
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[name], output_format="pandas")
+    parents, variants = runs[runs["tags.role"] == "parent"], runs[runs["tags.role"] == "variant"]
+    assert len(parents) == 1 and parents["run_id"].item() == parent_id and parents["status"].item() == "FINISHED"
+    assert parents["tags.slurm.job_ids"].item().split(",") == jobs
+    finished = variants[variants["status"] == "FINISHED"]
+    assert len(finished) == 2 and finished["tags.config_hash"].nunique() == 2  # each variant FINISHED exactly once
+    resumed = finished[finished["tags.resumed_from_step"].notna()]
+    assert len(resumed) == 1 and float(resumed["tags.resumed_from_step"].item()) >= 3
+    killed = variants[variants["status"] != "FINISHED"]  # the interrupted attempt stays as a record
+    assert len(killed) == 1 and killed["status"].item() == "KILLED" and "SIGTERM" in killed["tags.error"].item()
+    assert (report / "report.md").is_file()
+    assert list((tmp_path / "logs").glob("*_log.out"))  # submitit's per-job logs, where the launcher said
+
+
+def test_multi_node_launch_refuses_sqlite_stores(tmp_path, monkeypatch, capsys):
+    from borealis_eval import cli
+    from borealis_eval.launch import slurm
+
+    monkeypatch.setattr(slurm, "require_slurm", lambda: None)
+    monkeypatch.setattr(slurm, "partition_nodes", lambda partition: 4)
+    corpus = tmp_path / "no-corpus"  # refused before any data is read
+    abl = tiny_ablation(tmp_path, corpus, "tiny_multi", grid={"seed": [0, 1]})
+    rc = cli.main(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "sweep", str(abl), "--launcher", "slurm",
+                   "--workers", "2", "--partition", "gpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "partition gpu has 4 nodes" in err and "MLflow server" in err and "PostgreSQL" in err
+    assert not (tmp_path / "mlflow.db").exists() or "tiny_multi" not in str(mlflow.MlflowClient(
+        f"sqlite:///{tmp_path}/mlflow.db").search_experiments())  # refused before any study was opened
+
+
+def test_launcher_without_slurm_names_what_to_install(tmp_path, monkeypatch, capsys):
+    from borealis_eval import cli
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    corpus = tmp_path / "no-corpus"
+    abl = tiny_ablation(tmp_path, corpus, "tiny_noslurm", grid={"seed": [0, 1]})
+    rc = cli.main(["sweep", str(abl), "--launcher", "slurm", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "sbatch" in err and "apt-get install slurm-client" in err
+
+
+def test_launcher_options_from_the_file_and_the_command_line(tmp_path):
+    from borealis_eval.config import load_ablation
+    from borealis_eval.errors import ConfigError
+    from borealis_eval.launch.slurm import SlurmOptions, worker_command
+
+    corpus = tmp_path / "no-corpus"  # options only: nothing is read
+    abl = tiny_ablation(tmp_path, corpus, "tiny_opts", grid={"seed": [0, 1]}, overrides={"launcher": {
+        "partition": "gpu", "time_min": 600, "gpus_per_worker": 4, "sbatch": {"qos": "high"}}})
+    a, _ = load_ablation(abl)
+    o = SlurmOptions.resolve(a.launcher, {"partition": None, "time_min": 30, "sbatch": {"constraint": "a100"}})
+    assert (o.partition, o.time_min, o.gpus_per_worker) == ("gpu", 30, 4)
+    assert o.sbatch == {"qos": "high", "constraint": "a100"}
+    cmd = worker_command(["sweep", "x.yaml"], o.gpus_per_worker)
+    assert cmd[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m", "borealis_eval.cli"]
+    assert worker_command(["sweep", "x.yaml"], 1)[1:] == ["-m", "borealis_eval.cli", "sweep", "x.yaml"]
+    bad = tiny_ablation(tmp_path, corpus, "tiny_bad", grid={"seed": [0, 1]}, overrides={"launcher": {"gpus": 2}})
+    with pytest.raises(ConfigError, match="gpus"):
+        load_ablation(bad)

@@ -43,12 +43,16 @@ pilot: setup
 
 # The report's browser test needs Debian's chromium (installed here if missing).
 # The multi-worker test also runs against a real PostgreSQL server (Debian's postgresql, installed
-# here if missing, on 127.0.0.1); without one that test skips and says why.
+# here if missing, on 127.0.0.1), and the SLURM launcher's test against a real one-node SLURM
+# (Debian's slurm-wlm and munge, installed here if missing; private daemons on 127.0.0.1); without
+# them those tests skip and say why.
 test: setup
 	bash scripts/install_chromium.sh
 	PG_URL=$$(bash scripts/start_postgres.sh) || PG_URL=""; \
-	BOREALIS_TEST_PG_URL="$$PG_URL" HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider; rc=$$?; \
-	bash scripts/start_postgres.sh --stop; exit $$rc
+	SLURM_CONF_FILE=$$(bash scripts/start_slurm.sh) || SLURM_CONF_FILE=""; \
+	BOREALIS_TEST_PG_URL="$$PG_URL" BOREALIS_TEST_SLURM_CONF="$$SLURM_CONF_FILE" HF_HUB_OFFLINE=1 \
+	  $(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	bash scripts/start_slurm.sh --stop; bash scripts/start_postgres.sh --stop; exit $$rc
 
 clean-data:
 	rm -rf data mlruns.db mlartifacts reports/text_ratio borealis-studies.db

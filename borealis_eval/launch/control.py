@@ -95,9 +95,12 @@ def cancel(store: ClaimStore, study: str, reason: str = "cancelled") -> tuple[li
 
 
 def wait(store: ClaimStore, study: str, every: float = 10.0, say: Callable[[str], None] = print) -> bool:
-    """Print the study's progress whenever it changes until the study closes (True), or until every
-    job has ended with the study still open (False: failed variants or jobs that died)."""
+    """Print the study's progress whenever it changes until the study has closed and its jobs have
+    ended (True; the closing job has then written the report), or until every job has ended with the
+    study still open (False: failed variants or jobs that died). Once the study is closed, jobs still
+    pending (e.g. requeued) have nothing left to do and are cancelled."""
     last = None
+    cancelled: set[str] = set()
     while True:
         s = state(store, study)
         line = s.summary()
@@ -105,7 +108,12 @@ def wait(store: ClaimStore, study: str, every: float = 10.0, say: Callable[[str]
             say(line)
             last = line
         if s.status == "closed":
-            return True
+            idle = [j for j, v in s.jobs.items() if v in ("PENDING", "REQUEUED", "REQUEUE_HOLD") and j not in cancelled]
+            if idle:
+                subprocess.run(["scancel", *idle], check=False)
+                cancelled.update(idle)
         if s.jobs and all(v in ENDED for v in s.jobs.values()):
             return (store.find_study(study) or {}).get("status") == "closed"
+        if not s.jobs and s.status == "closed":
+            return True
         time.sleep(every)

@@ -258,6 +258,10 @@ def _unfinished(store: ClaimStore, kind: str, ablation: str, fingerprint: str, k
     """The study key to open. An unfinished study of the same ablation is never silently left behind:
     without --new, a study of the same variant set started with --new is joined (and named); with
     --new, or for another variant set, the log names the unfinished ones."""
+    others = [s for s in store.open_studies(f"{kind}:{ablation}") if not s["key"].startswith(key)]
+    if others:
+        log.warning("unfinished study of ablation %s with another variant set: %s (resume it with --study NAME)",
+                    ablation, ", ".join(s["name"] for s in others))
     same = store.open_studies(key)
     if same and not new and not any(s["key"] == key for s in same):
         s = same[0]
@@ -267,10 +271,6 @@ def _unfinished(store: ClaimStore, kind: str, ablation: str, fingerprint: str, k
     if same and new:
         log.warning("unfinished study of this file: %s; starting another one (--new); resume the old one with "
                     "--study NAME", ", ".join(s["name"] for s in same))
-    others = [s for s in store.open_studies(f"{kind}:{ablation}") if not s["key"].startswith(key)]
-    if others:
-        log.warning("unfinished study of ablation %s with another variant set: %s (resume it with --study NAME)",
-                    ablation, ", ".join(s["name"] for s in others))
     return key
 
 

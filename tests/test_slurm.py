@@ -200,3 +200,47 @@ def test_launcher_options_from_the_file_and_the_command_line(tmp_path):
     bad = tiny_ablation(tmp_path, corpus, "tiny_bad", grid={"seed": [0, 1]}, overrides={"launcher": {"gpus": 2}})
     with pytest.raises(ConfigError, match="gpus"):
         load_ablation(bad)
+
+
+@pytest.mark.skipif(not SLURM_CONF or not Path(SLURM_CONF).is_file(),
+                    reason="BOREALIS_TEST_SLURM_CONF is not set (make test starts a one-node cluster with "
+                           "scripts/start_slurm.sh)")
+def test_status_shows_job_states_and_cancel_releases_claims(tmp_path, monkeypatch, capsys):
+    """`status` beside a real job's state; `cancel` scancels the study's jobs and frees the claims their
+    workers held (a worker killed before it could release its claim). No training: a sleeping job
+    stands in for a worker."""
+    import json
+
+    from borealis_eval import cli
+    from borealis_eval.claims import ClaimStore
+    from borealis_eval.launch import jobs
+
+    monkeypatch.setenv("SLURM_CONF", SLURM_CONF)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    p = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "sleep.out"), "--wrap", "sleep 120"],
+                       capture_output=True, text=True, check=True)
+    job = p.stdout.strip().split(";")[0]
+    try:
+        store = ClaimStore(storage, worker=f"node1:1:abcdef:slurm={job}")
+        store.open_study("k", "st", "exp")
+        assert store.claim("st", "h1", "v1") is not None
+        other = ClaimStore(storage, worker="node2:2:abcdef")  # a worker outside the study's jobs keeps its claim
+        assert other.claim("st", "h2", "v2") is not None
+        jobs.record(store.engine, "st", [job], str(tmp_path / "logs"))
+        deadline = time.time() + 60
+        while _job_state(job) != "RUNNING":
+            assert time.time() < deadline, _job_state(job)
+            time.sleep(0.2)
+        assert cli.main(["status", "st", "--storage", storage, "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["status"] == "open" and got["jobs"] == {job: "RUNNING"}
+        assert {c["variant"]: (c["status"], c["job"], c["job_state"]) for c in got["claims"]} == {
+            "v1": ("claimed", job, "RUNNING"), "v2": ("claimed", "", "")}
+        assert cli.main(["cancel", "st", "--storage", storage]) == 0
+        assert f"cancelled 1 job(s) {job}, released 1 claim(s)" in " ".join(capsys.readouterr().out.split())
+        assert _job_state(job) == "CANCELLED"
+        rows = {r["variant"]: r for r in store.rows("st")}
+        assert rows["v1"]["status"] == "interrupted" and rows["v1"]["reason"] == "cancelled"
+        assert rows["v2"]["status"] == "claimed"
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)

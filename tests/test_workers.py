@@ -89,8 +89,8 @@ def test_two_workers_split_a_sweep_postgres(tmp_path, corpus):
 
 def test_local_workers_split_a_sweep(tmp_path, corpus):
     """`sweep --workers 2`: worker 1 encodes, starts one helper; the two split baseline + grid through the
-    claims table; worker 1 alone closes the study and writes the report; every variant gets its Δ vs the
-    baseline even when the helper scored it before the baseline was done."""
+    claims table; whichever of them finds nothing left closes the study and writes the report; every variant
+    gets its Δ vs the baseline even when a worker scored it before the baseline was done."""
     abl = tiny_ablation(tmp_path, corpus, "tiny_local", grid=GRID, baseline=True)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = sweep_cmd(uri, abl, "--workers", "2")

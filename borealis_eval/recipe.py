@@ -46,6 +46,7 @@ from borealis_eval.distributed import NullRun, is_main_process
 from borealis_eval.errors import StoreError, TrainingInterrupted
 from borealis_eval.evaluate.runner import PairedScores, SetResult, metrics_for_mlflow
 from borealis_eval.logged_model import log_variant_model
+from borealis_eval.machine import cpu_name
 from borealis_eval.models.baseline_protocol import describe_protocol
 from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.resources import Resources
@@ -129,7 +130,7 @@ class VariantRecipe:
     def train(self) -> TrainResult:
         """Train (or resume from the checkpoint) and log the curve and the training summary."""
         o, tc = self.opts, self.train_config()
-        self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32"})
+        self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32", records.MACHINE_CPU: cpu_name()})
         hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
         result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,

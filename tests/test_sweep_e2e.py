@@ -82,6 +82,15 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     assert len(pairs) == 3 and all(0 < p["p_value"] <= 1 for p in pairs)  # 3 systems -> 3 pairs
 
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "report.html").is_file()
+    # what each variant trained in, and on which CPU, is a param and a line of the report's header
+    from borealis_eval.machine import cpu_name
+    from borealis_eval.train import uses_bf16
+    assert set(var_rows["params.machine.cpu"]) == {cpu_name()}
+    from borealis_eval.config import load_ablation
+    precision = "bf16" if uses_bf16(load_ablation(abl)[1][0].config.train) else "fp32"
+    assert set(var_rows["params.train.precision_used"]) == {precision}
+    shown = "bf16 autocast" if precision == "bf16" else "fp32"
+    assert f"Variants trained 2 in {shown} on {cpu_name()}" in (tmp_path / "report" / "report.md").read_text()
 
     # The encoder is paid once: a second sweep finds every clip in the feature cache.
     rc = main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--no-report"])

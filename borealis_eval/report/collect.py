@@ -276,6 +276,8 @@ def _describe(run: Run) -> dict:
         "seed": tags.get(records.SEED, ""),
         "model": tags.get(records.MODEL, ""),
         "protocol": tags.get(records.PROTOCOL, ""),
+        "precision": run.data.params.get(records.PRECISION_USED, ""),
+        "cpu": run.data.params.get(records.MACHINE_CPU, ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,
         "error": (tags.get(records.ERROR) or "").splitlines()[0][:300] if tags.get(records.ERROR) else "",

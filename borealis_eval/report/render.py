@@ -107,6 +107,19 @@ def build_report(
     return ReportPaths(md=md, html=html, plots=tuple(p.path for p in plots))
 
 
+def machine_note(data: ReportData) -> str:
+    """Which CPU and precision the variants trained in: two CPU families of one machine kind (one
+    with native bf16, where `precision: auto` autocasts) give different trained numbers."""
+    v = data.variants
+    if v.empty or "precision" not in v or not (v["precision"].astype(bool) | v["cpu"].astype(bool)).any():
+        return ""  # a store from before these params were logged
+    groups = v.groupby([v["precision"].replace("", "unknown precision"),
+                        v["cpu"].replace("", "an unlogged CPU")]).size()
+    parts = [f"{n} in {'bf16 autocast' if p == 'bf16' else p} on {cpu}" for (p, cpu), n in groups.items()]
+    return ("Variants trained " + "; ".join(parts) + ": trained numbers can differ between CPU families "
+            "and between fp32 and bf16.")
+
+
 def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links: Links,
                  errors: ErrorAnalysis | None = None) -> Context:
     errors = errors or ErrorAnalysis()
@@ -118,6 +131,8 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
                      + (f" (+{len(cells.skipped) - 5} more)" if len(cells.skipped) > 5 else "") + ".")
     if family_note(cells):
         notes.append(family_note(cells))
+    if machine_note(data):
+        notes.append(machine_note(data))
     if data.normalizers:
         notes.append("Normalisers: " + ", ".join(
             f"{s} {tag}" for s, tag in sorted(data.normalizers.items())) + ".")

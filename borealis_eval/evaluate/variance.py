@@ -703,7 +703,7 @@ class Findings:
         return all(f.comparison.training_variance_measured for f in self.findings)
 
 
-def _holm(p: Sequence[float]) -> list[float]:
+def holm(p: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values (family-wise error over the given tests)."""
     m = len(p)
     out = [0.0] * m
@@ -745,7 +745,7 @@ def headline_findings(
     counts = _utterance_counts(len(units[0]), n_boot, seed, first.groups) if pairs else None
     comps = [_compare(cells[a], cells[b], counts, alpha, pooled) for a, b in pairs]
     raw = [c.p_value for c in comps]
-    adjusted = _holm(raw) if adjust == "holm" else raw
+    adjusted = holm(raw) if adjust == "holm" else raw
     findings = []
     for (a, b), c, p in zip(pairs, comps, adjusted):
         verdict = c.verdict if p < alpha or adjust == "none" else _no_difference(c.seed_variance)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from scipy import optimize, special, stats
 
-from borealis_eval.evaluate.variance import Comparison, prob_better
+from borealis_eval.evaluate.variance import Comparison, holm, prob_better
 
 __all__ = ["DIFFERS", "EQUIVALENT", "NOT_RESOLVED", "POWER", "Verdict", "detectable_effect", "family_verdicts",
            "holm", "power", "tost_p", "words"]
@@ -38,17 +38,6 @@ DIFFERS = "differs"
 EQUIVALENT = "equivalent"
 NOT_RESOLVED = "not resolved"
 POWER = 0.80
-
-
-def holm(p: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values (family-wise error over the given tests)."""
-    m = len(p)
-    out = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(sorted(range(m), key=lambda k: p[k])):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
 
 
 def tost_p(delta: float, se: float, df: float, margin: float) -> float:

@@ -51,7 +51,7 @@ test: setup
 	PG_URL=$$(bash scripts/start_postgres.sh) || PG_URL=""; \
 	SLURM_CONF_FILE=$$(bash scripts/start_slurm.sh) || SLURM_CONF_FILE=""; \
 	BOREALIS_TEST_PG_URL="$$PG_URL" BOREALIS_TEST_SLURM_CONF="$$SLURM_CONF_FILE" HF_HUB_OFFLINE=1 \
-	  $(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	  $(PY) -m pytest -p no:cacheprovider --durations=15; rc=$$?; \
 	bash scripts/start_slurm.sh --stop; bash scripts/start_postgres.sh --stop; exit $$rc
 
 clean-data:

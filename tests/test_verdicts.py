@@ -111,6 +111,14 @@ def test_small_set_gets_a_t_interval_on_its_units():
         compare(grouped[0], CellScores(grouped[1].edits, grouped[1].units))
 
 
+def test_small_set_interval_of_a_rate_stays_at_or_above_zero():
+    from borealis_eval.evaluate.variance import summarize_cell
+    # a baseline that gets 3 of 4 recordings right: the t interval's lower end would fall below 0
+    edits, units = np.array([[0, 0, 0, 40]]), np.array([100, 100, 100, 100])
+    s = summarize_cell(CellScores(edits, units, trained=False))
+    assert s.mean == pytest.approx(0.1) and s.ci_low == 0.0 and s.ci_high > 0.2
+
+
 def test_margin_is_an_analysis_setting_with_per_set_overrides():
     from pydantic import ValidationError
 

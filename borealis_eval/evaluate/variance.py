@@ -509,6 +509,7 @@ def summarize_cell(
         seed_part = seed_terms if cell.trained and seed_terms else []
         var, df = _satterthwaite([*seed_part, (v_utt, _unit_df([cell], [1.0]))])
         lo, hi, _ = _t_interval(mean, var, df, alpha)
+        lo = max(lo, 0.0)  # an error rate is never negative; a t interval over a few recordings can cross 0
     return CellSummary(
         mean=mean, ci_low=lo, ci_high=hi, two_level_low=two_level[0], two_level_high=two_level[1],
         seed_min=float(w.min()), seed_max=float(w.max()),

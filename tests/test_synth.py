@@ -291,3 +291,11 @@ def test_load_audio_resamples_stereo(tmp_path):
     audio = load_audio(tmp_path / "st.wav")
     assert audio.dtype == np.float32 and audio.ndim == 1 and abs(len(audio) - 16000) <= 1
     assert abs(np.sqrt(np.mean(audio[1000:-1000] ** 2)) - 0.5 / np.sqrt(2)) < 0.01
+
+
+def test_a_misspelt_corpus_size_is_an_error_not_ignored():
+    from borealis_eval.data.synth import DEFAULT_SIZES, merged_sizes
+
+    with pytest.raises(ValueError, match="unknown corpus size keys"):
+        merged_sizes({"trian": 3}, DEFAULT_SIZES)
+    assert merged_sizes({"train": 3}, DEFAULT_SIZES) == {**DEFAULT_SIZES, "train": 3}

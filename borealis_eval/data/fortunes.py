@@ -246,13 +246,10 @@ def build_fortunes_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = Non
     from tqdm.auto import tqdm
 
     from .real import deb_cache, ensure_packages
-    from .synth import _check_engines, _complete, _render_shard, _shards, _voice_fields
+    from .synth import _check_engines, _complete, _render_shard, _shards, _voice_fields, merged_sizes
 
     out_dir = Path(out_dir)
-    sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    unknown = set(sizes) - set(DEFAULT_SIZES)
-    if unknown:
-        raise ValueError(f"unknown corpus size keys {sorted(unknown)}; expected {sorted(DEFAULT_SIZES)}")
+    sizes = merged_sizes(sizes, DEFAULT_SIZES)
     fp = fingerprint(seed, sizes, natural_voices)
     if _complete(out_dir, fp):
         return out_dir

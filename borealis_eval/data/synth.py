@@ -181,6 +181,14 @@ def _check_engines(voice_ids: set[str]) -> None:
         raise RuntimeError("cannot build the synthetic corpus: " + "; ".join(reasons))
 
 
+def merged_sizes(sizes: dict | None, defaults: dict) -> dict:
+    """A corpus's default sizes with the caller's overrides; a key the corpus does not have is an error."""
+    unknown = set(sizes or {}) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown corpus size keys {sorted(unknown)}; expected {sorted(defaults)}")
+    return {**defaults, **(sizes or {})}
+
+
 def _complete(out_dir: Path, fp: str) -> bool:
     meta = out_dir / "corpus.json"
     if not meta.is_file():
@@ -210,10 +218,7 @@ def synthesize_corpus(out_dir: Path, seed: int = 0, sizes: dict | None = None, w
     what to install, never a silent fallback.
     """
     out_dir = Path(out_dir)
-    sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    unknown = set(sizes) - set(DEFAULT_SIZES)
-    if unknown:
-        raise ValueError(f"unknown corpus size keys {sorted(unknown)}; expected {sorted(DEFAULT_SIZES)}")
+    sizes = merged_sizes(sizes, DEFAULT_SIZES)
     fp = fingerprint(seed, sizes, natural_voices)
     if _complete(out_dir, fp):
         log.debug("corpus up to date: %s (fingerprint %s)", out_dir, fp)

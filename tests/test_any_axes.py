@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _tiny import tiny_ablation, tiny_corpus
+from _tiny import tiny_ablation
 
 CHILD_GRID = {"model.adapter.hidden_sizes": [[16], [24]], "train.lr": [0.001, 0.003]}
 NAMES = {f"hidden_sizes=[{w}]__lr={lr}__seed={s}" for w in (16, 24) for lr in ("0.001", "0.003") for s in (0, 1)}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _files(tmp: Path, corpus: Path) -> tuple[Path, Path, Path]:

@@ -12,7 +12,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from _tiny import claims_of, tiny_ablation, tiny_corpus
+from _tiny import claims_of, tiny_ablation
 from borealis_eval import cli
 from borealis_eval.config import ConfigError, apply_overrides, load_ablation, parse_assignment
 from borealis_eval.errors import UserError
@@ -69,12 +69,6 @@ def test_parse_assignment_reads_values_as_yaml():
     assert parse_assignment("data.augment=null") == ("data.augment", None)
     with pytest.raises(ConfigError, match="expected PATH=VALUE"):
         parse_assignment("train.lr")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def test_search_refuses_a_sampled_path_that_the_base_blocks(tmp_path, corpus):

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _tiny import tiny_corpus
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,8 +17,7 @@ def _positive_numbers(d: dict, keys: list[str]) -> None:
         assert isinstance(d[k], (int, float)) and d[k] > 0, (k, d[k])
 
 
-def test_quick_benchmarks_write_results(tmp_path):
-    corpus = tiny_corpus(tmp_path / "corpus")
+def test_quick_benchmarks_write_results(tmp_path, corpus):
     out = tmp_path / "results"
     env = {**os.environ, "BENCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus),
            "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}

@@ -8,7 +8,7 @@ import torch
 
 from borealis_eval.cli import main
 from borealis_eval.evaluate.decode_cache import DecodeCache
-from test_sweep_e2e import corpus, write_ablation  # noqa: F401 - the corpus fixture
+from test_sweep_e2e import write_ablation
 
 
 def test_score_command_prints_protocol_json(tmp_path, capsys):

@@ -29,15 +29,10 @@ from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from _tiny import claims_of, tiny_ablation, tiny_corpus
+from _tiny import claims_of, tiny_ablation
 from test_workers import worker_env
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _runs(uri: str, experiment: str):

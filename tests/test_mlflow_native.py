@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from _tiny import manifest, tiny_ablation, tiny_corpus
+from _tiny import manifest, tiny_ablation
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
@@ -31,12 +31,6 @@ def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Completed
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "borealis_eval.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def tiny_study(tmp: Path, corpus: Path, register: str | None = None) -> dict:

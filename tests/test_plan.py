@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tiny import tiny_ablation, tiny_corpus
+from _tiny import tiny_ablation
 from borealis_eval import plan as P
 from borealis_eval.config import (AdapterConfig, EncoderConfig, LLMConfig, LoraConfig, ModelConfig, TokenizerTrain,
                                   load_ablation)
@@ -135,11 +135,8 @@ def test_cpu_plan_without_probe_shows_no_time():
     assert given.timed and "hours on this CPU" in given.summary()
 
 
-def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch):
-
+def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch, corpus):
     monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
-
-    corpus = tiny_corpus(tmp_path / "corpus")
     path = tiny_ablation(tmp_path, corpus, grid={"data.text_fraction": [0.0, 0.25, 0.5]}, steps=6)
     p = P.plan(path, probe_steps=2, report=False)
     assert p.device is P.CPU and len(p.variants) == 3

@@ -29,8 +29,6 @@ from pathlib import Path
 
 import pytest
 
-from _tiny import tiny_corpus
-
 from borealis_eval.report import build_report
 from test_report import EXPERIMENT, make_store
 
@@ -242,13 +240,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(tmp_path_factory):
+def mlflow_ui(tmp_path_factory, corpus):
     """A tiny study (the harness' own records) served by `mlflow server`; stopped with SIGTERM."""
     from test_mlflow_native import tiny_study
 
 
     root = tmp_path_factory.mktemp("mlflow_ui")
-    study = tiny_study(root, tiny_corpus(root / "corpus"))
+    study = tiny_study(root, corpus)
     port = _free_port()
     with open(root / "server.log", "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", study["uri"],

@@ -16,13 +16,8 @@ import sqlalchemy as sa
 import torch
 
 from _numerics import assert_close
-from _tiny import tiny_ablation, tiny_corpus
+from _tiny import tiny_ablation
 from test_workers import sweep_cmd, worker_env
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _wait_mid_training(proc, storage: str, study: str, ck: Path, n_finished: int, timeout: float = 120) -> str:

@@ -3,12 +3,7 @@
 import mlflow
 import pytest
 
-from _tiny import tiny_ablation, tiny_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
+from _tiny import tiny_ablation
 
 
 def test_search_logs_parent_and_nested_trials_and_reports_best(tmp_path, corpus, monkeypatch, capsys):

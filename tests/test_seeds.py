@@ -6,16 +6,10 @@ import mlflow
 import pytest
 import yaml
 
-from _tiny import manifest, tiny_ablation, tiny_corpus
+from _tiny import manifest, tiny_ablation
 from borealis_eval.config import ConfigError, load_ablation
 from borealis_eval.data.mixer import mix
 from borealis_eval.data.sources import AudioItem, TextItem
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def test_seeds_train_every_cell_once_per_seed_seed_by_seed(tmp_path, corpus):

@@ -22,16 +22,11 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from _tiny import tiny_ablation, tiny_corpus
+from _tiny import tiny_ablation
 from test_workers import worker_env
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_CONF = os.environ.get("BOREALIS_TEST_SLURM_CONF", "")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def _scontrol(*args: str) -> subprocess.CompletedProcess:

@@ -7,12 +7,7 @@ import mlflow
 import pytest
 
 
-from _tiny import manifest, tiny_ablation, tiny_corpus  # the corpus sizes and ablation the scale-out tests use too
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
+from _tiny import manifest, tiny_ablation  # the corpus sizes and ablation the scale-out tests use too
 
 
 def write_ablation(tmp: Path, corpus: Path, baseline: bool = True) -> Path:

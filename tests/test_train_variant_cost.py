@@ -1,5 +1,5 @@
 """Smoke run of benchmarks/variant_cost.py (one CPU-profile variant end to end, vs a git ref) at
-tiny size: both sides train, evaluate and report; never gates on timings."""
+tiny size, on the tests' tiny corpus: both sides train, evaluate and report; never gates on timings."""
 
 import json
 import os
@@ -11,17 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"train": 16, "dev": 4, "test_ru": 4, "test_en": 4, "webinar": 0, "text_train": 40, "text_heldout": 8}
 
 
 @pytest.mark.slow
-def test_variant_cost_runs_this_checkout_against_a_git_ref(tmp_path):
-    from borealis_eval.data.synth import synthesize_corpus
-
+def test_variant_cost_runs_this_checkout_against_a_git_ref(tmp_path, corpus):
     if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
                                                      capture_output=True).returncode:
         pytest.skip("not a git checkout: --vs-ref needs one")
-    corpus = synthesize_corpus(tmp_path / "corpus", seed=3, sizes=SMALL, progress=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus), "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "runs.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.variant_cost", "--steps", "2", "--threads", "1", "--dev", "2",

@@ -18,14 +18,9 @@ import mlflow
 import pytest
 import sqlalchemy as sa
 
-from _tiny import claims_of, tiny_ablation, tiny_corpus
+from _tiny import claims_of, tiny_ablation
 
 GRID = {"data.text_fraction": [0.0, 0.1, 0.25], "seed": [0, 1]}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "c")
 
 
 def sweep_cmd(uri: str, abl: Path, *extra: str) -> list[str]:

@@ -45,13 +45,15 @@ pilot: setup
 # The multi-worker test also runs against a real PostgreSQL server (Debian's postgresql, installed
 # here if missing, on 127.0.0.1), and the SLURM launcher's test against a real one-node SLURM
 # (Debian's slurm-wlm and munge, installed here if missing; private daemons on 127.0.0.1); without
-# them those tests skip and say why.
+# them those tests skip and say why. The suite runs on TEST_WORKERS pytest-xdist workers, a file per
+# worker at a time (module fixtures are built once), the slowest files first (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
 	bash scripts/install_chromium.sh
 	PG_URL=$$(bash scripts/start_postgres.sh) || PG_URL=""; \
 	SLURM_CONF_FILE=$$(bash scripts/start_slurm.sh) || SLURM_CONF_FILE=""; \
 	BOREALIS_TEST_PG_URL="$$PG_URL" BOREALIS_TEST_SLURM_CONF="$$SLURM_CONF_FILE" HF_HUB_OFFLINE=1 \
-	  $(PY) -m pytest -p no:cacheprovider --durations=15; rc=$$?; \
+	  $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15; rc=$$?; \
 	bash scripts/start_slurm.sh --stop; bash scripts/start_postgres.sh --stop; exit $$rc
 
 clean-data:

@@ -22,7 +22,7 @@ def test_quick_benchmarks_write_results(tmp_path, corpus):
     env = {**os.environ, "BENCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "BENCH_CORPUS": str(corpus),
            "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
     p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "speechlm_decode,tracking_overhead,train_cache",
-                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "speed-up of batch 8 over batch 1" in p.stdout  # each benchmark prints its ratio
 
@@ -54,7 +54,7 @@ def test_gpu_scripts_smoke_on_cpu(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
     for script, name in (("gpu_check.py", "gpu_check.json"), ("gpu_harness_check.py", "gpu_harness.json")):
         p = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke", "--out", str(tmp_path / name)],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     h = json.loads((tmp_path / "gpu_harness.json").read_text())
     assert h["ok"] and h["checkpoint_written"] and h["resumed_from"] == 4  # checkpoint + resume through train()
@@ -66,7 +66,7 @@ def test_gpu_scripts_smoke_on_cpu(tmp_path):
 def test_gpu_harness_check_lora_smoke_on_cpu(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
     p = subprocess.run([sys.executable, "benchmarks/gpu_harness_check.py", "--smoke", "--lora", "--out",
-                        str(tmp_path / "h.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                        str(tmp_path / "h.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     h = json.loads((tmp_path / "h.json").read_text())
     assert h["mode"] == "lora" and h["ok"] and h["llm_weight_dtype"] == "torch.float32"  # auto: fp32 on CPU
@@ -76,7 +76,7 @@ def test_gpu_fullscale_check_smoke_on_cpu(tmp_path):
     """benchmarks/gpu_fullscale_check.py runs by hand on a lent GPU; --smoke keeps its code path alive."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BOREALIS_CACHE_DIR": str(tmp_path / "cache")}
     p = subprocess.run([sys.executable, "benchmarks/gpu_fullscale_check.py", "--smoke", "--out", str(tmp_path / "f.json")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     r = json.loads((tmp_path / "f.json").read_text())
     assert r["smoke"] and r["plan_counts_match"]  # the plan's meta-device count equals the built model

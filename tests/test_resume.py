@@ -43,8 +43,11 @@ def _wait_mid_training(proc, storage: str, study: str, ck: Path, n_finished: int
     raise AssertionError("the worker never reached the middle of a variant")
 
 
+STEPS = 200  # long enough to be stopped in the middle (a checkpoint every 10 steps), short enough to train 3 times
+
+
 def test_kill9_then_sigterm_then_rerun_completes_without_recomputing(tmp_path, corpus):
-    abl = tiny_ablation(tmp_path, corpus, "tiny_resume", grid={"data.text_fraction": [0.0, 0.1, 0.25]}, steps=400)
+    abl = tiny_ablation(tmp_path, corpus, "tiny_resume", grid={"data.text_fraction": [0.0, 0.1, 0.25]}, steps=STEPS)
     uri, storage, ck = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/studies.db", tmp_path / "ck"
     study = f"resume-{uuid.uuid4().hex[:6]}"
     cmd = sweep_cmd(uri, abl, "--storage", storage, "--study", study, "--checkpoint-dir", str(ck),
@@ -64,7 +67,7 @@ def test_kill9_then_sigterm_then_rerun_completes_without_recomputing(tmp_path, c
     assert p.returncode == 130, out[-3000:]
     assert (ck / study / termed_hash / "state.pt").is_file()
     step_at_stop = torch.load(ck / study / termed_hash / "state.pt", weights_only=False)["step"]
-    assert 0 < step_at_stop < 400
+    assert 0 < step_at_stop < STEPS
 
     p = start()
     out = p.communicate(timeout=120)[0]

@@ -1,7 +1,6 @@
 """A 6-trial Optuna search on tiny random models: parent run, 6 nested trial runs, best trial."""
 
 import mlflow
-import pytest
 
 from _tiny import tiny_ablation
 

@@ -4,8 +4,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import pytest
-
 
 from _tiny import manifest, tiny_ablation  # the corpus sizes and ablation the scale-out tests use too
 

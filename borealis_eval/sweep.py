@@ -278,6 +278,7 @@ class _Sweep:
                 self.decision = SeedDecision.from_json(row["reason"])
                 if records.SEED_DECISION not in st.client.get_run(st.parent.run_id).data.tags:
                     st.parent.tags({records.SEED_DECISION: row["reason"]})  # the decider stopped before tagging
+                    st.parent.flush()
                 break
             claim = st.store.claim(st.name, records.SEED_DESIGN_KEY, "adaptive seed design")
             if claim is None:

@@ -136,3 +136,27 @@ def test_adaptive_seeds_errors_are_one_line_and_name_the_field(tmp_path, seeds, 
 
     msg = error_of(_adaptive_file(tmp_path, seeds))
     assert re.search(message, msg), msg
+
+
+def test_report_states_initial_added_final_and_the_variance_used():
+    from types import SimpleNamespace
+
+    from borealis_eval.report.cells import Cell, CellAnalysis
+    from borealis_eval.report.design import design_line, design_table
+
+    rng = np.random.default_rng(5)
+    res = _study(rng, 0.001, sets=("easy",)) + _study(rng, 0.20, sets=("hard",))
+    d = decide_seeds(res, {"easy": 0.003, "hard": 0.003}, **KW)
+    assert d.final == 6 and d.deciding_set == "hard"
+    cells = CellAnalysis(cells=[Cell(f"cell{c}", "", {}, tuple(f"r{c}{k}" for k in range(6)), ()) for c in range(4)])
+    data = SimpleNamespace(parent={"seed_design": {"initial": 2, "max": 6, "target_pts": 5}, "seed_decision": d})
+    table = design_table(data, cells)
+    assert table.title == "Seed design: 2 + 4 = 6 seeds per cell"
+    by_set = {r.cells[0].value: [c.value for c in r.cells] for r in table.rows}
+    assert by_set["hard"][-1] == "> 6 (capped)" and by_set["easy"][-1] == str(max(d.of("easy").needed, 2))
+    assert by_set["hard"][1] == f"{100 * d.of('hard').seed_sd:.1f}" and by_set["hard"][2] == str(d.of("hard").df)
+    assert [r.cells[0].bold for r in table.rows] == [False, True]  # sets sorted; the deciding one in bold
+    assert "2 initial + 4 added = 6 seeds per cell (max 6; the cells ran 6)" in table.note
+    # a design whose decision was never recorded says so instead of inventing one
+    data.parent["seed_decision"] = None
+    assert not design_table(data, cells).rows and "no decision was recorded" in design_line(data, cells)

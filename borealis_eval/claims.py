@@ -290,6 +290,11 @@ class ClaimStore:
     def interrupt(self, study: str, config_hash: str, reason: str) -> None:
         self._update(study, config_hash, status="interrupted", reason=reason[:2000])
 
+    def settle(self, study: str, config_hash: str, note: str) -> None:
+        """A unit that is a decision, not a run (the adaptive seed design's, sweep.py): finished, with
+        the decision kept in `reason` for every worker and every rerun to read."""
+        self._update(study, config_hash, status="finished", reason=note)
+
     def prune(self, study: str, config_hash: str) -> None:
         """A search trial stopped early by its pruner: settled, never retried."""
         self._update(study, config_hash, status="pruned", reason="pruned")

@@ -78,7 +78,11 @@ def cmd_sweep(a) -> int:
         cells = len({v.cell for v in variants})
         console.print(f"[bold]{abl.name}[/bold]: {abl.description.strip()}")
         console.print("\n".join(grid_origin(abl)), highlight=False, markup=False)
-        _print_rows(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s) "
+        ad = abl.adaptive
+        stage = (f" - stage 1 of the adaptive seed design; seeds {ad.initial}..{ad.max - 1} of every cell may "
+                 f"follow (up to {ad.max} per cell, {ad.max * cells} variants), as 80% power at {ad.target_pts:g} "
+                 f"pts needs" if ad else "")
+        _print_rows(rows, f"{len(rows)} variants = {cells} cells x {len(rows) // max(cells, 1)} seed(s){stage} "
                           "(dry run: nothing trained)")
         _print_rows(eval_set_rows(variants[0].config), "eval sets (the same protocol for every system)")
         return 0

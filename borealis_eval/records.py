@@ -20,6 +20,10 @@ Runs (all in that experiment):
   names the cells whose seed spread is far above the rest (with their seeds' WER).
   ``borealis.margin_pts`` (JSON ``{"default": pts, "sets": {set: pts}}``): the ablation's
   analysis margins, read by the report for its "equivalent within ±m" verdicts.
+  An adaptive seed design (``seeds: {initial, max, target_pts}``) adds ``borealis.seed_design``
+  (that spec as JSON) when the study starts and ``borealis.seed_decision`` (the decision: initial,
+  final and added seeds per cell, the variance per set, the reason; evaluate/adaptive.py) once the
+  first stage is scored; the claims table keeps the same decision in its row ``seed-design``.
   Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,
   ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/complete``, ``search/pruned``,
@@ -120,6 +124,9 @@ WER_VIEW = "borealis-wer"  # our saved view's id
 SELECTION_RULE = "borealis.selection_rule"  # a registered model version's tag: why this variant
 UNSTABLE_CELLS = "borealis.unstable_cells"  # the parent's tag once reported: cells whose seed spread is far above the rest
 MARGINS = "borealis.margin_pts"  # the parent's tag: analysis.margin_pts as JSON {"default": pts, "sets": {set: pts}}
+SEED_DESIGN = "borealis.seed_design"  # parent: the adaptive seed design as JSON {initial, max, target_pts, estimator}
+SEED_DECISION = "borealis.seed_decision"  # parent: its decision (evaluate/adaptive.py SeedDecision as JSON)
+SEED_DESIGN_KEY = "seed-design"  # the claims row (config_hash) of the decision: one worker decides, all read it
 LAUNCHER = "launcher"  # parent run: slurm when `sweep --launcher slurm` submitted the workers
 SLURM_JOB_IDS = "slurm.job_ids"  # parent run: the worker jobs' ids, comma-separated
 SLURM_LOG_DIR = "slurm.log_dir"  # parent run: where the worker jobs write their logs

@@ -29,14 +29,17 @@ from mlflow.tracking import MlflowClient
 from borealis_eval import records
 from borealis_eval.claims import RECLAIMABLE_NOTE
 from borealis_eval.config import BaselineConfig, ExperimentConfig, Variant, load_ablation
+from borealis_eval.config.labels import SEED_AXIS
+from borealis_eval.config.schema import AdaptiveSeeds
 from borealis_eval.decode import baseline_params
 from borealis_eval.distributed import broadcast, is_main_process, world_size
-from borealis_eval.errors import UsageError, UserError
+from borealis_eval.errors import TrainingInterrupted, UsageError, UserError
+from borealis_eval.evaluate.adaptive import SeedDecision, decide_seeds, factor_pairs, first_stage_inputs, headline_family_size
 from borealis_eval.evaluate.protocol import utt_scores
 from borealis_eval.evaluate.runner import PairedScores, paired_rows
 from borealis_eval.recipe import BaselineWork, VariantWork, run_claimed, run_on_follower
 from borealis_eval.resources import Resources, prepare_resources
-from borealis_eval.study import Study, StudyClosed, StudyOptions, start_study
+from borealis_eval.study import Study, StudyClosed, StudyOptions, failure_reason, start_study
 from borealis_eval.tracking import RunLogger
 from borealis_eval.workers import encode_threads, start_helpers
 
@@ -67,15 +70,18 @@ def baseline_key(cfg: ExperimentConfig, b: BaselineConfig | None = None) -> str:
     return "baseline-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def grid_items(variants: list[Variant]):
+def grid_items(variants: list[Variant], design: AdaptiveSeeds | None = None):
     """The units of work of a grid study: (baselines by claim key, [(claim key, name)] baselines first,
-    variants by config hash, the study fingerprint of that set)."""
+    variants by config hash, the study fingerprint of that set). With an adaptive seed design,
+    `variants` are its first stage and the design is part of the fingerprint (another target,
+    another study)."""
     base_cfg = variants[0].config
     baselines = {baseline_key(base_cfg, b): b for b in base_cfg.eval.baselines}
     items: list[tuple[str, str]] = [(k, b.name) for k, b in baselines.items()]  # (claim key, name), baselines first
     items += [(v.config_hash, v.name) for v in variants]
     by_key = {v.config_hash: v for v in variants}
-    fingerprint = hashlib.sha1("\n".join(sorted(k for k, _ in items)).encode()).hexdigest()[:12]
+    keys = sorted(k for k, _ in items) + ([design.model_dump_json()] if design is not None else [])
+    fingerprint = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
     return baselines, items, by_key, fingerprint
 
 
@@ -83,10 +89,12 @@ def open_sweep_study(path: str | Path, abl, variants: list[Variant], opts: Study
                      overrides: dict | None = None, workers: int = 1) -> tuple[Study, bool]:
     """Join or create the study of a grid (a worker, or a launcher that submits the workers); a new
     study gets the cost plan and the eval sets' published figures on its parent run."""
-    _, _, _, fingerprint = grid_items(variants)
+    _, _, _, fingerprint = grid_items(variants, abl.adaptive)
     st, created = start_study("sweep", path, abl, variants, fingerprint, opts)
     if created:
         base_cfg = variants[0].config
+        if abl.adaptive is not None:
+            st.parent.tags({records.SEED_DESIGN: abl.adaptive.model_dump_json()})
         _log_plan(st, path, overrides, opts.checkpoint_every, workers)
         refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
         if refs:
@@ -116,9 +124,11 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
     abl, variants = load_ablation(path, overrides)
     variants = select(variants, only, path)
     if world_size() > 1 and not is_main_process():
+        if abl.adaptive is not None:  # the main rank may announce any seed the design can add
+            variants = same_cells(load_ablation(path, overrides, seeds_per_cell=abl.adaptive.max)[1], variants)
         return _follow(variants, opts.checkpoint_root(), opts.checkpoint_every)
     base_cfg = variants[0].config
-    baselines, items, by_key, _ = grid_items(variants)
+    baselines, items, by_key, _ = grid_items(variants, abl.adaptive)
     try:
         st, created = open_sweep_study(path, abl, variants, opts, overrides=overrides, workers=workers)
     except StudyClosed as e:  # e.g. the command printed to resume a study that another worker has since closed
@@ -126,6 +136,9 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
                            skipped=[n for _, n in items], already_closed=True)
     out = SweepResult(abl.name, st.parent.run_id, [], {}, 0.0, study=st.name)
     sweep = _Sweep(st, items, by_key, baselines, base_cfg, variants)
+    if abl.adaptive is not None:
+        sweep.design = abl.adaptive
+        sweep.more_seeds = lambda n: same_cells(load_ablation(path, overrides, seeds_per_cell=n)[1], variants)
     helpers = None
     with st.session():
         try:
@@ -142,9 +155,12 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
                 failed = [c for c in helpers.wait() if c not in (0, 1)]  # 1: a variant failed (recorded)
                 if failed:
                     log.warning("%d local worker(s) exited with %s; rerun the command to resume", len(failed), failed)
+        items = sweep.items  # with an adaptive design: both stages (the second once decided)
         rows = {r["config_hash"]: r for r in st.store.rows(st.name)}
         done = all(rows.get(k, {}).get("status") == "finished" for k, _ in items)
         settled = all(rows.get(k, {}).get("status") in ("finished", "failed") for k, _ in items)
+        if done and sweep.design is not None and sweep.decision is None:
+            settled = done = False  # the first stage finished but no decision yet (interrupted while deciding)
         out.skipped = [n for k, n in items if rows.get(k, {}).get("status") == "finished" and n not in out.finished]
         if settled:  # whichever worker finds nothing left to run and no live claim closes the study
             with st.closing() as closer:
@@ -155,6 +171,13 @@ def run_sweep(path: str | Path, opts: StudyOptions | None = None, *, only: list[
     out.interrupted = st.interrupted
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def same_cells(more: list[Variant], chosen: list[Variant]) -> list[Variant]:
+    """The variants of `more` (every seed of the adaptive design) whose cell is among `chosen`'s
+    (`--only` picks first-stage variants; their cells get the added seeds)."""
+    cells = {v.cell for v in chosen}
+    return [v for v in more if v.cell in cells]
 
 
 def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, workers: int) -> None:
@@ -181,6 +204,10 @@ class _Sweep:
         self.st, self.items, self.by_key, self.base_cfg, self.variants = st, items, by_key, base_cfg, variants
         self.baselines = baselines
         self.main = base_cfg.eval.baseline.name  # the reference of the Δ-vs-baseline metrics
+        self.design: AdaptiveSeeds | None = None  # an adaptive seed design (run_sweep sets it and more_seeds)
+        self.more_seeds = None  # n -> the variants of n seeds per cell
+        self.decision: SeedDecision | None = None
+        self.first_stage = list(items)
         self.scores = PairedScores(self.main, base_cfg.eval.bootstrap)  # every system's per-utterance scores
         self._res: Resources | None = None
 
@@ -230,9 +257,87 @@ class _Sweep:
                     log.info("  %s", "  ".join(f"{records.set_metric('wer', r.name)}={r.metrics['wer']:.3f}" for r in results))
             if progressed:
                 continue
+            if self.design is not None and self.decision is None and self.second_stage(out):
+                continue  # the adaptive design's added seeds: claimed by every worker, as the first stage was
             if not st.store.others_alive(st.name):
                 return
             time.sleep(min(2.0, max(0.5, st.store.stale_after / 4)))  # a peer may die: its claim then turns stale
+
+    def second_stage(self, out: SweepResult) -> bool:
+        """An adaptive design after its first stage: the decision (made here by exactly one worker,
+        through the claims row `records.SEED_DESIGN_KEY`, or read back from it), then the added
+        seeds of every cell join the work (True if any did). False while the first stage is not
+        all finished (a failed variant keeps the study open; a rerun retries it, then decides)."""
+        st = self.st
+        while self.decision is None:
+            rows = {r["config_hash"]: r for r in st.store.rows(st.name)}
+            if any(rows.get(k, {}).get("status") != "finished" for k, _ in self.first_stage):
+                return False
+            row = rows.get(records.SEED_DESIGN_KEY)
+            if row is not None and row["status"] == "finished":
+                self.decision = SeedDecision.from_json(row["reason"])
+                if records.SEED_DECISION not in st.client.get_run(st.parent.run_id).data.tags:
+                    st.parent.tags({records.SEED_DECISION: row["reason"]})  # the decider stopped before tagging
+                    st.parent.flush()
+                break
+            claim = st.store.claim(st.name, records.SEED_DESIGN_KEY, "adaptive seed design")
+            if claim is None:
+                if row is not None and row["status"] == "failed":  # a peer's decision failed: its error says why
+                    return False
+                if st.stop.reason:
+                    raise KeyboardInterrupt(st.stop.reason)
+                time.sleep(min(2.0, max(0.5, st.store.stale_after / 4)))  # a peer is deciding
+                continue
+            try:
+                with st.heartbeat(records.SEED_DESIGN_KEY):
+                    decision = self._decide(rows)
+            except (KeyboardInterrupt, TrainingInterrupted) as e:
+                st.store.interrupt(st.name, records.SEED_DESIGN_KEY, str(e) or "interrupted")
+                raise
+            except BaseException as e:
+                st.store.fail(st.name, records.SEED_DESIGN_KEY, failure_reason(e))
+                raise
+            st.parent.tags({records.SEED_DECISION: decision.to_json()})
+            st.parent.flush()
+            st.store.settle(st.name, records.SEED_DESIGN_KEY, decision.to_json())
+            self.decision = decision
+            log.info("adaptive seeds: %d -> %d per cell (%s)", decision.initial, decision.final, decision.reason)
+        if self.decision.final <= self.decision.initial:
+            return False
+        have = {k for k, _ in self.items}
+        added = [v for v in self.more_seeds(self.decision.final) if v.config_hash not in have]
+        self.items += [(v.config_hash, v.name) for v in added]
+        self.by_key.update({v.config_hash: v for v in added})
+        self.variants = self.variants + added
+        return bool(added)
+
+    def _decide(self, rows: dict[str, dict]) -> SeedDecision:
+        """The decision from the first stage's per-utterance scores (peers' read back)."""
+        self._read_back(rows)
+        stage = [self.by_key[k] for k, _ in self.first_stage if k in self.by_key]
+        runs = {v.name: (v.cell, v.config.seed) for v in stage}
+        cells = list({v.cell: {a: x for a, x in v.axes.items() if a != SEED_AXIS} for v in stage}.items())
+        pairs = factor_pairs(cells)
+        main = self.main if self.main in self.scores.systems() else None
+        results, utt_se = first_stage_inputs(self.scores.by_set, runs, pairs, main, self.base_cfg.eval.bootstrap)
+        if not utt_se:
+            raise RuntimeError("adaptive seeds: no eval set has scores from every first-stage variant")
+        d = self.design
+        return decide_seeds(results, utt_se, initial=d.initial, max_seeds=d.max, target=d.target_pts / 100,
+                            family_size=headline_family_size(cells, len(utt_se), main is not None),
+                            estimator=d.estimator)
+
+    def _read_back(self, rows: dict[str, dict]) -> None:
+        """Per-utterance scores of every finished unit that another worker ran."""
+        names = {k: n for k, n in self.items}
+        have = self.scores.systems()
+        missing = [(names[k], r["run_id"]) for k, r in rows.items()
+                   if k in names and r["status"] == "finished" and r["run_id"] and names[k] not in have]
+        if missing:
+            res = self.resources()
+            for n, rid in missing:
+                for set_name, scores in _scores_from_run(self.st.client, rid, res).items():
+                    self.scores.put(set_name, n, scores)
 
     def _load_peer_baseline(self) -> None:
         """Another worker scored the main baseline: read its predictions back for the paired tests."""

@@ -162,7 +162,8 @@ def _validation_error(err: ValidationError, lines: _LineMap, prefix: list[str], 
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union")))]
     # pydantic puts the union tag into the location (e.g. source.synth.split): drop tag names
-    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "source" and p in _SOURCE_TAGS)]
+    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "source" and p in _SOURCE_TAGS)
+           and not (i > 0 and loc[i - 1] == "seeds" and p in ("list", "adaptive"))]
     dotted = [*prefix, *loc]
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -184,9 +185,12 @@ def _get_dotted(d: dict[str, Any], parts: list[str]) -> Any:
     return d
 
 
-def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Ablation, list[Variant]]:
+def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None, *,
+                  seeds_per_cell: int | None = None) -> tuple[Ablation, list[Variant]]:
     """Load, merge `extends`, apply `overrides` (dotted path -> value, the CLI's --set) to `base`,
-    validate, and expand the grid into variants."""
+    validate, and expand the grid into variants. An adaptive seed design (`seeds: {initial, max,
+    target_pts}`) expands to its first stage, seeds 0..initial-1, unless `seeds_per_cell` asks for
+    more (the sweep's second stage: 0..n-1, n at most `max`)."""
     path = Path(path).resolve()
     lines = _LineMap()
     raw, sources, notes = _read_yaml(path, (), lines)
@@ -219,7 +223,10 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         except (UnknownPath, BlockedPath) as e:
             raise ConfigError(f"{path}: --set {e}") from None
 
-    grid = {**abl.grid, "seed": abl.seeds} if abl.seeds else dict(abl.grid)
+    if seeds_per_cell is not None and (abl.adaptive is None or not 1 <= seeds_per_cell <= abl.adaptive.max):
+        raise ValueError(f"seeds_per_cell={seeds_per_cell}: only for an adaptive seed design, 1..its max")
+    seeds = abl.seed_values(seeds_per_cell)
+    grid = {**abl.grid, "seed": seeds} if seeds else dict(abl.grid)
     for dotted in abl.grid:
         problem = check_path(dotted)
         if problem:

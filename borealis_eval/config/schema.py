@@ -12,7 +12,7 @@ import json
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 from borealis_eval.config.labels import LANGUAGES, cell_of, mix_label
 
@@ -589,6 +589,35 @@ class LauncherConfig(Strict):
     log_dir: str | None = None  # default: slurm-logs/<study> in the working directory
 
 
+class AdaptiveSeeds(Strict):
+    """`seeds: {initial: 2, max: 6, target_pts: 5}` - the adaptive seed design (evaluate/adaptive.py):
+    the sweep trains seeds 0..initial-1 of every cell, re-estimates the seed variance blind to the
+    contrasts, then trains every cell up to the seeds 80% power at `target_pts` needs (at most
+    `max`; seeds initial..final-1), and analyses once at the end. `estimator`: pooled (within-cell,
+    the default) or lumped (one-sample, Kieser & Friede 2003)."""
+
+    initial: int = Field(ge=2)  # two seeds per cell at least: the first stage must measure the seed variance
+    max: int = Field(gt=0)
+    target_pts: float = Field(gt=0, le=100)
+    estimator: Literal["pooled", "lumped"] = "pooled"
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}) must not exceed max ({self.max})")
+        return self
+
+
+def _seeds_form(v: Any) -> str:
+    return "adaptive" if isinstance(v, (dict, AdaptiveSeeds)) else "list"
+
+
+# `seeds:` is a list, or a mapping (the adaptive design): validated as the one its form says, so an
+# error names that form's field (seeds.initial), not both forms' mismatches
+Seeds = Annotated[Union[Annotated[list[int], Field(min_length=1), Tag("list")], Annotated[AdaptiveSeeds, Tag("adaptive")]],
+                  Discriminator(_seeds_form)]
+
+
 class Ablation(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str
@@ -598,8 +627,9 @@ class Ablation(Strict):
     # parent's unless it says `extends: true` (config/loader.py)
     grid: dict[str, Any] = Field(default_factory=dict)
     # every grid cell is trained once per seed (the seed drives initialisation, data order, mix
-    # sampling and augmentation); the same as a `seed` grid axis, run seed by seed over the grid
-    seeds: list[int] | None = Field(default=None, min_length=1)
+    # sampling and augmentation); the same as a `seed` grid axis, run seed by seed over the grid.
+    # Or the adaptive design {initial, max, target_pts} (AdaptiveSeeds): seeds 0, 1, ... as it decides
+    seeds: Seeds | None = None
     search: SearchConfig | None = None  # for `borealis-eval search`; the grid is then ignored
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)  # margins of the report's verdicts
     launcher: LauncherConfig | None = None  # for `sweep --launcher slurm`
@@ -636,11 +666,24 @@ class Ablation(Strict):
     @model_validator(mode="after")
     def _seeds(self):
         if self.seeds is not None:
-            if len(set(self.seeds)) != len(self.seeds):
+            if isinstance(self.seeds, list) and len(set(self.seeds)) != len(self.seeds):
                 raise ValueError(f"seeds must be distinct (got {self.seeds})")
             if "seed" in self.grid:
                 raise ValueError("give the seeds once: either 'seeds:' or a grid axis 'seed', not both")
         return self
+
+
+    @property
+    def adaptive(self) -> AdaptiveSeeds | None:
+        """The adaptive seed design, if `seeds:` gives one."""
+        return self.seeds if isinstance(self.seeds, AdaptiveSeeds) else None
+
+    def seed_values(self, per_cell: int | None = None) -> list[int] | None:
+        """The seeds every cell is trained with: the list, or the adaptive design's 0..n-1 for
+        `per_cell` = n seeds (default: its first stage, `initial`); None without `seeds:`."""
+        if self.adaptive is not None:
+            return list(range(self.adaptive.initial if per_cell is None else per_cell))
+        return self.seeds
 
 
 class Variant(BaseModel):

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from borealis_eval.config.labels import cell_of
+from borealis_eval.evaluate.adaptive import factor_pairs
 from borealis_eval.evaluate.protocol import score, utt_scores
 from borealis_eval.evaluate.variance import (A_BETTER, B_BETTER, CellScores, CellSummary, Comparison, Finding,
                                              compare, moderate_seed_variances, summarize_cell)
@@ -219,18 +220,9 @@ def detectable(cells: CellAnalysis, s: str) -> float:
 
 
 def _contrast_pairs(out: CellAnalysis) -> list[tuple[str, str, str]]:
-    """(cell, reference cell, axis): cells that differ in exactly one axis, against its first level."""
-    pairs = []
-    for axis in out.axes():
-        first = next(c.axes.get(axis) for c in out.cells)  # grid order: the first level seen
-        for c in out.cells:
-            if c.axes.get(axis) == first:
-                continue
-            ref = next((r for r in out.cells if r.axes.get(axis) == first
-                        and all(r.axes.get(a) == c.axes.get(a) for a in c.axes if a != axis)), None)
-            if ref is not None:
-                pairs.append((c.key, ref.key, axis))
-    return pairs
+    """(cell, reference cell, axis): cells that differ in exactly one axis, against its first level
+    (`evaluate.adaptive.factor_pairs`, which the adaptive seed design sizes the headline family with)."""
+    return factor_pairs([(c.key, c.axes) for c in out.cells])
 
 
 def _utts(rows: list[dict], normalizer: str | None) -> list:

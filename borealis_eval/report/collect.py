@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from borealis_eval import records
 from borealis_eval.config.labels import axis_label
 from borealis_eval.errors import ReportError
+from borealis_eval.evaluate.adaptive import SeedDecision
 
 CURVE_FAMILY = records.split_metric(records.curve_wer("x"))[0]
 #: Families whose values are error rates (fractions in the store, percent in the report).
@@ -207,6 +208,9 @@ def load_report_data(
             "status": parent.info.status,
             "ablation": parent.data.tags.get(records.ABLATION, ""),
             "margins": json.loads(parent.data.tags.get(records.MARGINS) or "{}"),  # analysis.margin_pts
+            "seed_design": json.loads(parent.data.tags.get(records.SEED_DESIGN) or "{}"),  # adaptive seeds
+            "seed_decision": (SeedDecision.from_json(parent.data.tags[records.SEED_DECISION])
+                              if records.SEED_DECISION in parent.data.tags else None),
         },
         runs=runs,
         unfinished=unfinished,

@@ -17,6 +17,7 @@ from borealis_eval.report.answer import (cell_table, family_note, headline, head
                                          verdict_tables)
 from borealis_eval.report.cells import CellAnalysis, analyse_cells
 from borealis_eval.report.collect import ReportData, load_report_data
+from borealis_eval.report.design import design_line, design_table
 from borealis_eval.report.errors import ErrorAnalysis, analyse
 from borealis_eval.report.plots import Plot, draw_all
 from borealis_eval.report.tables import Cell, Links, Row, Table, num, pct, share
@@ -131,6 +132,8 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
                      + (f" (+{len(cells.skipped) - 5} more)" if len(cells.skipped) > 5 else "") + ".")
     if family_note(cells):
         notes.append(family_note(cells))
+    if data.parent.get("seed_design") and data.parent.get("seed_decision") is None:
+        notes.append(design_line(data, cells))
     if machine_note(data):
         notes.append(machine_note(data))
     if data.normalizers:
@@ -154,7 +157,7 @@ def make_context(data: ReportData, cells: CellAnalysis, plots: list[Plot], links
         errors=errors,
         slices=[t for t in _slice_tables(errors) if t.rows],
         links=links,
-        verdicts=[t for t in verdict_tables(data, cells) if t.rows],
+        verdicts=[t for t in (design_table(data, cells), *verdict_tables(data, cells)) if t.rows],
         runs=[t for t in _tables(data, links) if t.rows],
         appendix=[t for t in _paired_tables(data) if t.rows],
     )

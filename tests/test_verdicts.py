@@ -222,7 +222,7 @@ def test_run_noise_estimates_the_kurtosis_of_a_planted_error_process():
     assert run_noise(calm).kurtosis < 0.1 * noise.kurtosis
 
 
-def test_baseline_contrast_takes_the_sets_runaways_into_its_degrees_of_freedom():
+def test_baseline_whose_run_shows_no_runaway_gets_the_sets_run_noise():
     import dataclasses
 
     rng = np.random.default_rng(32)
@@ -231,17 +231,31 @@ def test_baseline_contrast_takes_the_sets_runaways_into_its_degrees_of_freedom()
     blind = dataclasses.replace(model, noise=None, effective_df=math.inf)  # each contrast on its own units only
     got = compare(heavy[0], heavy[-1], seed=3, seed_variance=model)
     own = compare(heavy[0], heavy[-1], seed=3, seed_variance=blind)
-    assert got.se == pytest.approx(own.se, rel=1e-9)  # the variance is the same; its certainty is not
-    assert got.df < 0.5 * own.df and got.p_value > own.p_value
-    assert got.ci_high - got.ci_low > own.ci_high - own.ci_low
-    # the seed variances' df are cut by the seed rates' kurtosis, not below the prior's own
+    # its own utterances show no tail; the 18 trained runs do: the term is at least their run noise
+    assert own.utt_var < model.noise.var <= got.utt_var
+    assert got.p_value > own.p_value and got.ci_high - got.ci_low > own.ci_high - own.ci_low
+    # the seed variances' df are cut by the seed rates' kurtosis
     assert model.effective_df < model.stable_df
+    # a normal-tailed set keeps (nearly) its degrees of freedom and its interval
     calm_model = moderate_seed_variances(calm[:-1])
     assert calm_model.effective_df > 0.8 * calm_model.stable_df
     c = compare(calm[0], calm[-1], seed=3, seed_variance=calm_model)
     c_own = compare(calm[0], calm[-1], seed=3,
                     seed_variance=dataclasses.replace(calm_model, noise=None, effective_df=math.inf))
-    assert c.df > 0.8 * c_own.df  # a normal-tailed set keeps (nearly) its degrees of freedom
+    assert c.df > 0.8 * c_own.df and c.se < 1.25 * c_own.se
+
+
+def test_untrained_contrast_df_follows_the_sets_tail_when_its_own_units_hide_it():
+    from borealis_eval.evaluate.variance import _unit_df, run_noise
+
+    rng = np.random.default_rng(34)
+    heavy = _runaway_study(rng, True)
+    cells = [heavy[0], heavy[-1]]
+    noise = run_noise(heavy[:-1])
+    v = 2 * noise.var  # a test-sampling term as large as two runs' noise
+    assert _unit_df(cells, [1.0, -1.0], v, noise) < _unit_df(cells, [1.0, -1.0])
+    calm = run_noise(_runaway_study(rng, False)[:-1])
+    assert _unit_df(cells, [1.0, -1.0], v, calm) == _unit_df(cells, [1.0, -1.0])
 
 
 def test_adaptive_design_adds_seeds_where_the_seeds_are_noisy():

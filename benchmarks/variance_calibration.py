@@ -1,6 +1,7 @@
 """Calibration of the seed x utterance statistics (``evaluate.variance``, ``evaluate.verdicts``).
 
-    .venv/bin/python -m benchmarks.variance_calibration [--studies 300] [--power-studies 60] [--out DIR]
+    nice -n 19 .venv/bin/python -m benchmarks.variance_calibration [--studies 300] [--power-studies 60] \
+        [--jobs N] [--out DIR]
     .venv/bin/python -m benchmarks.variance_calibration --legacy [--studies 1000]   # the per-comparison table
 
 The default table is the headline family's: each simulated study is a 2 x 3 grid (6 cells) plus a
@@ -8,7 +9,9 @@ plain baseline on one test set, judged as the report judges it (moderated seed v
 contrasts of the headline family: 7 factor contrasts and 6 cells against the baseline, Holm, three
 verdicts). Per scenario (``tests/_variance_sim.Scenario``): the type-I rate of the family under
 the null (any "differs" claimed, nominal 5%), and the power to find a planted 3 / 6 / 10-pt effect
-of one cell in its factor contrast (declared different, in the right direction). Writes
+of one cell in its factor contrast (declared different, in the right direction), each with its
+binomial Monte-Carlo SE. The adaptive-seeds scenario runs issue 23 item 7's design
+(``tests._variance_sim.adaptive_seeds``) before judging. Writes
 benchmarks/results/variance_calibration.json.
 
 The legacy table (``--legacy``) is the per-comparison one this module printed before issue 23:
@@ -122,39 +125,46 @@ def mc_se(rate: float, n: int) -> float:
     return float(np.sqrt(max(rate * (1 - rate), 1e-12) / n))
 
 
-def family_row(sc: Scenario, studies: int, power_studies: int, n_boot: int = 400) -> dict:
-    """Type-I of the headline family and power at each of EFFECTS, for one scenario."""
-    rng = np.random.default_rng(zlib.crc32(sc.name.encode()))
+def family_row(sc: Scenario, studies: int, power_studies: int, n_boot: int = 400, part: str = "both") -> dict:
+    """Type-I of the headline family and power at each of EFFECTS, for one scenario (``part``:
+    "null", "power" or "both"; the null and the power studies draw from separate streams)."""
     t = time.perf_counter()
-    fired, seeds = 0, []
-    for i in range(studies):
-        verdicts, s = judge(simulate_grid(rng, sc), sc, seed=i, n_boot=n_boot)
-        fired += family_fires(verdicts)
-        seeds.append(s)
-    power = {}
-    for effect in EFFECTS:
-        power[f"{100 * effect:g}"] = sum(
-            found_planted(judge(simulate_grid(rng, sc, -effect), sc, seed=i, n_boot=n_boot)[0], -effect)
-            for i in range(power_studies)) / power_studies
-    return {"scenario": sc.name, "studies": studies, "power_studies": power_studies, "n_boot": n_boot,
-            "seeds": sc.n_seeds if not sc.adaptive else f"{sc.adaptive[0]}->{np.mean(seeds):.1f}",
-            "seeds_chosen": {str(k): seeds.count(k) for k in sorted(set(seeds))},
-            "utterances": sc.n_utts if not sc.speakers else f"{sc.speakers} speakers",
-            "type_i": fired / studies, "type_i_se": mc_se(fired / studies, studies), "power": power,
-            "power_se": {k: mc_se(v, power_studies) for k, v in power.items()},
-            "seconds": time.perf_counter() - t}
+    row = {"scenario": sc.name, "n_boot": n_boot,
+           "seeds": sc.n_seeds, "utterances": sc.n_utts if not sc.speakers else f"{sc.speakers} speakers"}
+    if part in ("null", "both"):
+        rng = np.random.default_rng(zlib.crc32(sc.name.encode()))
+        fired, seeds = 0, []
+        for i in range(studies):
+            verdicts, s = judge(simulate_grid(rng, sc), sc, seed=i, n_boot=n_boot)
+            fired += family_fires(verdicts)
+            seeds.append(s)
+        row.update(studies=studies, type_i=fired / studies, type_i_se=mc_se(fired / studies, studies),
+                   seeds_chosen={str(k): seeds.count(k) for k in sorted(set(seeds))})
+        if sc.adaptive:
+            row["seeds"] = f"{sc.adaptive[0]} -> {np.mean(seeds):.1f} (max {sc.adaptive[1]})"
+    if part in ("power", "both"):
+        rng = np.random.default_rng([zlib.crc32(sc.name.encode()), 1])
+        power = {}
+        for effect in EFFECTS:
+            power[f"{100 * effect:g}"] = sum(
+                found_planted(judge(simulate_grid(rng, sc, -effect), sc, seed=i, n_boot=n_boot)[0], -effect)
+                for i in range(power_studies)) / power_studies
+        row.update(power_studies=power_studies, power=power,
+                   power_se={k: mc_se(v, power_studies) for k, v in power.items()})
+    row["seconds"] = time.perf_counter() - t
+    return row
 
 
 def _row_md(r: dict) -> str:
-    return (f"| {r['scenario']} | {r['seeds']} | {r['utterances']} | {100 * r['type_i']:.1f}% ± "
-            f"{100 * r['type_i_se']:.1f} | "
-            + " | ".join(f"{100 * r['power'][k]:.0f}% ± {100 * r['power_se'][k]:.0f}" for k in ("3", "6", "10"))
-            + " |")
+    type_i = f"{100 * r['type_i']:.1f}% ± {100 * r['type_i_se']:.1f}" if "type_i" in r else "(not run)"
+    power = (" | ".join(f"{100 * r['power'][k]:.0f}% ± {100 * r['power_se'][k]:.0f}" for k in ("3", "6", "10"))
+             if "power" in r else "(not run) | | ")
+    return f"| {r['scenario']} | {r['seeds']} | {r['utterances']} | {type_i} | {power} |"
 
 
-def _work(job: tuple) -> dict:
-    k, studies, power_studies, n_boot = job
-    return family_row(SCENARIOS[k], studies, power_studies, n_boot)
+def _work(job: tuple) -> tuple[int, dict]:
+    k, part, studies, power_studies, n_boot = job
+    return k, family_row(SCENARIOS[k], studies, power_studies, n_boot, part)
 
 
 def main() -> None:
@@ -173,25 +183,33 @@ def main() -> None:
           "power 10 pts |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     chosen = [int(k) for k in args.scenarios.split(",")] if args.scenarios else list(range(len(SCENARIOS)))
-    jobs = [(k, args.studies, args.power_studies, args.n_boot) for k in chosen]
+    # every scenario's null studies first, then the power studies: a run stopped early keeps the type-I column
+    jobs = [(k, part, args.studies, args.power_studies, args.n_boot) for part in ("null", "power") for k in chosen]
+    by_k: dict[int, dict] = {}
     rows = []
+    command = (f"python -m benchmarks.variance_calibration --studies {args.studies} --power-studies "
+               f"{args.power_studies} --n-boot {args.n_boot}"
+               + (f" --scenarios {args.scenarios}" if args.scenarios else ""))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def keep(done: tuple[int, dict]) -> None:  # the JSON is rewritten after every part: a stopped run keeps its rows
+        k, r = done
+        old = by_k.get(k, {})
+        by_k[k] = {**r, **old, "seconds": old.get("seconds", 0.0) + r["seconds"]}  # the null part's labels win
+        rows[:] = [by_k[j] for j in chosen if j in by_k]
+        print(_row_md(by_k[k]), flush=True)
+        (args.out / "variance_calibration.json").write_text(json.dumps(
+            {"command": command, "date": time.strftime("%Y-%m-%d"),
+             "family": "headline: 7 factor contrasts + 6 cells vs baseline, Holm", "rows": rows}, indent=1))
+
     if args.jobs > 1:  # worker processes inherit this process's niceness: run it under nice -n 19
         from multiprocessing import Pool
         with Pool(args.jobs) as pool:
             for r in pool.imap(_work, jobs, chunksize=1):
-                rows.append(r)
-                print(_row_md(r), flush=True)
+                keep(r)
     else:
         for j in jobs:
-            rows.append(_work(j))
-            print(_row_md(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "variance_calibration.json").write_text(json.dumps(
-        {"command": f"python -m benchmarks.variance_calibration --studies {args.studies} "
-                    f"--power-studies {args.power_studies} --n-boot {args.n_boot}"
-                    + (f" --scenarios {args.scenarios}" if args.scenarios else ""),
-         "date": time.strftime("%Y-%m-%d"), "family": "headline: 7 factor contrasts + 6 cells vs baseline, Holm",
-         "rows": rows}, indent=1))
+            keep(_work(j))
 
 
 def legacy(args) -> None:

@@ -257,8 +257,11 @@ class ModeratedSeedVariance:
     6.0% with the floor).
 
     ``prior_var``/``prior_df``: the prior (``prior_df`` inf: the stable cells agree, every stable
-    cell gets the pooled value); ``stable_df``: the seed degrees of freedom of the stable cells,
-    the most any moderated variance may claim. ``by_cell``: per cell object (see ``of``).
+    cell gets the pooled value); ``stable_df``: the seed degrees of freedom of the stable cells;
+    ``effective_df``: the same cut by the kurtosis of the seed rates (heavy-tailed run noise makes
+    a sample variance of seed rates less certain than normal seeds'); ``max_df``, the smaller, is
+    the most any moderated variance may claim. ``noise``: the set's run noise (``run_noise``).
+    ``by_cell``: per cell object (see ``of``).
     """
 
     prior_var: float

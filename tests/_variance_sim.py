@@ -166,24 +166,23 @@ def first_seeds(cell: CellScores, k: int) -> CellScores:
 
 
 def adaptive_seeds(cells: list[CellScores], initial: int, max_seeds: int, target: float, n_boot: int = 200,
-                   seed: int = 0) -> int:
-    """Seeds per cell chosen by the adaptive design (issue 23 item 7) from the first ``initial`` seeds:
-    the seed variance re-estimated blind to cell labels (the one-sample variance of every trained
-    run's rate, an internal pilot: Kieser & Friede 2003), the test-sampling se of a contrast from the
-    factor contrasts' utterance terms, then ``power.seeds_needed`` for 80% power at ``target`` at
-    Holm's first-step level over the headline family, capped at ``max_seeds``."""
-    from borealis_eval.evaluate.power import seeds_needed
+                   seed: int = 0, estimator: str = "pooled") -> int:
+    """Seeds per cell chosen by the harness's adaptive design (issue 23 item 7) from the first
+    ``initial`` seeds: ``evaluate.adaptive.decide_seeds`` (the seed variance re-estimated blind to
+    the contrasts, 80% power at ``target`` at Holm's first-step level over the headline family,
+    capped at ``max_seeds``), fed as the sweep feeds it: each first-stage run's corpus rate, and the
+    test-sampling se of a contrast as the median utterance term of the factor contrasts."""
+    from borealis_eval.evaluate.adaptive import SeedResult, decide_seeds
 
     pilot = [first_seeds(c, initial) for c in cells]
     trained = [c for c in pilot if c.trained]
-    blind_sd = float(np.concatenate([c.seed_rates for c in trained]).std(ddof=1))
-    comps = compare_pairs(pilot, FACTOR_PAIRS, seed=seed, n_boot=n_boot,
-                          seed_variance=moderate_seed_variances(trained))
-    utt_se = float(np.sqrt(np.median([c.utt_var for c in comps])))
-    family = len(FACTOR_PAIRS) + len(trained)
-    plan = seeds_needed(blind_sd, utt_se, target, seeds=initial, n_cells=len(trained), alpha=0.05 / family,
-                        max_seeds=max_seeds)
-    return max(initial, min(plan.needed or max_seeds, max_seeds))
+    results = [SeedResult("set", f"cell{k}", s, float(w)) for k, c in enumerate(trained)
+               for s, w in enumerate(c.seed_rates)]
+    utt = sorted(c.utt_var for c in compare_pairs(pilot, FACTOR_PAIRS, seed=seed, n_boot=n_boot))
+    family = len(FACTOR_PAIRS) + len(trained)  # adaptive.headline_family_size of this grid with a baseline
+    decision = decide_seeds(results, {"set": float(np.sqrt(utt[len(utt) // 2]))}, initial=initial,
+                            max_seeds=max_seeds, target=target, family_size=family, estimator=estimator)
+    return decision.final
 
 
 def judge(cells: list[CellScores], sc: Scenario, seed: int = 0, n_boot: int = 400):

@@ -262,8 +262,9 @@ def test_adaptive_design_adds_seeds_where_the_seeds_are_noisy():
     from _variance_sim import Scenario, adaptive_seeds, judge, simulate_grid
 
     rng = np.random.default_rng(33)
-    quiet = Scenario("quiet", seed_sd=0.003, adaptive=(2, 6, 0.05))
-    noisy = Scenario("noisy", seed_sd=0.03, adaptive=(2, 6, 0.05))
-    assert adaptive_seeds(simulate_grid(rng, quiet), 2, 6, 0.05) < adaptive_seeds(simulate_grid(rng, noisy), 2, 6, 0.05)
+    # seed std 0.3 pts (the runs differ by their utterance noise only) against 5 pts, target 10 pts
+    quiet = Scenario("quiet", seed_sd=0.003, adaptive=(2, 6, 0.10))
+    noisy = Scenario("noisy", seed_sd=0.05, adaptive=(2, 6, 0.10))
+    assert adaptive_seeds(simulate_grid(rng, quiet), 2, 6, 0.10) < adaptive_seeds(simulate_grid(rng, noisy), 2, 6, 0.10)
     verdicts, seeds = judge(simulate_grid(rng, noisy), noisy, n_boot=100)
     assert seeds == 6 and len(verdicts) == 13  # capped at max; the whole headline family judged

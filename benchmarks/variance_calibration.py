@@ -1,6 +1,7 @@
 """Calibration of the seed x utterance statistics (``evaluate.variance``, ``evaluate.verdicts``).
 
-    .venv/bin/python -m benchmarks.variance_calibration [--studies 300] [--power-studies 60] [--out DIR]
+    nice -n 19 .venv/bin/python -m benchmarks.variance_calibration [--studies 300] [--power-studies 60] \
+        [--jobs N] [--out DIR]
     .venv/bin/python -m benchmarks.variance_calibration --legacy [--studies 1000]   # the per-comparison table
 
 The default table is the headline family's: each simulated study is a 2 x 3 grid (6 cells) plus a
@@ -8,7 +9,9 @@ plain baseline on one test set, judged as the report judges it (moderated seed v
 contrasts of the headline family: 7 factor contrasts and 6 cells against the baseline, Holm, three
 verdicts). Per scenario (``tests/_variance_sim.Scenario``): the type-I rate of the family under
 the null (any "differs" claimed, nominal 5%), and the power to find a planted 3 / 6 / 10-pt effect
-of one cell in its factor contrast (declared different, in the right direction). Writes
+of one cell in its factor contrast (declared different, in the right direction), each with its
+binomial Monte-Carlo SE. The adaptive-seeds scenario runs issue 23 item 7's design
+(``tests._variance_sim.adaptive_seeds``) before judging. Writes
 benchmarks/results/variance_calibration.json.
 
 The legacy table (``--legacy``) is the per-comparison one this module printed before issue 23:
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from borealis_eval.evaluate.variance import A_BETTER, B_BETTER, CellScores, compare, pool_seed_variance, summarize_cell
-from tests._variance_sim import (Scenario, family_fires, found_planted, headline_family, old_paired_p, simulate_grid,
+from tests._variance_sim import (Scenario, family_fires, found_planted, judge, old_paired_p, simulate_grid,
                                  simulate_study)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -107,28 +110,61 @@ SCENARIOS = [
              seed_sds=(0.06, 0.01, 0.02, 0.04, 0.02, 0.03), diverged=0.30),
     Scenario("cell x utterance interaction (sd 0.3)", interaction_sd=0.3),
     Scenario("heavy tails: 3% of utterances at 100-400% errors", heavy_tail=0.03),
+    Scenario("WER ~90%, uncapped Poisson errors, 3% runaways, seed sd 4 pts", level=0.90, seed_sd=0.04,
+             uncapped=True, heavy_tail=0.03),
     Scenario("4 recordings (150-400 words each)", n_utts=4, words=(150, 400)),
     Scenario("32 utterances, 2 seeds", n_utts=32, n_seeds=2),
     Scenario("64 utterances clustered by 8 speakers", speakers=8),
+    Scenario("adaptive seeds {initial 2, max 6, target 5 pts}, seed sd 1 pt", seed_sd=0.01, adaptive=(2, 6, 0.05)),
 ]
 EFFECTS = (0.03, 0.06, 0.10)
 
 
-def family_row(sc: Scenario, studies: int, power_studies: int, n_boot: int = 400) -> dict:
-    """Type-I of the headline family and power at each of EFFECTS, for one scenario."""
-    rng = np.random.default_rng(zlib.crc32(sc.name.encode()))
+def mc_se(rate: float, n: int) -> float:
+    """Monte-Carlo (binomial) standard error of a rate measured on ``n`` simulated studies."""
+    return float(np.sqrt(max(rate * (1 - rate), 1e-12) / n))
+
+
+def family_row(sc: Scenario, studies: int, power_studies: int, n_boot: int = 400, part: str = "both") -> dict:
+    """Type-I of the headline family and power at each of EFFECTS, for one scenario (``part``:
+    "null", "power" or "both"; the null and the power studies draw from separate streams)."""
     t = time.perf_counter()
-    fired = sum(family_fires(headline_family(simulate_grid(rng, sc), sc.margin, seed=i, n_boot=n_boot))
-                for i in range(studies))
-    power = {}
-    for effect in EFFECTS:
-        power[f"{100 * effect:g}"] = sum(
-            found_planted(headline_family(simulate_grid(rng, sc, -effect), sc.margin, seed=i, n_boot=n_boot), -effect)
-            for i in range(power_studies)) / power_studies
-    return {"scenario": sc.name, "studies": studies, "power_studies": power_studies, "n_boot": n_boot,
-            "seeds": sc.n_seeds,
-            "utterances": sc.n_utts, "type_i": fired / studies, "power": power,
-            "seconds": time.perf_counter() - t}
+    row = {"scenario": sc.name, "n_boot": n_boot,
+           "seeds": sc.n_seeds, "utterances": sc.n_utts if not sc.speakers else f"{sc.speakers} speakers"}
+    if part in ("null", "both"):
+        rng = np.random.default_rng(zlib.crc32(sc.name.encode()))
+        fired, seeds = 0, []
+        for i in range(studies):
+            verdicts, s = judge(simulate_grid(rng, sc), sc, seed=i, n_boot=n_boot)
+            fired += family_fires(verdicts)
+            seeds.append(s)
+        row.update(studies=studies, type_i=fired / studies, type_i_se=mc_se(fired / studies, studies),
+                   seeds_chosen={str(k): seeds.count(k) for k in sorted(set(seeds))})
+        if sc.adaptive:
+            row["seeds"] = f"{sc.adaptive[0]} -> {np.mean(seeds):.1f} (max {sc.adaptive[1]})"
+    if part in ("power", "both"):
+        rng = np.random.default_rng([zlib.crc32(sc.name.encode()), 1])
+        power = {}
+        for effect in EFFECTS:
+            power[f"{100 * effect:g}"] = sum(
+                found_planted(judge(simulate_grid(rng, sc, -effect), sc, seed=i, n_boot=n_boot)[0], -effect)
+                for i in range(power_studies)) / power_studies
+        row.update(power_studies=power_studies, power=power,
+                   power_se={k: mc_se(v, power_studies) for k, v in power.items()})
+    row["seconds"] = time.perf_counter() - t
+    return row
+
+
+def _row_md(r: dict) -> str:
+    type_i = f"{100 * r['type_i']:.1f}% ± {100 * r['type_i_se']:.1f}" if "type_i" in r else "(not run)"
+    power = (" | ".join(f"{100 * r['power'][k]:.0f}% ± {100 * r['power_se'][k]:.0f}" for k in ("3", "6", "10"))
+             if "power" in r else "(not run) | | ")
+    return f"| {r['scenario']} | {r['seeds']} | {r['utterances']} | {type_i} | {power} |"
+
+
+def _work(job: tuple) -> tuple[int, dict]:
+    k, part, studies, power_studies, n_boot = job
+    return k, family_row(SCENARIOS[k], studies, power_studies, n_boot, part)
 
 
 def main() -> None:
@@ -137,27 +173,43 @@ def main() -> None:
     ap.add_argument("--power-studies", type=int, default=60, help="studies per scenario and planted effect")
     ap.add_argument("--n-boot", type=int, default=400, help="utterance resamples per study")
     ap.add_argument("--scenarios", default="", help="comma-separated indices of SCENARIOS to run (default all)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one scenario each)")
     ap.add_argument("--legacy", action="store_true", help="the per-comparison table of the pooled estimator")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.legacy:
         return legacy(args)
-    rows = []
-    print("| scenario | seeds | utterances | type-I (family, nominal 5%) | power 3 pts | power 6 pts | power 10 pts |")
+    print("| scenario | seeds | units | type-I of the family (nominal 5%) ± MC SE | power 3 pts | power 6 pts | "
+          "power 10 pts |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    chosen = [SCENARIOS[int(k)] for k in args.scenarios.split(",")] if args.scenarios else SCENARIOS
-    for sc in chosen:
-        r = family_row(sc, args.studies, args.power_studies, args.n_boot)
-        rows.append(r)
-        print(f"| {r['scenario']} | {r['seeds']} | {r['utterances']} | {100 * r['type_i']:.1f}% | "
-              + " | ".join(f"{100 * r['power'][k]:.0f}%" for k in ("3", "6", "10")) + " |", flush=True)
+    chosen = [int(k) for k in args.scenarios.split(",")] if args.scenarios else list(range(len(SCENARIOS)))
+    # every scenario's null studies first, then the power studies: a run stopped early keeps the type-I column
+    jobs = [(k, part, args.studies, args.power_studies, args.n_boot) for part in ("null", "power") for k in chosen]
+    by_k: dict[int, dict] = {}
+    rows = []
+    command = (f"python -m benchmarks.variance_calibration --studies {args.studies} --power-studies "
+               f"{args.power_studies} --n-boot {args.n_boot}"
+               + (f" --scenarios {args.scenarios}" if args.scenarios else ""))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "variance_calibration.json").write_text(json.dumps(
-        {"command": f"python -m benchmarks.variance_calibration --studies {args.studies} "
-                    f"--power-studies {args.power_studies} --n-boot {args.n_boot}"
-                    + (f" --scenarios {args.scenarios}" if args.scenarios else ""),
-         "date": time.strftime("%Y-%m-%d"), "family": "headline: 7 factor contrasts + 6 cells vs baseline, Holm",
-         "rows": rows}, indent=1))
+
+    def keep(done: tuple[int, dict]) -> None:  # the JSON is rewritten after every part: a stopped run keeps its rows
+        k, r = done
+        old = by_k.get(k, {})
+        by_k[k] = {**r, **old, "seconds": old.get("seconds", 0.0) + r["seconds"]}  # the null part's labels win
+        rows[:] = [by_k[j] for j in chosen if j in by_k]
+        print(_row_md(by_k[k]), flush=True)
+        (args.out / "variance_calibration.json").write_text(json.dumps(
+            {"command": command, "date": time.strftime("%Y-%m-%d"),
+             "family": "headline: 7 factor contrasts + 6 cells vs baseline, Holm", "rows": rows}, indent=1))
+
+    if args.jobs > 1:  # worker processes inherit this process's niceness: run it under nice -n 19
+        from multiprocessing import Pool
+        with Pool(args.jobs) as pool:
+            for r in pool.imap(_work, jobs, chunksize=1):
+                keep(r)
+    else:
+        for j in jobs:
+            keep(_work(j))
 
 
 def legacy(args) -> None:

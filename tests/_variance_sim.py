@@ -73,7 +73,11 @@ class Scenario:
     not on each); ``heavy_tail``: a share of (seed, utterance) pairs runs away (insertions, errors
     of 100-400% of the words); ``n_utts`` and ``words``: the set's size and utterance length;
     ``speakers``: utterances clustered by speaker (a speaker's difficulty and its interaction with
-    each cell), analysed with the speakers as the independent units.
+    each cell), analysed with the speakers as the independent units. ``uncapped``: word errors
+    ~ Poisson(words x p) with no cap on p (insertions: an utterance can exceed 100%, as cells at
+    60-130% WER do) instead of Binomial(words, min(p, 0.95)). ``adaptive``: (initial, max,
+    target) seeds design of issue 23 item 7 (``adaptive_seeds``): ``max`` seeds are simulated,
+    the design picks how many of them the analysis sees.
     """
 
     name: str
@@ -89,6 +93,8 @@ class Scenario:
     speakers: int = 0
     margin: float = 0.02
     cells: int = 6
+    uncapped: bool = False
+    adaptive: tuple[int, int, float] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -115,16 +121,18 @@ def simulate_grid(rng: np.random.Generator, sc: Scenario, effect: float = 0.0) -
         if sc.speakers:  # each speaker suits each cell differently
             p = p * np.exp(rng.normal(0.0, 0.3, sc.speakers) - 0.045)[groups][None, :]
         p = p * np.exp(rng.normal(0.0, 0.3, (len(levels), n)))
-        edits = rng.binomial(words[None, :], np.clip(p, 0.0, 0.95))
+        edits = (rng.poisson(words[None, :] * p) if sc.uncapped
+                 else rng.binomial(words[None, :], np.clip(p, 0.0, 0.95)))
         if sc.heavy_tail:
             runaway = rng.random(edits.shape) < sc.heavy_tail
             edits = edits + runaway * np.round(words[None, :] * rng.uniform(1.0, 4.0, edits.shape)).astype(int)
         return CellScores(edits, words, trained=trained, groups=groups)
 
     out = []
+    n_seeds = sc.adaptive[1] if sc.adaptive else sc.n_seeds
     for c in range(sc.cells):
         sd = sc.seed_sds[c] if sc.seed_sds else sc.seed_sd
-        levels = sc.level + (effect if c == PLANTED else 0.0) + rng.normal(0.0, sd, sc.n_seeds)
+        levels = sc.level + (effect if c == PLANTED else 0.0) + rng.normal(0.0, sd, n_seeds)
         if c == 0 and sc.diverged:
             levels[-1] += sc.diverged
         out.append(cell(np.maximum(levels, 0.01), True))
@@ -150,3 +158,38 @@ def found_planted(verdicts, effect: float) -> bool:
     """The planted contrast is declared different in the planted direction."""
     v = verdicts[0]
     return v.word == DIFFERS and v.direction == (-1 if effect < 0 else 1)
+
+
+def first_seeds(cell: CellScores, k: int) -> CellScores:
+    """The cell as it stands after its first ``k`` seeds."""
+    return CellScores(cell.edits[:k], cell.units, trained=cell.trained, groups=cell.groups) if cell.trained else cell
+
+
+def adaptive_seeds(cells: list[CellScores], initial: int, max_seeds: int, target: float, n_boot: int = 200,
+                   seed: int = 0, estimator: str = "pooled") -> int:
+    """Seeds per cell chosen by the harness's adaptive design (issue 23 item 7) from the first
+    ``initial`` seeds: ``evaluate.adaptive.decide_seeds`` (the seed variance re-estimated blind to
+    the contrasts, 80% power at ``target`` at Holm's first-step level over the headline family,
+    capped at ``max_seeds``), fed as the sweep feeds it: each first-stage run's corpus rate, and the
+    test-sampling se of a contrast as the median utterance term of the factor contrasts."""
+    from borealis_eval.evaluate.adaptive import SeedResult, decide_seeds
+
+    pilot = [first_seeds(c, initial) for c in cells]
+    trained = [c for c in pilot if c.trained]
+    results = [SeedResult("set", f"cell{k}", s, float(w)) for k, c in enumerate(trained)
+               for s, w in enumerate(c.seed_rates)]
+    utt = sorted(c.utt_var for c in compare_pairs(pilot, FACTOR_PAIRS, seed=seed, n_boot=n_boot))
+    family = len(FACTOR_PAIRS) + len(trained)  # adaptive.headline_family_size of this grid with a baseline
+    decision = decide_seeds(results, {"set": float(np.sqrt(utt[len(utt) // 2]))}, initial=initial,
+                            max_seeds=max_seeds, target=target, family_size=family, estimator=estimator)
+    return decision.final
+
+
+def judge(cells: list[CellScores], sc: Scenario, seed: int = 0, n_boot: int = 400):
+    """The headline family of one simulated study as the harness would run it: with the adaptive
+    design, on the seeds it chose. Returns (verdicts, seeds per cell analysed)."""
+    seeds = sc.n_seeds
+    if sc.adaptive:
+        seeds = adaptive_seeds(cells, sc.adaptive[0], sc.adaptive[1], sc.adaptive[2], n_boot=n_boot, seed=seed)
+        cells = [first_seeds(c, seeds) for c in cells]
+    return headline_family(cells, sc.margin, seed=seed, n_boot=n_boot), seeds

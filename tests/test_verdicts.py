@@ -177,3 +177,94 @@ def test_comparison_splits_its_variance_into_seeds_and_test_sampling():
     seed_part = model.of(cells[0]).var / 3 + model.of(cells[1]).var / 3
     assert c.se ** 2 == pytest.approx(seed_part + c.utt_var, rel=1e-9)
     assert 0 <= c.utt_var < c.se ** 2  # floored at 0 where the seed-specific noise explains the resamples
+
+
+# ---------------------------------------------------------------- heavy-tailed run noise (issue 23, item 8)
+
+
+def _runaway_study(rng, runaways: bool, n_cells: int = 6, n_seeds: int = 3, n_utts: int = 64):
+    """Trained cells at 30% WER (seed std 2 pts) and a baseline decoded once, on one set. With
+    ``runaways`` each trained run loops on 2 of its utterances (3x the words in extra errors) while
+    the baseline's one run happens to have none: the case where its own utterances hide the tail."""
+    words = rng.integers(5, 16, n_utts)
+    cells = []
+    for _ in range(n_cells):
+        p = np.clip(0.3 + rng.normal(0, 0.02, (n_seeds, 1)) + rng.normal(0, 0.05, (n_seeds, n_utts)), 0, 0.95)
+        edits = rng.binomial(words[None, :], p)
+        if runaways:
+            for s in range(n_seeds):
+                edits[s, rng.choice(n_utts, 2, replace=False)] += 3 * words[rng.choice(n_utts, 2, replace=False)]
+        cells.append(CellScores(edits, words))
+    cells.append(CellScores(rng.binomial(words, 0.3)[None, :], words, trained=False))
+    return cells
+
+
+def test_run_noise_estimates_the_kurtosis_of_a_planted_error_process():
+    from borealis_eval.evaluate.variance import run_noise
+
+    rng = np.random.default_rng(31)
+    n_utts, n_seeds = 3000, 3
+    words = np.full(n_utts, 20)
+    # per (run, utterance) extra errors: Poisson(1) most of the time, +40 with probability q
+    q = 0.01
+    base = rng.poisson(4, n_utts)
+    cells = [CellScores(base[None, :] + rng.poisson(1, (n_seeds, n_utts))
+                        + 40 * (rng.random((n_seeds, n_utts)) < q), words) for _ in range(4)]
+    # cumulants of X = Poisson(1) + 40 B, B ~ Bernoulli(q), independent: they add
+    k2 = 1 + 1600 * q * (1 - q)
+    k4 = 1 + 40 ** 4 * q * (1 - q) * (1 - 6 * q * (1 - q))
+    noise = run_noise(cells)
+    assert noise.kurtosis == pytest.approx(k4 / k2 ** 2, rel=0.35)
+    assert noise.rate_kurtosis == pytest.approx(noise.kurtosis / n_utts, rel=1e-9)
+    assert noise.runs == 4 * n_seeds
+    # a normal-tailed process of the same variance has (almost) none
+    calm = [CellScores(base[None, :] + rng.poisson(k2, (n_seeds, n_utts)), words) for _ in range(4)]
+    assert run_noise(calm).kurtosis < 0.1 * noise.kurtosis
+
+
+def test_baseline_whose_run_shows_no_runaway_gets_the_sets_run_noise():
+    import dataclasses
+
+    rng = np.random.default_rng(32)
+    heavy, calm = _runaway_study(rng, True), _runaway_study(rng, False)
+    model = moderate_seed_variances(heavy[:-1])
+    blind = dataclasses.replace(model, noise=None, effective_df=math.inf)  # each contrast on its own units only
+    got = compare(heavy[0], heavy[-1], seed=3, seed_variance=model)
+    own = compare(heavy[0], heavy[-1], seed=3, seed_variance=blind)
+    # its own utterances show no tail; the 18 trained runs do: the term is at least their run noise
+    assert own.utt_var < model.noise.var <= got.utt_var
+    assert got.p_value > own.p_value and got.ci_high - got.ci_low > own.ci_high - own.ci_low
+    # the seed variances' df are cut by the seed rates' kurtosis
+    assert model.effective_df < model.stable_df
+    # a normal-tailed set keeps (nearly) its degrees of freedom and its interval
+    calm_model = moderate_seed_variances(calm[:-1])
+    assert calm_model.effective_df > 0.8 * calm_model.stable_df
+    c = compare(calm[0], calm[-1], seed=3, seed_variance=calm_model)
+    c_own = compare(calm[0], calm[-1], seed=3,
+                    seed_variance=dataclasses.replace(calm_model, noise=None, effective_df=math.inf))
+    assert c.df > 0.8 * c_own.df and c.se < 1.25 * c_own.se
+
+
+def test_untrained_contrast_df_follows_the_sets_tail_when_its_own_units_hide_it():
+    from borealis_eval.evaluate.variance import _unit_df, run_noise
+
+    rng = np.random.default_rng(34)
+    heavy = _runaway_study(rng, True)
+    cells = [heavy[0], heavy[-1]]
+    noise = run_noise(heavy[:-1])
+    v = 2 * noise.var  # a test-sampling term as large as two runs' noise
+    assert _unit_df(cells, [1.0, -1.0], v, noise) < _unit_df(cells, [1.0, -1.0])
+    calm = run_noise(_runaway_study(rng, False)[:-1])
+    assert _unit_df(cells, [1.0, -1.0], v, calm) == _unit_df(cells, [1.0, -1.0])
+
+
+def test_adaptive_design_adds_seeds_where_the_seeds_are_noisy():
+    from _variance_sim import Scenario, adaptive_seeds, judge, simulate_grid
+
+    rng = np.random.default_rng(33)
+    # seed std 0.3 pts (the runs differ by their utterance noise only) against 5 pts, target 10 pts
+    quiet = Scenario("quiet", seed_sd=0.003, adaptive=(2, 6, 0.10))
+    noisy = Scenario("noisy", seed_sd=0.05, adaptive=(2, 6, 0.10))
+    assert adaptive_seeds(simulate_grid(rng, quiet), 2, 6, 0.10) < adaptive_seeds(simulate_grid(rng, noisy), 2, 6, 0.10)
+    verdicts, seeds = judge(simulate_grid(rng, noisy), noisy, n_boot=100)
+    assert seeds == 6 and len(verdicts) == 13  # capped at max; the whole headline family judged

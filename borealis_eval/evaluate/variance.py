@@ -55,6 +55,20 @@ shared by every seed because every seed saw the same utterances.
   speakers or recordings; else utterances): its bootstrap variance is unbiased by n / (n - 1),
   below 20 units the interval is Student t on n - 1 df (percentiles of 4 recordings under-cover),
   and its df shrink with the kurtosis of the units' contributions (runaway utterances).
+- **Heavy tails: one error process per set.** A runaway utterance (errors of 100-400% of its
+  words: loops, hallucinated insertions) is a rare event of one run. One run's 64 utterances
+  often show none while the process has them, so its own bootstrap variance is small exactly
+  when its rate is low: with 3% runaways the baseline's variance behaved like a chi-square on ~4
+  df (nominal 63) and the headline family fired 9.3% at nominal 5%. ``run_noise`` pools the
+  seed-specific error of every trained run of the set (a run's per-unit contribution minus its
+  cell's seed mean) to see the tail. It is used three ways (Box 1953: var(s2)/s4 = 2/df +
+  kurtosis/n): the moderated seed variances claim at most the stable cells' df cut by the seed
+  rates' kurtosis; the test-sampling term of a contrast with a system decoded once takes its
+  kurtosis from the set where its own units show less; and that term is at least the set's run
+  noise (the variance under the null that the system is a run like the others, as a pooled
+  two-proportion test uses the null's variance where a rare event makes the separate estimates
+  fail). The floor only ever widens; it costs power against a baseline whose own errors are far
+  calmer than the trained runs', where differences are large anyway.
 - Calibration of the whole headline family on simulated grid studies (heteroscedastic cells,
   a diverged seed, cell x utterance interaction, heavy tails, 4 / 32 / 64 units, speakers):
   ``python -m benchmarks.variance_calibration``, table in benchmarks/README.md.
@@ -243,8 +257,11 @@ class ModeratedSeedVariance:
     6.0% with the floor).
 
     ``prior_var``/``prior_df``: the prior (``prior_df`` inf: the stable cells agree, every stable
-    cell gets the pooled value); ``stable_df``: the seed degrees of freedom of the stable cells,
-    the most any moderated variance may claim. ``by_cell``: per cell object (see ``of``).
+    cell gets the pooled value); ``stable_df``: the seed degrees of freedom of the stable cells;
+    ``effective_df``: the same cut by the kurtosis of the seed rates (heavy-tailed run noise makes
+    a sample variance of seed rates less certain than normal seeds'); ``max_df``, the smaller, is
+    the most any moderated variance may claim. ``noise``: the set's run noise (``run_noise``).
+    ``by_cell``: per cell object (see ``of``).
     """
 
     prior_var: float
@@ -252,13 +269,21 @@ class ModeratedSeedVariance:
     stable_df: int
     pooled: SeedVariance
     by_cell: tuple[tuple[CellScores, CellSeedVariance], ...]
+    noise: RunNoise | None = None
+    effective_df: float = math.inf  # stable_df cut by the kurtosis of the seed rates (``_kurtosis_df``)
 
     def of(self, cell: CellScores) -> CellSeedVariance:
         for c, v in self.by_cell:
             if c is cell:
                 return v
         # a trained cell the prior was not estimated with: it gets the prior (as a one-seed cell)
-        return CellSeedVariance(self.prior_var, min(self.prior_df, self.stable_df), math.nan, 0, False, 1.0)
+        return CellSeedVariance(self.prior_var, min(self.prior_df, self.max_df), math.nan, 0, False, 1.0)
+
+    @property
+    def max_df(self) -> float:
+        """The most degrees of freedom a moderated variance may claim: the stable cells' seed df,
+        cut where heavy-tailed run noise makes their sample variance less certain than normal seeds'."""
+        return min(self.stable_df, self.effective_df)
 
     @property
     def unstable(self) -> tuple[CellScores, ...]:
@@ -274,9 +299,89 @@ class ModeratedSeedVariance:
         out = [(self.of(c).var / c.n_seeds, self.of(c).df) for c in trained if self.of(c).unstable]
         if stable:
             own = sum(max(self.of(c).own_df, 0) for c in stable)
-            df = min(self.prior_df + own, self.stable_df)
+            df = min(self.prior_df + own, self.max_df)
             out.append((sum(self.of(c).var / c.n_seeds for c in stable), df))
         return out
+
+
+@dataclass(frozen=True)
+class RunNoise:
+    """The seed-specific error of single runs, per independent unit, pooled over the set's trained
+    cells (``run_noise``): how heavy its tails are.
+
+    A run's per-unit contribution to its corpus rate (edits minus the run's rate times the unit's
+    reference words) minus the mean of its cell's seeds on that unit is the run's own error on that
+    unit (the cell's expected errors on the unit cancel, so do whole-run level shifts). Its
+    cumulants, corrected for the centring on S seeds, give per unit a variance and a fourth
+    cumulant. ``kurtosis``: the excess kurtosis of one run's per-unit error over the set's units
+    (what the sample kurtosis of 64 values would estimate if it could see them: runaway
+    utterances, errors far above 100%, are rare, so one run's 64 utterances often show none while
+    the process has them). ``rate_kurtosis``: the excess kurtosis of one run's error in its
+    corpus rate (a sum over units: the fourth cumulants add). ``var``: that error's variance
+    (rate units squared). ``runs``: the runs it was estimated from.
+    """
+
+    kurtosis: float
+    rate_kurtosis: float
+    var: float
+    runs: int
+    unit_k4: float = 0.0  # mean over units of one run's fourth cumulant (edits^4)
+    total_units: int = 1  # reference words (or characters) of the set
+    values: int = 0  # (run, unit) deviations it rests on
+    df: float = math.inf  # of ``var``: sum over cells of (S - 1) x units, cut by ``kurtosis``
+
+    def untrained_kurtosis(self, untrained_runs: int, utt_var: float, n_units: int) -> float:
+        """Excess kurtosis of the units' contributions to a contrast's test-sampling term
+        ``utt_var`` when ``untrained_runs`` single decodes are in it: the trained cells' run noise
+        left that term for the seed term, a system decoded once keeps its own in it; its fourth
+        cumulant is taken to be the trained runs' (one error process per set)."""
+        if untrained_runs <= 0 or utt_var <= 0 or self.unit_k4 <= 0:
+            return 0.0
+        per_unit_var = utt_var * self.total_units ** 2 / n_units
+        return untrained_runs * self.unit_k4 / per_unit_var ** 2
+
+
+def run_noise(cells: Iterable[CellScores]) -> RunNoise | None:
+    """``RunNoise`` of the trained cells with >= 2 seeds (one eval set, one metric); None without any.
+
+    The moments are pooled over units: with 2-3 seeds a unit's own fourth cumulant cannot be
+    estimated, and units of unequal variance (long and short utterances) are part of the
+    kurtosis the units' contributions have (so ``rate_kurtosis`` errs on the heavy side).
+    """
+    m2s, m4s, ws = [], [], []
+    runs, total_units, n, dof = 0, 1, 0, 0
+    for c in cells:
+        if not (c.trained and c.n_seeds >= 2):
+            continue
+        s = c.n_seeds
+        contrib = c.edits - c.seed_rates[:, None] * c.units[None, :]
+        if c.groups is not None:
+            contrib = np.stack([np.bincount(c.groups, weights=row) for row in contrib])
+        d = contrib - contrib.mean(axis=0, keepdims=True)
+        m2, m4 = float((d ** 2).mean()), float((d ** 4).mean())
+        # d = e_s - mean(e) over S seeds: E d^2 = (S-1)/S var(e), k4(d) = (S-1)((S-1)^3+1)/S^4 k4(e)
+        m2s.append(m2 * s / (s - 1))
+        m4s.append((m4 - 3 * m2 ** 2) * s ** 4 / ((s - 1) * ((s - 1) ** 3 + 1)))
+        ws.append(s)
+        runs += s
+        total_units, n = max(int(c.units.sum()), 1), d.shape[1]
+        dof += (s - 1) * n
+    if not ws:
+        return None
+    var_u, k4_u = float(np.average(m2s, weights=ws)), max(float(np.average(m4s, weights=ws)), 0.0)
+    if var_u <= 0:
+        return RunNoise(0.0, 0.0, 0.0, runs, 0.0, total_units)
+    kurtosis = k4_u / var_u ** 2
+    return RunNoise(kurtosis if n >= SMALL_SET_UNITS else 0.0, kurtosis / n, n * var_u / total_units ** 2,
+                    runs, k4_u, total_units, runs * n, _kurtosis_df(dof, kurtosis, runs * n))
+
+
+def _kurtosis_df(df: float, kurtosis: float, n: int) -> float:
+    """Degrees of freedom of a sample variance on ``df`` df from ``n`` values of excess kurtosis
+    ``kurtosis``: var(s2) / s4 = 2 / df + kurtosis / n (Box 1953), as a scaled chi-square."""
+    if kurtosis <= 0 or n <= 0 or not math.isfinite(df):
+        return df
+    return 2.0 / (2.0 / df + kurtosis / n)
 
 
 def _trigamma_inverse(y: float) -> float:
@@ -340,6 +445,13 @@ def moderate_seed_variances(cells: Iterable[CellScores], alpha_unstable: float =
     stable_df = int(sd.sum())
     prior_var, prior_df = _prior(sv, sd)
     pooled = SeedVariance(float((sv * sd).sum() / stable_df), stable_df, len(stable))
+    noise = run_noise(stable)
+    effective_df = float(stable_df)
+    if noise is not None and pooled.var > 0:
+        # the seed rates' kurtosis is the run noise's, diluted by its share of the seed variance
+        share = min(noise.var / pooled.var, 1.0)
+        effective_df = _kurtosis_df(stable_df, noise.rate_kurtosis * share ** 2, sum(c.n_seeds for c in stable))
+    max_df = min(stable_df, effective_df)
     out = []
     for c in cells:
         if id(c) in flagged:
@@ -348,10 +460,10 @@ def moderate_seed_variances(cells: Iterable[CellScores], alpha_unstable: float =
             own, k = s2[id(c)], d[id(c)]
             var = prior_var if math.isinf(prior_df) else (prior_df * prior_var + k * own) / (prior_df + k)
             var = max(var, own)  # never below its own seeds' spread: a noisier cell does not borrow stability
-            out.append((c, CellSeedVariance(var, min(prior_df + k, stable_df), own, k, False, p_of[id(c)])))
+            out.append((c, CellSeedVariance(var, min(prior_df + k, max_df), own, k, False, p_of[id(c)])))
         else:
-            out.append((c, CellSeedVariance(prior_var, min(prior_df, stable_df), math.nan, 0, False, 1.0)))
-    return ModeratedSeedVariance(prior_var, prior_df, stable_df, pooled, tuple(out))
+            out.append((c, CellSeedVariance(prior_var, min(prior_df, max_df), math.nan, 0, False, 1.0)))
+    return ModeratedSeedVariance(prior_var, prior_df, stable_df, pooled, tuple(out), noise, effective_df)
 
 
 SeedModel = SeedVariance | ModeratedSeedVariance
@@ -406,7 +518,8 @@ def _utt_var(boot: np.ndarray, n_units: int) -> float:
     return float(boot.var(ddof=1)) * n_units / max(n_units - 1, 1)
 
 
-def _unit_df(cells: Sequence[CellScores], signs: Sequence[float]) -> float:
+def _unit_df(cells: Sequence[CellScores], signs: Sequence[float], utt_var: float = 0.0,
+             noise: RunNoise | None = None) -> float:
     """Degrees of freedom of the utterance variance, shrunk by the kurtosis of the units'
     contributions: a few runaway utterances (errors far above 100%) make the bootstrap variance
     rest on those few, so it has far fewer than n - 1 df (var(s2) / s4 = 2 / (n - 1) + kurtosis / n).
@@ -426,7 +539,9 @@ def _unit_df(cells: Sequence[CellScores], signs: Sequence[float]) -> float:
     if n < SMALL_SET_UNITS or not np.any(z != z[0]):  # a handful of units: no kurtosis to speak of
         return float(max(n - 1, 1))
     kurt = max(float(stats.kurtosis(z, fisher=True, bias=False)), 0.0)
-    return float(min(n - 1, 2.0 / (2.0 / (n - 1) + kurt / n)))
+    if noise is not None:  # what the set's runs show of the error process, where these few runs show none
+        kurt = max(kurt, noise.untrained_kurtosis(sum(not c.trained for c in cells), utt_var, n))
+    return float(max(1.0, min(n - 1, _kurtosis_df(n - 1, kurt, n))))
 
 
 SMALL_SET_UNITS = 20  # below this many independent units, test sampling gets a t interval, not percentiles
@@ -634,7 +749,13 @@ def _compare(a: CellScores, b: CellScores, counts: np.ndarray, alpha: float,
     else:
         noise = sum(_seed_noise(c, r) / c.n_seeds for c, r in ((a, ra), (b, rb)))
         v_utt = max(0.0, _utt_var(boot_delta, n) - noise)
-        var, df = _satterthwaite([*seed_terms, (v_utt, _unit_df([a, b], [1.0, -1.0]))])
+        run = seed_variance.noise if isinstance(seed_variance, ModeratedSeedVariance) else run_noise([a, b])
+        floor = sum(not c.trained for c in (a, b)) * run.var if run is not None else 0.0
+        if floor > v_utt:  # a system decoded once: at least the set's run noise, on that estimate's df
+            v_utt, utt_df = floor, min(run.df, float(n - 1) * run.runs)
+        else:
+            utt_df = _unit_df([a, b], [1.0, -1.0], v_utt, run)
+        var, df = _satterthwaite([*seed_terms, (v_utt, utt_df)])
         lo, hi, p = _t_interval(delta, var, df, alpha)
         run_sd = math.sqrt(_run_var(a, seed_variance) + _run_var(b, seed_variance) + v_utt)
         source = ("untrained" if not (a.trained or b.trained)

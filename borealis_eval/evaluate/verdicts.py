@@ -3,7 +3,7 @@
 Input: ``variance.Comparison`` objects (a difference of seed-mean rates with its standard error
 and degrees of freedom over seeds x utterances), the practical margin of each, and the family
 they are claimed in together. Output: one ``Verdict`` per comparison. Pure functions; the
-distributions come from ``scipy.stats`` (Student t, non-central t for power).
+distributions come from scipy (``scipy.special``'s Student t and non-central t ufuncs).
 
 - **differs** (with a direction): the difference test's p, Holm-adjusted over the family, is
   below alpha.
@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from borealis_eval.evaluate.variance import Comparison, holm, prob_better
 
@@ -46,8 +46,10 @@ def tost_p(delta: float, se: float, df: float, margin: float) -> float:
         return 1.0
     if se <= 0:
         return 0.0 if abs(delta) < margin else 1.0
-    t = stats.t(df) if math.isfinite(df) else stats.norm()
-    return float(max(t.sf((delta + margin) / se), t.cdf((delta - margin) / se)))
+    # scipy.special's t cdf, called directly (a frozen scipy.stats.t is built anew per call, and
+    # this runs for every contrast of every report and simulated study)
+    cdf = (lambda x: special.stdtr(df, x)) if math.isfinite(df) else special.ndtr
+    return float(max(cdf(-(delta + margin) / se), cdf((delta - margin) / se)))
 
 
 def power(effect: float, se: float, df: float, alpha: float) -> float:
@@ -128,7 +130,8 @@ def family_verdicts(comparisons: Sequence[Comparison], margins: Sequence[float],
     for c, mg, p, pa, pe in zip(comparisons, margins, raw, adj, adj_eq):
         level_alpha = alpha if not adjust else (alpha * p / pa if pa > 0 else alpha / m)
         if c.se > 0 and math.isfinite(c.se):
-            t = stats.t.isf(level_alpha / 2, c.df) if math.isfinite(c.df) else stats.norm.isf(level_alpha / 2)
+            t = (special.stdtrit(c.df, 1 - level_alpha / 2) if math.isfinite(c.df)
+                 else special.ndtri(1 - level_alpha / 2))
             lo, hi = c.delta - t * c.se, c.delta + t * c.se
         else:
             lo, hi = c.ci_low, c.ci_high

@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from borealis_eval.evaluate.variance import A_BETTER
-from borealis_eval.evaluate.verdicts import EQUIVALENT, NOT_RESOLVED, POWER, detectable_effect, words
+from borealis_eval.evaluate.verdicts import EQUIVALENT, NOT_RESOLVED, POWER, words
 from borealis_eval.evaluate.power import seeds_needed
 from borealis_eval.report.cells import (HEADLINE_FAMILY, CellAnalysis, Contrast, detectable, involves_unstable,
                                         power_inputs)
@@ -226,9 +226,8 @@ def power_table(data: ReportData, cells: CellAnalysis) -> Table:
         seed_sd, utt_se = got
         margin = cells.margins.get(s, 0.02)
         plan = seeds_needed(seed_sd, utt_se, margin, seeds=hi, n_cells=len(cells.cells), alpha=0.05 / size)
-        floor = detectable_effect(utt_se, math.inf, 0.05 / size)  # infinitely many seeds
         need = (f"{plan.needed}" if plan.needed else
-                "not reachable: the test set's own sampling error is too large" if floor > margin else "> 64")
+                "not reachable: the test set's own sampling error is too large" if not plan.reachable else "> 64")
         rows.append(Row([Cell(s), Cell(str(cells.units.get(s, ""))), Cell(f"{100 * seed_sd:.1f}"),
                          Cell(f"{100 * utt_se:.1f}"), Cell(f"{100 * plan.detectable:.1f}"),
                          Cell(f"±{100 * margin:g}"), Cell(need)]))

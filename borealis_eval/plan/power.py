@@ -20,7 +20,7 @@ back at results the way the report does, never the other way round.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,13 @@ class PowerPlan:
                 "hours_at_file_seeds": self.hours(self.seeds), "notes": self.notes,
                 "sets": [{"set": s.name, "units": s.variance.units, "seed_sd_pts": 100 * s.variance.seed_sd,
                           "utt_se_pts": 100 * s.variance.utt_se, "seed_sd_source": s.variance.seed_source,
-                          "utt_se_source": s.variance.utt_source, "detectable_pts": 100 * s.margin.detectable,
-                          "floor_pts": 100 * s.margin.floor, "margin": seeds(s.margin), "target": seeds(s.target)}
+                          "utt_se_source": s.variance.utt_source, "detectable_pts": _pts(s.margin.detectable),
+                          "floor_pts": _pts(s.margin.floor), "margin": seeds(s.margin), "target": seeds(s.target)}
                          for s in self.sets]}
+
+
+def _pts(v: float) -> float | None:
+    return 100 * v if math.isfinite(v) else None
 
 
 def headline_family(variants: list[Variant]) -> tuple[int, int]:
@@ -171,7 +175,7 @@ def measured_variance(experiment: str, tracking_uri: str | None,
     parents = client.search_runs([exp.experiment_id], f"tags.{records.ROLE} = '{records.PARENT}'",
                                  order_by=["attributes.start_time DESC"], max_results=20)
     for parent in parents:
-        if parent.info.run_id == exclude:
+        if parent.info.run_id == exclude or not _has_seeds(client, exp.experiment_id, parent.info.run_id):
             continue
         try:
             data = load_report_data(experiment, tracking_uri, parent.info.run_id)
@@ -185,6 +189,17 @@ def measured_variance(experiment: str, tracking_uri: str | None,
             return found, (f"earlier runs: experiment {experiment!r}, sweep {parent.info.run_id[:8]} "
                            f"({len(cells.cells)} cells x {seeds} seeds), by the report's estimators")
     return {}, f"no sweep of {experiment!r} with 2+ seeds per cell and per-utterance predictions"
+
+
+def _has_seeds(client, exp_id: str, parent_id: str) -> bool:
+    """Some cell of the sweep finished 2+ seeds (read from tags, before any prediction is loaded)."""
+    from borealis_eval import records
+
+    runs = client.search_runs([exp_id], f"tags.{records.PARENT_RUN} = '{parent_id}' and "
+                                        f"tags.{records.ROLE} = '{records.VARIANT}' and attributes.status = 'FINISHED'",
+                              max_results=5000)
+    cells = [r.data.tags.get(records.CELL) for r in runs]
+    return any(cells.count(c) >= 2 for c in set(cells) if c)
 
 
 def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | None = None,
@@ -229,9 +244,11 @@ def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | 
         margin = abl.analysis.margin(s.name) / 100
         target = target_pts / 100 if target_pts is not None else margin
         alpha = ALPHA / max(1, per_set * len(cfg.eval.sets))
-        sets.append(SetPower(s.name, var,
-                             seeds_needed(seed_sd, utt_se, margin, seeds=seeds, n_cells=n_cells, alpha=alpha,
-                                          max_seeds=MAX_SEEDS),
+        at_margin = seeds_needed(seed_sd, utt_se, margin, seeds=seeds, n_cells=n_cells, alpha=alpha,
+                                 max_seeds=MAX_SEEDS)
+        if seeds < 2:  # one run per cell measures no training variance: no effect is detectable beyond it
+            at_margin = replace(at_margin, detectable=math.nan)
+        sets.append(SetPower(s.name, var, at_margin,
                              seeds_needed(seed_sd, utt_se, target, seeds=seeds, n_cells=n_cells, alpha=alpha,
                                           max_seeds=MAX_SEEDS)))
     parts = [said] if measured else []

@@ -3,6 +3,8 @@ assumptions; and the seed plan (power per eval set, seeds needed and their cost)
 
 from __future__ import annotations
 
+import math
+
 from borealis_eval.evaluate.verdicts import POWER
 from borealis_eval.plan.estimate import Plan
 from borealis_eval.plan.model_cost import Memory
@@ -44,7 +46,7 @@ def render_power(pp: PowerPlan) -> str:
         row = {"set": s.name, "utts": v.units or "?", "seed std": f"{100 * v.seed_sd:.1f}",
                "test SE": f"{100 * v.utt_se:.1f}", "variance": "prior" if v.prior else "runs",
                f"detects ≥ at {pp.seeds} seed{'s' if pp.seeds > 1 else ''}":
-                   f"{100 * s.margin.detectable:.1f}" if pp.seeds > 1 else "n/a (1 seed)"}
+                   f"{100 * s.margin.detectable:.1f}" if math.isfinite(s.margin.detectable) else "n/a (1 seed)"}
         row.update(_seeds(pp, s.margin, f"seeds for ±{100 * s.margin.target:g} margin", unit))
         if show_target:
             what = f"{100 * s.target.target:g} pts"

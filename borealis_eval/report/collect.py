@@ -207,6 +207,10 @@ def load_report_data(
             "status": parent.info.status,
             "ablation": parent.data.tags.get(records.ABLATION, ""),
             "margins": json.loads(parent.data.tags.get(records.MARGINS) or "{}"),  # analysis.margin_pts
+            # the seed plan logged before the sweep: {set: detectable pts}, and where its variance came from
+            "planned": {col: v for k, v in parent.data.metrics.items()
+                        if k == records.plan_detectable(col := records.split_metric(k)[1])},
+            "plan_variance": parent.data.tags.get(records.PLAN_VARIANCE, ""),
         },
         runs=runs,
         unfinished=unfinished,

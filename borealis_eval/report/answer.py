@@ -85,9 +85,10 @@ def _summary(found: list[Contrast], cells: CellAnalysis, data: ReportData) -> st
         parts.append(f"equivalent within ±{'/'.join(f'{100 * m:g}' for m in margins)} pts in {len(equiv)}")
     if open_:
         steady = [c.judged.detectable for c in open_ if not involves_unstable(cells, c)]
-        shaky = len(open_) - len(steady)
+        shaky = [c.judged.detectable for c in open_ if involves_unstable(cells, c)]
         reach = (f"this study would detect ≥ {_range(steady)} pts at {POWER:.0%} power" if steady else "")
-        reach += (", " if reach and shaky else "") + (f"{shaky} with an unstable cell" if shaky else "")
+        reach += (", " if reach and shaky else "") + (
+            f"{len(shaky)} with an unstable cell: would detect ≥ {_range(shaky)} pts" if shaky else "")
         parts.append(f"not resolved in {len(open_)} ({reach})")
     sampling = " (test sampling only)" if any(c.judged.sampling_only for c in found) else ""
     return "; ".join(parts) + sampling

@@ -123,7 +123,8 @@ def _baseline_line(data: ReportData, cells: CellAnalysis) -> str:
         if key == EQUIVALENT:
             parts.append(f"equivalent within ±{_margins(found)} pts on {where}")
         elif key == NOT_RESOLVED:
-            parts.append(f"not resolved on {where} (would detect ≥ {_range([c.judged.detectable for c in found])} pts)")
+            reach = _range([c.judged.detectable for c in found])
+            parts.append(f"not resolved on {where} (would detect ≥ {reach} pts)")
         else:
             parts.append(f"{key} on {where} ({_signed_range([c.comparison.delta for c in found])} pts)")
     labels = {c.a for c in best}

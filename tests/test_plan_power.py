@@ -72,6 +72,7 @@ def test_a_plan_without_runs_or_flags_says_its_variance_is_a_default_prior(tmp_p
     assert {s.variance.seed_source for s in stated.sets} == {PP.STATED}
     assert {s.variance.utt_source for s in stated.sets} == {PP.DEFAULT}  # still a prior, and says which
     assert "stated prior: seed std 3 pts" in stated.variance_from
+    assert f"seed std {PP.DEFAULT_SEED_SD_PTS:g} pts" not in stated.variance_from.split("default prior")[1]
 
 
 @pytest.fixture(scope="module")

@@ -223,7 +223,7 @@ def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | 
     if from_runs and not measured and require_runs:
         raise UsageError(f"--from-runs {from_runs}: {said}")
     units = set_units(cfg, notes)
-    sets, defaulted = [], False
+    sets, defaulted = [], set()
     for s in cfg.eval.sets:
         got = measured.get(s.name)
         n = got[2] if got and got[2] else units.get(s.name)
@@ -239,7 +239,7 @@ def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | 
             utt_se, utt_src = got[1], MEASURED
         else:
             utt_se, utt_src = DEFAULT_UTT_SD_PTS / 100 / math.sqrt(max(n or 1, 1)), DEFAULT
-        defaulted |= DEFAULT in (seed_src, utt_src)
+        defaulted |= {t for t, src in (("seed", seed_src), ("utt", utt_src)) if src == DEFAULT}
         var = SetVariance(seed_sd, utt_se, n, seed_src, utt_src)
         margin = abl.analysis.margin(s.name) / 100
         target = target_pts / 100 if target_pts is not None else margin
@@ -257,9 +257,10 @@ def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | 
                                                                                   ("test SE", utt_se_pts))
                                                    if v is not None))
     if defaulted:
-        parts.append(f"default prior (a guess, not a measurement): seed std {DEFAULT_SEED_SD_PTS:g} pts; test SE "
-                     f"{DEFAULT_UTT_SD_PTS:g} pts / sqrt(utterances); state yours with --seed-sd/--utt-se, or read "
-                     "them from earlier runs with --from-runs EXPERIMENT"
+        terms = ([f"seed std {DEFAULT_SEED_SD_PTS:g} pts"] if "seed" in defaulted else []) + \
+            ([f"test SE {DEFAULT_UTT_SD_PTS:g} pts / sqrt(utterances)"] if "utt" in defaulted else [])
+        parts.append("default prior (a guess, not a measurement): " + "; ".join(terms) + "; state yours with "
+                     "--seed-sd/--utt-se, or read them from earlier runs with --from-runs EXPERIMENT"
                      + (f" ({said})" if from_runs and not measured else ""))
     return PowerPlan(abl.name, seeds, n_cells, per_set * len(cfg.eval.sets), ALPHA, sets, "; ".join(parts),
                      notes, cost)

@@ -131,18 +131,25 @@ def cmd_sweep(a) -> int:
 
 
 def cmd_plan(a) -> int:
-    from borealis_eval.plan import plan, render
+    from borealis_eval.config import grid_origin, load_ablation
+    from borealis_eval.plan import plan, power_plan, render, render_power
     from borealis_eval.tracking import TrackingConfig
 
-    uri = TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri if a.from_runs else None
+    uri = TrackingConfig.load(tracking_uri=a.tracking_uri).tracking_uri if a.from_runs is not None else None
+    abl = load_ablation(a.file, _overrides(a))[0]
+    experiment = a.from_runs or abl.name  # `--from-runs` alone: the file's own experiment
     p = plan(a.file, device=a.device, step_seconds=a.step_seconds, probe=a.probe, probe_steps=a.probe_steps,
-             tracking_uri=uri, checkpoint_every=a.checkpoint_every, overrides=_overrides(a), workers=a.workers)
+             tracking_uri=uri, checkpoint_every=a.checkpoint_every, overrides=_overrides(a), workers=a.workers,
+             experiment=experiment)
+    pp = power_plan(a.file, p, overrides=_overrides(a), from_runs=experiment if uri else None, tracking_uri=uri,
+                    seed_sd_pts=a.seed_sd, utt_se_pts=a.utt_se, target_pts=a.target_pts)
     if a.json:
-        Path(a.json).write_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        Path(a.json).write_text(json.dumps({**p.to_json(), "power": pp.to_json()}, indent=1, ensure_ascii=False)
+                                + "\n", encoding="utf-8")
     print(render(p))
-    from borealis_eval.config import grid_origin, load_ablation
-
-    print("\n".join(grid_origin(load_ablation(a.file, _overrides(a))[0])))
+    print()
+    print(render_power(pp))
+    print("\n".join(grid_origin(abl)))
     return 0
 
 
@@ -524,7 +531,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
                    help="time real training/decoding steps here (default: on for a CPU profile with local data)")
     s.add_argument("--probe-steps", type=int, default=12)
-    s.add_argument("--from-runs", action="store_true", help="use train/steps_per_second of earlier runs in the store")
+    s.add_argument("--from-runs", nargs="?", const="", default=None, metavar="EXPERIMENT",
+                   help="read earlier runs of EXPERIMENT (default: the file's name) in the store: step times "
+                        "(train/steps_per_second) and, from its newest sweep with 2+ seeds, each set's seed std and "
+                        "test-sampling SE for the seed plan")
+    s.add_argument("--seed-sd", type=float, default=None, metavar="PTS",
+                   help="prior seed std of one run's WER (pts) for the seed plan; overrides --from-runs "
+                        "(without runs or this flag the plan uses a default prior, and says so)")
+    s.add_argument("--utt-se", type=float, default=None, metavar="PTS",
+                   help="prior test-sampling SE of a contrast (pts), every set; overrides --from-runs "
+                        "(default without runs: a stated per-utterance SD / sqrt(utterances of the set))")
+    s.add_argument("--target-pts", type=float, default=None, metavar="PTS",
+                   help="effect (WER pts) to plan seeds for, beside the margin (default: analysis.margin_pts)")
     s.add_argument("--checkpoint-every", type=int, default=50, help="as the sweep will be run")
     s.add_argument("--workers", type=int, default=1, help="as the sweep will be run (`sweep --workers N`)")
     s.add_argument("--json", default=None, help="also write the plan as JSON here")

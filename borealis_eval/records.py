@@ -12,7 +12,9 @@ Runs (all in that experiment):
   Artifacts: ``ablation/<file>``, ``data/bad_items.jsonl`` (rows ``{set, id, kind, reason}``),
   ``paired/<set>.jsonl`` (rows ``{a, b, delta_wer, ci_low, ci_high, p_value, n}``),
   ``report/`` (report.md, report.html, plots/), ``search/best_trials.jsonl``, ``plan/plan.json``
-  (the cost plan, plan/), ``eval/references.json`` (published figures per set). A study launched
+  (the cost plan, plan/), ``plan/power.json`` (the seed plan: per set the variance used, the
+  detectable effect, the seeds needed at the margin and their cost), ``eval/references.json``
+  (published figures per set). A study launched
   on SLURM (`sweep --launcher slurm`) adds ``launcher=slurm``, ``slurm.job_ids`` (comma-separated,
   one per worker job and launch) and ``slurm.log_dir`` (the jobs' logs). Once the
   report is built, ``mlflow.note.content`` (the run's description in the UI) holds the headline
@@ -24,7 +26,10 @@ Runs (all in that experiment):
   (that spec as JSON) when the study starts and ``borealis.seed_decision`` (the decision: initial,
   final and added seeds per cell, the variance per set, the reason; evaluate/adaptive.py) once the
   first stage is scored; the claims table keeps the same decision in its row ``seed-design``.
-  Metrics: ``plan/seconds``, ``plan/device_hours``, ``data/bad_items``, ``data/train_items``,
+  ``borealis.plan_variance``: where the seed plan's variance came from (an earlier sweep of the
+  experiment, or a prior, labelled as such).
+  Metrics: ``plan/seconds``, ``plan/device_hours``, ``plan_detectable_pts/<set>`` and
+  ``plan_seeds_needed/<set>`` (the seed plan), ``data/bad_items``, ``data/train_items``,
   ``data/text_items``, ``cache/encoded``,
   ``cache/hits``, ``sweep/finished``, ``sweep/failed``, ``search/complete``, ``search/pruned``,
   ``search/failed``, ``best/objective``.
@@ -127,6 +132,7 @@ MARGINS = "borealis.margin_pts"  # the parent's tag: analysis.margin_pts as JSON
 SEED_DESIGN = "borealis.seed_design"  # parent: the adaptive seed design as JSON {initial, max, target_pts, estimator}
 SEED_DECISION = "borealis.seed_decision"  # parent: its decision (evaluate/adaptive.py SeedDecision as JSON)
 SEED_DESIGN_KEY = "seed-design"  # the claims row (config_hash) of the decision: one worker decides, all read it
+PLAN_VARIANCE = "borealis.plan_variance"  # the parent's tag: where the seed plan's variance came from (runs or a prior)
 LAUNCHER = "launcher"  # parent run: slurm when `sweep --launcher slurm` submitted the workers
 SLURM_JOB_IDS = "slurm.job_ids"  # parent run: the worker jobs' ids, comma-separated
 SLURM_LOG_DIR = "slurm.log_dir"  # parent run: where the worker jobs write their logs
@@ -240,6 +246,16 @@ def p_vs_baseline(set_name: str) -> str:
     return set_metric("p_vs_baseline", set_name)
 
 
+def plan_detectable(set_name: str) -> str:
+    """The seed plan's effect (WER pts) the sweep's seeds detect at 80% power on a set."""
+    return set_metric("plan_detectable_pts", set_name)
+
+
+def plan_seeds_needed(set_name: str) -> str:
+    """The seed plan's seeds per cell for 80% power at the set's margin (absent: not reachable)."""
+    return set_metric("plan_seeds_needed", set_name)
+
+
 def text_chrf(name: str) -> str:
     return set_metric("text_chrf", name)
 
@@ -258,6 +274,7 @@ BAD_ITEMS = "data/bad_items.jsonl"
 REPORT_DIR = "report"
 BEST_TRIALS = "search/best_trials.jsonl"
 PLAN = "plan/plan.json"
+PLAN_POWER = "plan/power.json"  # the seed plan: per set, detectable effect, seeds needed, their cost (plan/power.py)
 REFERENCES = "eval/references.json"  # published figures per eval set ({set: [{wer, system, source, note}]})
 PREDICTIONS_DIR = "predictions"
 PAIRED_DIR = "paired"

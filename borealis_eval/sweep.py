@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def open_sweep_study(path: str | Path, abl, variants: list[Variant], opts: Study
         base_cfg = variants[0].config
         if abl.adaptive is not None:
             st.parent.tags({records.SEED_DESIGN: abl.adaptive.model_dump_json()})
-        _log_plan(st, path, overrides, opts.checkpoint_every, workers)
+        _log_plan(st, path, overrides, opts.checkpoint_every, workers, abl.name)
         refs = {s.name: [r.model_dump(mode="json") for r in s.reference] for s in base_cfg.eval.sets if s.reference}
         if refs:
             st.parent.artifact_text(json.dumps(refs, indent=1, ensure_ascii=False), records.REFERENCES)
@@ -180,20 +181,42 @@ def same_cells(more: list[Variant], chosen: list[Variant]) -> list[Variant]:
     return [v for v in more if v.cell in cells]
 
 
-def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, workers: int) -> None:
-    """The cost plan (plan/) on the parent run, and one line of it in the log, before any work."""
-    from borealis_eval.plan import plan
+def _log_plan(st: Study, path, overrides: dict | None, checkpoint_every: int, workers: int,
+              experiment: str) -> None:
+    """The cost plan and the seed plan (plan/) on the parent run, one line of each in the log, before
+    any work. The seed plan's variance comes from the experiment's newest earlier sweep with 2+ seeds
+    per cell, else a prior (labelled so in the artifact and the tag)."""
+    from borealis_eval.plan import plan, power_plan
 
+    p = None
     try:
         p = plan(path, probe=False, tracking_uri=st.client.tracking_uri, checkpoint_every=checkpoint_every,
                  overrides=overrides, workers=workers)
     except UserError as e:  # e.g. a hub model's shape unknown offline: the sweep itself may still run
         log.info("no cost plan: %s", e)
+    if p is not None:
+        log.info("plan: %s", p.summary())
+        st.parent.artifact_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False), records.PLAN)
+        if p.timed:
+            st.parent.metrics({records.PLAN_SECONDS: p.seconds, records.PLAN_DEVICE_HOURS: p.device_hours})
+    try:
+        pp = power_plan(path, p, overrides=overrides, from_runs=experiment, tracking_uri=st.client.tracking_uri,
+                        exclude_parent=st.parent.run_id, require_runs=False)
+    except UserError as e:
+        log.info("no seed plan: %s", e)
         return
-    log.info("plan: %s", p.summary())
-    st.parent.artifact_text(json.dumps(p.to_json(), indent=1, ensure_ascii=False), records.PLAN)
-    if p.timed:
-        st.parent.metrics({records.PLAN_SECONDS: p.seconds, records.PLAN_DEVICE_HOURS: p.device_hours})
+    log.info("seed plan: %s", "; ".join(f"{s.name} detects ≥ {100 * s.margin.detectable:.1f} pts" for s in pp.sets)
+             + f" ({'prior' if pp.prior else 'earlier runs'})")
+    st.parent.artifact_text(json.dumps(pp.to_json(), indent=1, ensure_ascii=False), records.PLAN_POWER)
+    st.parent.tags({records.PLAN_VARIANCE: pp.variance_from})
+    values = {}
+    for s in pp.sets:
+        if math.isfinite(s.margin.detectable):
+            values[records.plan_detectable(s.name)] = 100 * s.margin.detectable
+        if s.margin.needed is not None:
+            values[records.plan_seeds_needed(s.name)] = s.margin.needed
+    if values:
+        st.parent.metrics(values)
 
 
 class _Sweep:

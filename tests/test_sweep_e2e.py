@@ -70,6 +70,12 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     assert len(rows) == 4 and {"id", "ref", "hyp", "duration"} <= set(rows[0])
     assert len(client.get_metric_history(run_id, "train/loss")) == 2  # logged every 2 of 4 steps
 
+    # the seed plan, logged before any work: a new experiment has no earlier sweep, so a labelled prior
+    from borealis_eval import records
+    plan = json.loads(Path(client.download_artifacts(parent_id, records.PLAN_POWER, str(tmp_path))).read_text())
+    assert [s["set"] for s in plan["sets"]] == ["test_ru", "test_en"] and plan["prior"] is True
+    assert "default prior" in parent_row[f"tags.{records.PLAN_VARIANCE}"]
+
     paired = client.download_artifacts(parent_id, "paired/test_en.jsonl", str(tmp_path))
     pairs = [json.loads(x) for x in Path(paired).read_text().splitlines()]
     assert len(pairs) == 3 and all(0 < p["p_value"] <= 1 for p in pairs)  # 3 systems -> 3 pairs

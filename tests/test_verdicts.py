@@ -268,3 +268,18 @@ def test_adaptive_design_adds_seeds_where_the_seeds_are_noisy():
     assert adaptive_seeds(simulate_grid(rng, quiet), 2, 6, 0.10) < adaptive_seeds(simulate_grid(rng, noisy), 2, 6, 0.10)
     verdicts, seeds = judge(simulate_grid(rng, noisy), noisy, n_boot=100)
     assert seeds == 6 and len(verdicts) == 13  # capped at max; the whole headline family judged
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 6, 12])
+def test_power_rises_with_the_effect_where_the_noncentral_tail_fails(df):
+    """scipy's non-central t returns NaN for the far wrong-side tail (df 3, nc 12 at alpha 0.005):
+    that tail is negligible, so power keeps rising smoothly, and the detectable effect has 80%
+    power (a NaN there once made power jump to 1 past the critical value and understated the
+    detectable effect by a fifth)."""
+    from borealis_eval.evaluate.verdicts import POWER, detectable_effect, power
+
+    for alpha in (0.05, 0.005, 0.05 / 200):
+        grid = [power(e / 4, 1.0, df, alpha) for e in range(0, 400)]
+        assert all(b >= a - 1e-12 for a, b in zip(grid, grid[1:]))
+        d = detectable_effect(1.0, df, alpha)
+        assert power(d, 1.0, df, alpha) == pytest.approx(POWER, abs=1e-3)

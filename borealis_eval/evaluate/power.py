@@ -32,14 +32,20 @@ def contrast_se(seed_sd: float, utt_se: float, seeds: int) -> float:
 @dataclass(frozen=True)
 class SeedPlan:
     """``detectable``: the effect found with 80% power at ``seeds`` seeds per cell; ``needed``:
-    the seeds per cell for 80% power at ``target`` (None: not reachable within ``max_seeds``,
-    the test set itself is too small for it)."""
+    the seeds per cell for 80% power at ``target`` (None: not reachable within ``max_seeds``);
+    ``floor``: the effect found with 80% power with infinitely many seeds (the test set's own
+    sampling error): a target at or below it is out of reach however many seeds are trained."""
 
     seeds: int
     detectable: float
     target: float
     needed: int | None
     alpha: float
+    floor: float = math.nan
+
+    @property
+    def reachable(self) -> bool:
+        return self.target > self.floor
 
 
 def seeds_needed(seed_sd: float, utt_se: float, target: float, *, seeds: int, n_cells: int, alpha: float,
@@ -58,4 +64,4 @@ def seeds_needed(seed_sd: float, utt_se: float, target: float, *, seeds: int, n_
     needed = next((s for s in range(2, max_seeds + 1)
                    if power(target, contrast_se(seed_sd, utt_se, s), df(s), alpha) >= target_power), None)
     return SeedPlan(seeds, detectable_effect(contrast_se(seed_sd, utt_se, seeds), df(seeds), alpha, target_power),
-                    target, needed, alpha)
+                    target, needed, alpha, detectable_effect(utt_se, math.inf, alpha, target_power))

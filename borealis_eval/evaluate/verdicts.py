@@ -62,10 +62,15 @@ def power(effect: float, se: float, df: float, alpha: float) -> float:
         z = special.ndtri(1 - alpha / 2)
         return float(special.ndtr(nc - z) + special.ndtr(-z - nc))
     tc = special.stdtrit(df, 1 - alpha / 2)
-    p = float(1 - special.nctdtr(df, nc, tc) + special.nctdtr(df, nc, -tc))
-    if not math.isfinite(p):  # the non-central t's tail fails far past the critical value
-        p = 1.0 if nc > tc else alpha
-    return min(max(p, 0.0), 1.0)
+    upper = float(1 - special.nctdtr(df, nc, tc))
+    lower = float(special.nctdtr(df, nc, -tc))
+    # the non-central t's far tails can come back NaN (scipy 1.17: df 3, nc 12); the wrong-side tail
+    # is then negligible (< 1e-15), and an upper tail far past the critical value is 1
+    if not math.isfinite(lower):
+        lower = 0.0
+    if not math.isfinite(upper):
+        upper = 1.0 if nc > tc else alpha / 2
+    return min(max(upper + lower, 0.0), 1.0)
 
 
 def detectable_effect(se: float, df: float, alpha: float, target: float = POWER) -> float:

@@ -13,9 +13,14 @@
   utilisation plus a per-layer launch floor measured on an H200, benchmarks/README.md rows 7-9).
 Every figure that is assumed rather than read or measured is listed in `Plan.assumptions`.
 
+`power_plan(path, cost)` adds the seed plan: per eval set, the effect the file's seeds detect at
+80% power and the seeds per cell that the margin (or a target) needs, with their cost; the
+variance from earlier runs (the report's estimators) or a stated prior (plan/power.py).
+
 One module per concern: devices.py (the machines), model_cost.py (parameters, tokens, memory,
 FLOPs from shapes), probe.py (measured here), history.py (earlier runs), assumed.py (stated
-assumptions), estimate.py (the plan itself), formats.py and render.py (text).
+assumptions), estimate.py (the plan itself), power.py (seeds and power), formats.py and render.py
+(text).
 """
 
 from borealis_eval.plan.devices import CPU, DEVICES, H200, Device
@@ -24,9 +29,10 @@ from borealis_eval.plan.model_cost import (KNOWN_SHAPES, Memory, ParamCount, Tok
                                            encoder_shape, llm_shape, memory_estimate, train_flops_per_token)
 from borealis_eval.plan.probe import LocalData, Prober, probe_step_seconds
 from borealis_eval.plan.formats import eval_set_rows
-from borealis_eval.plan.render import render
+from borealis_eval.plan.power import PowerPlan, power_plan
+from borealis_eval.plan.render import render, render_power
 
 __all__ = ["CPU", "DEVICES", "H200", "Device", "Plan", "VariantPlan", "default_device", "plan", "KNOWN_SHAPES",
            "Memory", "ParamCount", "Tokens", "_VocabOnly", "count_params", "encoder_shape", "llm_shape",
            "memory_estimate", "train_flops_per_token", "LocalData", "Prober", "probe_step_seconds", "eval_set_rows",
-           "render"]
+           "render", "PowerPlan", "power_plan", "render_power"]

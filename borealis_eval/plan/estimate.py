@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from borealis_eval.config import Variant, load_ablation
+from borealis_eval.config.labels import cell_of
 from borealis_eval.errors import UsageError
 from borealis_eval.plan.assumed import assumed_eval_seconds, assumed_shared_seconds, assumed_tokens
 from borealis_eval.plan.devices import CPU, DEVICES, H200, Device
@@ -57,16 +58,33 @@ class Plan:
     def seconds(self) -> float:
         """Wall time: what runs once (start-up, encoding, report), then the baseline and the variants
         handed to the first free worker in claim order (baseline first), as the claims table does."""
-        units = [s for k, s in self.shared_seconds.items() if k == "baseline"] + [v.seconds for v in self.variants]
+        return self._wall([v.seconds for v in self.variants])
+
+    def _wall(self, variant_seconds: list[float]) -> float:
+        units = [s for k, s in self.shared_seconds.items() if k == "baseline"] + variant_seconds
         fixed = sum(s for k, s in self.shared_seconds.items() if k != "baseline")
         free = [0.0] * max(1, self.workers)
         for u in units:
             free[free.index(min(free))] += u
         return fixed + max(free)
 
+    def seconds_with_seeds(self, seeds: int) -> float:
+        """Wall time of the same study with ``seeds`` seeds per cell: each cell's variants cost what
+        the file's seeds of that cell cost (seeds change initialisation and data order, not the step)."""
+        cells: dict[str, list[float]] = {}
+        for v in self.variants:
+            cells.setdefault(cell_of(v.name), []).append(v.seconds)
+        return self._wall([costs[i % len(costs)] for costs in cells.values() for i in range(seeds)])
+
     @property
     def device_hours(self) -> float:
         return self.seconds / 3600
+
+    @property
+    def hours_unit(self) -> str:
+        """What `device_hours` counts: GPU-hours, or CPU-hours of this machine (wall time with `workers`)."""
+        unit = "GPU-hours" if self.device.kind == "cuda" else "CPU-hours"
+        return unit + (f" with {self.workers} local workers" if self.workers > 1 else "")
 
     def fits(self, v: VariantPlan, headroom: float = 0.9) -> bool:
         """Peak estimate within `headroom` of the device memory (allocator slack, CUDA context)."""
@@ -99,10 +117,7 @@ class Plan:
             return (f"{self.ablation}: {len(self.variants)} variants; time not estimated (a CPU's step time is "
                     f"probed by `borealis-eval plan FILE`, or read from earlier runs of the same shape)")
         shared = ", ".join(f"{k} {fmt_duration(s)}" for k, s in self.shared_seconds.items())
-        unit = "GPU-hours" if self.device.kind == "cuda" else "hours on this CPU"
-        if self.workers > 1:
-            unit += f" with {self.workers} local workers"
-        return (f"{self.ablation}: {len(self.variants)} variants, {self.device_hours:.2f} {unit} "
+        return (f"{self.ablation}: {len(self.variants)} variants, {self.device_hours:.2f} {self.hours_unit} "
                 f"({fmt_duration(self.seconds)}; shared: {shared})")
 
     def to_json(self) -> dict[str, Any]:
@@ -128,10 +143,12 @@ def default_device(variants: list[Variant]) -> Device:
 
 def plan(path: str | Path, device: Device | str | None = None, step_seconds: float | None = None,
          probe: bool | None = None, probe_steps: int = 12, tracking_uri: str | None = None,
-         checkpoint_every: int = 50, report: bool = True, overrides: dict | None = None, workers: int = 1) -> Plan:
+         checkpoint_every: int = 50, report: bool = True, overrides: dict | None = None, workers: int = 1,
+         experiment: str | None = None) -> Plan:
     """The cost plan of an ablation file (see the module docstring). `probe` defaults to True on a
     CPU device with local data; `tracking_uri` enables reading step times of earlier runs;
-    `checkpoint_every` and `report` as the sweep will be run (`--checkpoint-every`, `--no-report`)."""
+    `checkpoint_every` and `report` as the sweep will be run (`--checkpoint-every`, `--no-report`);
+    `experiment`: where the earlier runs are (default: the file's own name)."""
     abl, variants = load_ablation(path, overrides)
     dev = DEVICES[device] if isinstance(device, str) else device or default_device(variants)
     base = variants[0].config
@@ -140,7 +157,7 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
     if probe and data is None:
         raise UsageError("a probe needs local data (synth or manifest sources); this file reads hub datasets")
     notes: list[str] = [f"device {dev.describe()}"]
-    measured = measured_step_seconds(tracking_uri, abl.name, variants) if tracking_uri else {}
+    measured = measured_step_seconds(tracking_uri, experiment or abl.name, variants) if tracking_uri else {}
     prober = (Prober(base, data, dev, notes, timing=probe, encode_threads=encode_threads(workers, base.train.threads))
               if data is not None else None)  # local data: real tokens
 

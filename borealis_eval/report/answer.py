@@ -15,14 +15,14 @@ import math
 import pandas as pd
 
 from borealis_eval.evaluate.variance import A_BETTER
-from borealis_eval.evaluate.verdicts import EQUIVALENT, NOT_RESOLVED, POWER, detectable_effect, words
+from borealis_eval.evaluate.verdicts import DIFFERS, EQUIVALENT, NOT_RESOLVED, POWER, words
 from borealis_eval.evaluate.power import seeds_needed
 from borealis_eval.report.cells import (HEADLINE_FAMILY, CellAnalysis, Contrast, detectable, involves_unstable,
                                         power_inputs)
 from borealis_eval.report.collect import ReportData
 from borealis_eval.report.tables import Cell, Links, Row, Table
 
-MAX_LISTED = 3  # differing contrasts named per factor in the headline; the verdict table has them all
+MAX_LISTED = 2  # differing contrasts named per factor in the headline; the verdict tables have them all
 
 
 def axis_name(dotted: str) -> str:
@@ -32,11 +32,6 @@ def axis_name(dotted: str) -> str:
 
 def _pts(v: float) -> str:
     return f"{100 * v:+.1f}"
-
-
-def _delta(c: Contrast) -> str:
-    v = c.judged
-    return f"{_pts(c.comparison.delta)} pts [{_pts(v.ci_low)}, {_pts(v.ci_high)}]"
 
 
 def _label(cells: CellAnalysis, key: str, data: ReportData | None = None) -> str:
@@ -82,7 +77,7 @@ def _summary(found: list[Contrast], cells: CellAnalysis, data: ReportData) -> st
     parts = []
     if differ:
         said = [f"{cells.cell(c.a).label} {'lower' if c.verdict == A_BETTER else 'higher'} than "
-                f"{_label(cells, c.b, data)} on {c.set} ({_delta(c)})" for c in differ[:MAX_LISTED]]
+                f"{_label(cells, c.b, data)} on {c.set} ({_pts(c.comparison.delta)} pts)" for c in differ[:MAX_LISTED]]
         more = f", +{len(differ) - MAX_LISTED} more" if len(differ) > MAX_LISTED else ""
         parts.append(f"differs in {len(differ)} of {len(found)} contrasts: " + ", ".join(said) + more)
     if equiv:
@@ -90,35 +85,67 @@ def _summary(found: list[Contrast], cells: CellAnalysis, data: ReportData) -> st
         parts.append(f"equivalent within ±{'/'.join(f'{100 * m:g}' for m in margins)} pts in {len(equiv)}")
     if open_:
         steady = [c.judged.detectable for c in open_ if not involves_unstable(cells, c)]
-        shaky = len(open_) - len(steady)
+        shaky = [c.judged.detectable for c in open_ if involves_unstable(cells, c)]
         reach = (f"this study would detect ≥ {_range(steady)} pts at {POWER:.0%} power" if steady else "")
-        reach += (", " if reach and shaky else "") + (f"{shaky} with an unstable cell" if shaky else "")
+        reach += (", " if reach and shaky else "") + (
+            f"{len(shaky)} with an unstable cell: would detect ≥ {_range(shaky)} pts" if shaky else "")
         parts.append(f"not resolved in {len(open_)} ({reach})")
     sampling = " (test sampling only)" if any(c.judged.sampling_only for c in found) else ""
     return "; ".join(parts) + sampling
 
 
 def _baseline_line(data: ReportData, cells: CellAnalysis) -> str:
-    """Per eval set: the best cell against plain Whisper, judged in the headline family (where it
-    is one of every cell against the baseline, so picking the best afterwards is accounted for)."""
+    """The best cell of each eval set against plain Whisper, judged in the headline family (where it is
+    one of every cell against the baseline, so picking the best afterwards is accounted for), grouped
+    by verdict: "higher on test_ru, test_en (+9 to +11 pts); not resolved on webinar (would detect
+    ≥ 30 pts)". Each set's cell, interval and p are in the "Against …" table."""
     if not cells.vs_baseline:
         return ""
     first = data.baselines.index[0]
-    bits = []
+    best = []
     for s in data.eval_sets:
         rows = [c for c in cells.vs_baseline if c.set == s and c.b == first and c.judged is not None]
-        if not rows:
+        if rows:
+            best.append(min(rows, key=lambda c: c.comparison.delta))
+    if not best:
+        return ""
+    groups: dict[str, list[Contrast]] = {}
+    for c in best:
+        v = c.judged
+        key = ("lower" if v.direction < 0 else "higher") if v.word == DIFFERS else v.word
+        groups.setdefault(key, []).append(c)
+    parts = []
+    for key in ("lower", "higher", EQUIVALENT, NOT_RESOLVED):
+        found = groups.get(key)
+        if not found:
             continue
-        best = min(rows, key=lambda c: c.comparison.delta)
-        v = best.judged
-        if v.word == NOT_RESOLVED:
-            what = f"not resolved ({_pts(best.comparison.delta)} pts; would detect ≥ {100 * v.detectable:.1f} pts)"
-        elif v.word == EQUIVALENT:
-            what = f"equivalent within ±{100 * v.margin:g} pts ({_pts(best.comparison.delta)} pts)"
+        where = _sets(found)
+        if key == EQUIVALENT:
+            parts.append(f"equivalent within ±{_margins(found)} pts on {where}")
+        elif key == NOT_RESOLVED:
+            reach = _range([c.judged.detectable for c in found])
+            parts.append(f"not resolved on {where} (would detect ≥ {reach} pts)")
         else:
-            what = f"differs, {'lower' if v.direction < 0 else 'higher'} ({_delta(best)})"
-        bits.append(f"{s}: {cells.cell(best.a).label} {what}")
-    return f"best cell vs plain Whisper, {baseline_label(data, first)}: " + "; ".join(bits) if bits else ""
+            parts.append(f"{key} on {where} ({_signed_range([c.comparison.delta for c in found])} pts)")
+    labels = {c.a for c in best}
+    who = (f"; the best cell is {cells.cell(next(iter(labels))).label} on every set" if len(labels) == 1
+           else "; the best cell differs by set")
+    return f"best cell vs plain Whisper, {baseline_label(data, first)}: " + "; ".join(parts) + who
+
+
+def _sets(found: list[Contrast]) -> str:
+    """Up to three set names, else their count (the table below names every set)."""
+    names = [c.set for c in found]
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} sets"
+
+
+def _margins(found: list[Contrast]) -> str:
+    return "/".join(f"{100 * m:g}" for m in sorted({c.judged.margin for c in found}))
+
+
+def _signed_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{100 * lo:+.1f}" if round(100 * lo, 1) == round(100 * hi, 1) else f"{100 * lo:+.0f} to {100 * hi:+.0f}"
 
 
 def headline(data: ReportData, cells: CellAnalysis) -> str:
@@ -219,6 +246,8 @@ def power_table(data: ReportData, cells: CellAnalysis) -> Table:
     rows = []
     size = cells.families.get(HEADLINE_FAMILY, 0)
     lo, hi = cells.seeds_per_cell
+    planned = data.parent.get("planned") or {}  # the seed plan `sweep` logged before training (plan/power.py)
+    source = data.parent.get("plan_variance") or ""
     for s in data.eval_sets:
         got = power_inputs(cells, s)
         if got is None or not size or hi < 2:
@@ -226,19 +255,24 @@ def power_table(data: ReportData, cells: CellAnalysis) -> Table:
         seed_sd, utt_se = got
         margin = cells.margins.get(s, 0.02)
         plan = seeds_needed(seed_sd, utt_se, margin, seeds=hi, n_cells=len(cells.cells), alpha=0.05 / size)
-        floor = detectable_effect(utt_se, math.inf, 0.05 / size)  # infinitely many seeds
         need = (f"{plan.needed}" if plan.needed else
-                "not reachable: the test set's own sampling error is too large" if floor > margin else "> 64")
-        rows.append(Row([Cell(s), Cell(str(cells.units.get(s, ""))), Cell(f"{100 * seed_sd:.1f}"),
-                         Cell(f"{100 * utt_se:.1f}"), Cell(f"{100 * plan.detectable:.1f}"),
-                         Cell(f"±{100 * margin:g}"), Cell(need)]))
+                "not reachable: the test set's own sampling error is too large" if not plan.reachable else "> 64")
+        row = [Cell(s), Cell(str(cells.units.get(s, ""))), Cell(f"{100 * seed_sd:.1f}"),
+               Cell(f"{100 * utt_se:.1f}"), Cell(f"{100 * plan.detectable:.1f}")]
+        if planned:
+            row.append(Cell(f"{planned[s]:.1f}" if s in planned else ""))
+        rows.append(Row(row + [Cell(f"±{100 * margin:g}"), Cell(need)]))
     note = (f"Seed std: the stable cells' pooled seed standard deviation; test-sampling SE: the median utterance "
             f"term of the set's factor contrasts (what more seeds on the same utterances cannot shrink). Detectable: "
             f"the effect a factor contrast finds with 80% power at {lo}{f'-{hi}' if hi != lo else ''} seeds per cell, "
             f"at the headline family's first Holm level (0.05 / {size}); seeds needed: per cell, for 80% power at the "
             f"set's margin (analysis.margin_pts).")
+    if planned:
+        note += (f" Planned: what the seed plan logged before the sweep expected the same contrasts to detect "
+                 f"(its variance: {source or 'not recorded'}).")
     return Table("What this study could detect", ["set", "units", "seed std (pts)", "test-sampling SE (pts)",
-                                                  "detects ≥ (pts)", "margin", "seeds per cell needed"],
+                                                  "detects ≥ (pts)", *(["planned (pts)"] if planned else []),
+                                                  "margin", "seeds per cell needed"],
                  rows, note, numeric_from=1)
 
 

@@ -171,7 +171,7 @@ def analyse_cells(data: ReportData, n_boot: int = 1000, metric: str = "wer") -> 
                 out.unstable[(key, s)] = "seeds " + " / ".join(f"{100 * w:.0f}" for w in c.seed_rates)
         for run_id, c in base.items():
             out.baselines[(run_id, s)] = summarize_cell(c, n_boot=n_boot)
-        for a, b, axis in _contrast_pairs(out):
+        for a, b, axis in contrast_pairs(out):
             if a in scores and b in scores:
                 raw.append((a, b, compare(scores[a], scores[b], n_boot=n_boot, seed_variance=moderated), s, axis))
         for run_id, b in base.items():
@@ -219,7 +219,7 @@ def detectable(cells: CellAnalysis, s: str) -> float:
     return found[len(found) // 2] if found else math.nan
 
 
-def _contrast_pairs(out: CellAnalysis) -> list[tuple[str, str, str]]:
+def contrast_pairs(out: CellAnalysis) -> list[tuple[str, str, str]]:
     """(cell, reference cell, axis): cells that differ in exactly one axis, against its first level
     (`evaluate.adaptive.factor_pairs`, which the adaptive seed design sizes the headline family with)."""
     return factor_pairs([(c.key, c.axes) for c in out.cells])

@@ -211,6 +211,10 @@ def load_report_data(
             "seed_design": json.loads(parent.data.tags.get(records.SEED_DESIGN) or "{}"),  # adaptive seeds
             "seed_decision": (SeedDecision.from_json(parent.data.tags[records.SEED_DECISION])
                               if records.SEED_DECISION in parent.data.tags else None),
+            # the seed plan logged before the sweep: {set: detectable pts}, and where its variance came from
+            "planned": {col: v for k, v in parent.data.metrics.items()
+                        if k == records.plan_detectable(col := records.split_metric(k)[1])},
+            "plan_variance": parent.data.tags.get(records.PLAN_VARIANCE, ""),
         },
         runs=runs,
         unfinished=unfinished,

@@ -267,8 +267,8 @@ def power_plan(path: str | Path, cost: Plan | None = None, *, overrides: dict | 
 
 
 def _seeds_per_cell(abl: Ablation, variants: list[Variant]) -> int:
-    if abl.seeds:
-        return len(abl.seeds)
+    if abl.seeds:  # a list, or an adaptive design's first stage (`initial` seeds per cell)
+        return len(abl.seed_values())
     counts: dict[str, int] = {}
     for v in variants:
         counts[v.cell] = counts.get(v.cell, 0) + 1

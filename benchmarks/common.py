@@ -125,12 +125,11 @@ def cpu_variants(ablation: Path = CPU_ABLATION):
 def corpus_tokenizer(cfg):
     """The byte-level BPE the sweep trains on the corpus text (cached by content: usually a hit)."""
     from borealis_eval.data.sources import load_audio_set, load_text_pool
-    from borealis_eval.models.tokenizer import train_bpe_tokenizer
+    from borealis_eval.resources import tokenizer_for
 
-    texts = [it.text for s in cfg.data.train_sets for it in load_audio_set(s)]
-    if cfg.data.text_pool:
-        texts += [t for it in load_text_pool(cfg.data.text_pool) for t in (it.instruction, it.answer)]
-    return train_bpe_tokenizer(texts, cfg.model.llm.tokenizer.vocab_size)
+    audio = [it for s in cfg.data.train_sets for it in load_audio_set(s)]
+    text = load_text_pool(cfg.data.text_pool) if cfg.data.text_pool else []
+    return tokenizer_for(cfg.model, audio, text, {})
 
 
 def speech_lm(cfg, tokenizer, enc_dim: int = 512, seed: int = 0):

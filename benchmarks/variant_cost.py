@@ -89,7 +89,10 @@ def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None 
             "sets": [EvalSet(name="dev", source=_dev_source(cfg), max_samples=dev)], "text_sets": []})})
         load_eval_data(res, dev_cfg)
     m = mix_for(v, res)
-    tok = res.tokenizer_for(cfg.model.llm)
+    try:
+        tok = res.tokenizer_for(cfg.model)
+    except AttributeError:  # a package from before tokenizer_for took the model config (the --vs-ref side)
+        tok = res.tokenizer_for(cfg.model.llm)
     torch.manual_seed(cfg.seed)
     model = SpeechLM.from_config(cfg.model, res.encoder.dim, tok, device=res.device).to(res.device)
     examples = [Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)

@@ -106,7 +106,7 @@ class VariantRecipe:
         self.mix = res.mix_for(self.v)
         self.run.metrics({records.data_metric(k): x for k, x in self.mix.stats.items()})
         self.run.datasets(res.datasets_for(self.v))
-        self.tokenizer = res.tokenizer_for(cfg.model.llm)
+        self.tokenizer = res.tokenizer_for(cfg.model)
         torch.manual_seed(cfg.seed)
         self.model = SpeechLM.from_config(cfg.model, res.encoder.dim, self.tokenizer, device=res.device).to(res.device)
         self.examples = [  # audio features stay in the feature cache until their batch is built

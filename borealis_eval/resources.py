@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from borealis_eval.audio import SAMPLE_RATE, windows
-from borealis_eval.config import ExperimentConfig, LLMConfig, TextPool, TokenizerTrain, Variant
+from borealis_eval.config import ExperimentConfig, ModelConfig, TextPool, TokenizerTrain, Variant
 from borealis_eval.data.features import FeatureCache, FeatureStore, audio_hash, cache_features
 from borealis_eval.data.lineage import EVALUATION, TRAINING, VALIDATION, DatasetRef, audio_set_ref, text_set_ref
 from borealis_eval.data.mixer import Mix, mix_for
@@ -25,7 +25,8 @@ from borealis_eval.data.sources import (AudioItem, TextItem, check_bad, load_aud
 from borealis_eval.errors import BadDataError, UsageError
 from borealis_eval.evaluate.decode_cache import DecodeCache
 from borealis_eval.models.encoder import FrozenWhisperEncoder
-from borealis_eval.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+from borealis_eval.models.speech_lm import AUDIO_MARK
+from borealis_eval.models.tokenizer import layout_pieces, load_tokenizer, train_bpe_tokenizer
 
 
 TEXT_POOL = "text_pool"  # the training text pool's name (its bad items and its dataset input)
@@ -75,8 +76,8 @@ class Resources:
                                                or isinstance(v.config.model.llm.tokenizer, TokenizerTrain))
         return [d for d in self.datasets if d.context in (EVALUATION, VALIDATION) or not d.text or uses_pool]
 
-    def tokenizer_for(self, llm: LLMConfig):
-        return tokenizer_for(llm, self.train_items, self.text_items, self.tokenizers)
+    def tokenizer_for(self, model: ModelConfig):
+        return tokenizer_for(model, self.train_items, self.text_items, self.tokenizers)
 
     def mix_for(self, v: Variant) -> Mix:
         """The variant's training stream: language mix x text fraction, drawn with its seed."""
@@ -90,15 +91,19 @@ class Resources:
         return keys
 
 
-def tokenizer_for(llm: LLMConfig, audio: list[AudioItem], text: list[TextItem], built: dict[str, object]):
-    """The tokenizer of an LLM setting, built once per setting into `built`: a byte-level BPE trained
-    on the training transcripts and the text pool (`tokenizer: {vocab_size: ...}`), or a named one
-    loaded (`tokenizer: REF`, else the LLM's own). Used by the study's resources and by the plan."""
-    key = json.dumps(llm.tokenizer.model_dump() if isinstance(llm.tokenizer, TokenizerTrain) else llm.tokenizer or llm.ref)
+def tokenizer_for(model: ModelConfig, audio: list[AudioItem], text: list[TextItem], built: dict[str, object]):
+    """The tokenizer of a model's LLM setting, built once per setting into `built`: a byte-level BPE
+    trained on the training transcripts and the text pool (`tokenizer: {vocab_size: ...}`; with
+    `prompt_tokens`, the audio prompt's fixed pieces as whole tokens), or a named one loaded
+    (`tokenizer: REF`, else the LLM's own). Used by the study's resources and by the plan."""
+    llm = model.llm
+    trained = isinstance(llm.tokenizer, TokenizerTrain)
+    whole = layout_pieces(f"{AUDIO_MARK}\n{model.prompt}", [AUDIO_MARK]) if trained and llm.tokenizer.prompt_tokens else []
+    key = json.dumps([llm.tokenizer.model_dump(), whole] if trained else llm.tokenizer or llm.ref)
     if key not in built:
-        if isinstance(llm.tokenizer, TokenizerTrain):
+        if trained:
             texts = [it.text for it in audio] + [t for it in text for t in (it.instruction, it.answer)]
-            built[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size)
+            built[key] = train_bpe_tokenizer(texts, llm.tokenizer.vocab_size, whole)
         else:
             built[key] = load_tokenizer(llm.tokenizer or llm.ref)
     return built[key]

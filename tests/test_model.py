@@ -258,3 +258,31 @@ def test_encode_many_keeps_input_order_across_length_groups_and_batches():
     for w, o in zip(waves, outs):  # short input does not depend on the batch: compare with one clip alone
         assert_close(o, enc.encode_batch([w])[0], rel=1e-4)
     assert seen == [[1, 3], [0, 2], [4]]  # shortest padded length first, at most 2 per batch
+
+
+def test_prompt_tokens_make_the_audio_prompts_fixed_text_whole_and_keep_the_answer():
+    """`tokenizer: {prompt_tokens: true}`: the audio prompt's fixed pieces are one token each, so an
+    audio example is ~30 positions shorter at 1,500 types; the answer's ids and the round trip of a
+    transcript are unchanged, and the setting keys the tokenizer cache."""
+    from borealis_eval.models.speech_lm import AUDIO_MARK
+    from borealis_eval.models.tokenizer import layout_pieces
+
+    prompt = "Transcribe the audio."
+    pieces = layout_pieces(f"{AUDIO_MARK}\n{prompt}", [AUDIO_MARK])
+    assert f"\n{prompt}" in pieces and "user\n" in pieces and "assistant\n" in pieces
+    assert not any(AUDIO_MARK in p or "<|im_start|>" in p for p in pieces)
+    plain, whole = train_bpe_tokenizer(TEXTS, 300), train_bpe_tokenizer(TEXTS, 300, pieces)
+    assert len(whole) == len(plain) + len(pieces)
+    ex = Example(answer="the cat sat", features=torch.randn(10, 32), id="a")
+    lengths = {}
+    for name, t in (("plain", plain), ("whole", whole)):
+        m = tiny_model(t)
+        m.prompt = prompt
+        before, _, after = m._layout(ex, t("the cat sat", add_special_tokens=False)["input_ids"])
+        lengths[name] = len(before) + len(after)
+        _, mask, labels = m.batch([ex])
+        assert t.decode(labels[0][labels[0] != IGNORE].tolist(), skip_special_tokens=True) == "the cat sat"
+    # each piece is one position: <|im_start|> user\n [audio] \nprompt <|im_end|> \n <|im_start|> assistant\n
+    assert lengths["whole"] == 7 + len(whole("the cat sat", add_special_tokens=False)["input_ids"])
+    assert lengths["plain"] > lengths["whole"] + 10
+    assert whole.decode(whole(f"user\n{prompt} the cat", add_special_tokens=False)["input_ids"]) == f"user\n{prompt} the cat"

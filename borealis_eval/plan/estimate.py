@@ -164,7 +164,7 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
     sized, counted = [], {}
     for v in variants:
         cfg = v.config
-        tok_len = prober.tokenizer_len(cfg.model.llm) if prober else None
+        tok_len = prober.tokenizer_len(cfg.model) if prober else None
         key = json.dumps([cfg.model.model_dump(mode="json"), tok_len])
         params = counted[key] = counted.get(key) or count_params(cfg.model, tok_len)  # grids rarely vary the model
         llm_kw, _ = llm_shape(cfg.model.llm)

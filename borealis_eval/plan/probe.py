@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from borealis_eval.audio import SAMPLE_RATE
-from borealis_eval.config import ExperimentConfig, LLMConfig, Variant
+from borealis_eval.config import ExperimentConfig, ModelConfig, Variant
 from borealis_eval.plan.devices import Device
 from borealis_eval.plan.model_cost import Tokens, encoder_shape
 
@@ -72,18 +72,18 @@ class Prober:
                      "assumes cold feature and decode caches except where the plan found cache entries")
 
     # ---- tokenizer and training stream: the functions the study's resources use (resources.py, data/mixer.py)
-    def tokenizer(self, llm: LLMConfig):
+    def tokenizer(self, model: ModelConfig):
         from borealis_eval.resources import tokenizer_for
 
-        return tokenizer_for(llm, self.data.train, self.data.text, self._tok)
+        return tokenizer_for(model, self.data.train, self.data.text, self._tok)
 
     def stream(self, v: Variant) -> list:
         from borealis_eval.data.mixer import mix_for
 
         return mix_for(v, self.data.train, self.data.text).examples
 
-    def tokenizer_len(self, llm: LLMConfig) -> int:
-        return len(self.tokenizer(llm))
+    def tokenizer_len(self, model: ModelConfig) -> int:
+        return len(self.tokenizer(model))
 
     def _model(self, v: Variant):
         """The variant's model as the recipe builds it (one per variant, reused by every probe)."""
@@ -91,7 +91,7 @@ class Prober:
 
         if getattr(self, "_cached", (None,))[0] != v.name:
             torch.manual_seed(v.config.seed)
-            model = SpeechLM.from_config(v.config.model, self.enc_dim, self.tokenizer(v.config.model.llm), device="cpu")
+            model = SpeechLM.from_config(v.config.model, self.enc_dim, self.tokenizer(v.config.model), device="cpu")
             self._cached = (v.name, model)
         return self._cached[1]
 
@@ -183,7 +183,7 @@ class Prober:
 
         cfg = v.config
         per_batch, per_token = self._decode_cost(v)
-        tok = self.tokenizer(cfg.model.llm)
+        tok = self.tokenizer(cfg.model)
         total = 0.0
         for _, items in self.data.eval_sets:
             order = sorted(items, key=lambda it: -(it.duration or 0))

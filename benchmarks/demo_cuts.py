@@ -1,0 +1,101 @@
+"""Two CPU-demo costs measured side by side in one process (issue 24), 1 torch thread:
+
+    python -m benchmarks.demo_cuts steps      # training step: the prompt's fixed text as whole tokens or not
+    python -m benchmarks.demo_cuts encode     # encoder features: short-input buckets of 2 s vs 0.5 s
+
+`steps`: two models of the CPU profile (same seed, same examples of ru50_en50 at text 0.15), one
+with the corpus BPE as before (`tokenizer: {prompt_tokens: false}`: "Transcribe the audio." and
+the role names split into ~30 tokens) and one with `prompt_tokens: true`; 4 rounds of 20 steps,
+alternating which side goes first; CPU seconds per step (time.process_time) and positions per step.
+`encode`: 240 training clips encoded by whisper-base with `bucket_seconds` 2.0 and 0.5, in two halves,
+alternating the order; CPU seconds, and the cosine between the two features of every clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def steps() -> dict:
+    import torch
+
+    from benchmarks.variant_cost import setup
+    from borealis_eval.models.speech_lm import SpeechLM
+    from borealis_eval.resources import tokenizer_for
+
+    torch.set_num_threads(1)
+    cfg, res, _, examples = setup("language_mix=ru50_en50__text_fraction=0.15", batch_size=8, steps=200, threads=1,
+                                  sets=[])
+    sides = {}
+    for flag in (False, True):
+        tcfg = cfg.model.llm.tokenizer.model_copy(update={"prompt_tokens": flag})
+        mc = cfg.model.model_copy(update={"llm": cfg.model.llm.model_copy(update={"tokenizer": tcfg})})
+        tok = tokenizer_for(mc, res.train_items, res.text_items, {})
+        torch.manual_seed(0)
+        m = SpeechLM.from_config(mc, res.encoder.dim, tok, device="cpu")
+        m.train()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3, fused=True)
+        sides[flag] = {"model": m, "opt": opt, "cpu": 0.0, "positions": 0, "steps": 0, "vocab": len(tok)}
+    batches = [examples[i : i + 8] for i in range(0, len(examples) - 7, 8)]
+
+    def step(s, batch):
+        e, mask, labels = s["model"].batch(batch)
+        s["model"].loss(e, mask, labels).backward()
+        s["opt"].step()
+        s["opt"].zero_grad(set_to_none=True)
+        return int(mask.sum())
+
+    for s in sides.values():
+        for b in batches[:3]:
+            step(s, b)
+    for rnd in range(4):
+        for flag in (False, True) if rnd % 2 == 0 else (True, False):
+            s = sides[flag]
+            t = time.process_time()
+            for b in batches[3 + rnd * 20 : 23 + rnd * 20]:
+                s["positions"] += step(s, b)
+            s["cpu"] += time.process_time() - t
+            s["steps"] += 20
+    out = {f"prompt_tokens={f}": {"vocab": s["vocab"], "cpu_ms_per_step": 1000 * s["cpu"] / s["steps"],
+                                   "positions_per_step": s["positions"] / s["steps"]} for f, s in sides.items()}
+    out["ratio_cpu_whole_over_split"] = sides[True]["cpu"] / sides[False]["cpu"]
+    return out
+
+
+def encode() -> dict:
+    import soundfile as sf
+    import torch
+
+    from borealis_eval.config import EncoderConfig
+    from borealis_eval.models.encoder import FrozenWhisperEncoder
+
+    torch.set_num_threads(1)
+    root = Path("data/synth/cpu-v1")
+    rows = [json.loads(line) for line in (root / "train.jsonl").open()][:240]
+    waves = [sf.read(root / r["audio"], dtype="float32")[0] for r in rows]
+    encs = {b: FrozenWhisperEncoder(EncoderConfig(ref="bundled:whisper-base", short_input=True, bucket_seconds=b))
+            for b in (2.0, 0.5)}
+    cpu, feats = {b: 0.0 for b in encs}, {b: [] for b in encs}
+    for half in range(2):
+        for b in (2.0, 0.5) if half == 0 else (0.5, 2.0):
+            t = time.process_time()
+            feats[b] += encs[b].encode_many(waves[half * 120 : (half + 1) * 120], batch_size=16)
+            cpu[b] += time.process_time() - t
+    cos = [float(torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0))
+           for x, y in zip(feats[2.0], feats[0.5])]
+    return {"clips": len(waves), "cpu_s_bucket_2.0": cpu[2.0], "cpu_s_bucket_0.5": cpu[0.5],
+            "ratio_0.5_over_2.0": cpu[0.5] / cpu[2.0], "cosine_min": min(cos), "cosine_median": sorted(cos)[len(cos) // 2]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["steps", "encode"])
+    a = p.parse_args()
+    print(json.dumps(steps() if a.what == "steps" else encode(), indent=1))
+
+
+if __name__ == "__main__":
+    main()

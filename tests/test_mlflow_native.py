@@ -229,6 +229,32 @@ def test_system_metrics_are_sampled_into_the_run(tmp_path, monkeypatch):
     assert not [k for k in client.get_run(plain.run_id).data.metrics if k.startswith("system/")]
 
 
+
+def test_buffered_curve_reaches_the_store_within_flush_seconds(tmp_path, monkeypatch):
+    """A slow run's few points are not held back until 200 are buffered: the UI sees the curve."""
+    import borealis_eval.tracking as tracking
+
+    clock = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    run = RunLogger.start(client, client.create_experiment("slow"), "r", {})
+
+    def stored():
+        return [m.step for m in client.get_metric_history(run.run_id, "train/loss")]
+
+    run.metrics({"train/loss": 3.0}, step=10)
+    clock[0] += RunLogger.FLUSH_SECONDS - 1
+    run.metrics({"train/loss": 2.5}, step=20)
+    assert stored() == []  # two points, not yet FLUSH_SECONDS old: still one log_batch away
+    clock[0] += 1
+    run.metrics({"train/loss": 2.0}, step=30)
+    assert stored() == [10, 20, 30]
+    clock[0] += 5
+    run.metrics({"train/loss": 1.5}, step=40)  # a fresh buffer starts its own clock
+    assert stored() == [10, 20, 30]
+    run.end()
+    assert stored() == [10, 20, 30, 40]
+
 # ------------------------------------------------------------------ the CLI in pipes
 def test_models_list_survives_a_pipe_and_speaks_json(tmp_path):
     out = _cli("models", "list", cwd=tmp_path)

@@ -117,3 +117,19 @@ def test_pilot_ablation_asks_the_cross_lingual_question_with_gemma():
     # the demo's own file says what its LLM is and points here
     demo, _ = load_ablation(root / "ablations" / "cpu" / "text_ratio.yaml")
     assert "trained from scratch" in demo.description and "ablations/pilot/cross_lingual.yaml" in demo.description
+
+
+def test_adapter_only_probe_is_one_frozen_llm_cell_of_the_pilot():
+    from pathlib import Path
+
+    from borealis_eval.config import load_ablation
+
+    root = Path(__file__).resolve().parents[1]
+    _, pilot = load_ablation(root / "ablations" / "pilot" / "cross_lingual.yaml")
+    _, variants = load_ablation(root / "ablations" / "pilot" / "adapter_only_probe.yaml")
+    assert len(variants) == 1  # its own grid replaces the pilot's (no inherited axes multiply it)
+    cfg = variants[0].config
+    assert cfg.model.llm.train == "frozen" and cfg.train.lr == 3.0e-3 and cfg.data.language_mix == {"en": 1.0}
+    # everything else is the pilot's: same LLM, adapter, data and steps
+    assert cfg.model.llm.ref == pilot[0].config.model.llm.ref and cfg.model.adapter == pilot[0].config.model.adapter
+    assert cfg.data.train_sets == pilot[0].config.data.train_sets and cfg.train.steps == pilot[0].config.train.steps

@@ -9,8 +9,8 @@
     .venv/bin/python -m benchmarks.pilot_listen mlartifacts/<experiment>/models/<model id>/artifacts \\
         data/fortunes/v1/test_en.jsonl data/fortunes/v1/test_ru.jsonl --clips 32
 
-Manifest rows are read as written by `borealis-eval data fortunes` (`audio` relative to the
-manifest's folder, `text`). Prints one JSON line per manifest.
+Manifests are read as the harness reads them (`read_manifest`: `audio` relative to the manifest's
+folder, `text`). Prints one JSON line per manifest.
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from pathlib import Path
 import torch
 
 
-def _rows(manifest: Path, clips: int) -> list[dict]:
-    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows[:clips]
-
-
 def main(argv: list[str] | None = None) -> None:
-    from borealis_eval.data.manifest import load_audio
+    from borealis_eval.data.manifest import load_audio, read_manifest
     from borealis_eval.logged_model import load_folder
     from borealis_eval.models.speech_lm import Example
 
@@ -43,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     _, encoder, model = load_folder(args.model_folder)
     emb = model.llm.get_input_embeddings()
     for manifest in args.manifests:
-        rows = _rows(manifest, args.clips)
+        rows = read_manifest(manifest)[:args.clips]
         with torch.no_grad():
-            feats = [encoder.encode_many([load_audio(manifest.parent / r["audio"])])[0] for r in rows]
+            feats = [encoder.encode_many([load_audio(r["audio_path"])])[0] for r in rows]
             text_ids = model.tok(" ".join(r["text"] for r in rows), add_special_tokens=False)["input_ids"]
             text_norm = float(emb(torch.tensor(text_ids)).norm(dim=-1).median())
             row_norms, shared = [], []

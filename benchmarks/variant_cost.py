@@ -23,6 +23,7 @@ precision; `--proposed` = the profile change proposed) apply to this checkout on
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -89,10 +90,8 @@ def setup(variant: str = DEFAULT_VARIANT, seed: int = 0, batch_size: int | None 
             "sets": [EvalSet(name="dev", source=_dev_source(cfg), max_samples=dev)], "text_sets": []})})
         load_eval_data(res, dev_cfg)
     m = mix_for(v, res)
-    try:
-        tok = res.tokenizer_for(cfg.model)
-    except AttributeError:  # a package from before tokenizer_for took the model config (the --vs-ref side)
-        tok = res.tokenizer_for(cfg.model.llm)
+    # a package from before tokenizer_for took the model config (the --vs-ref side) takes the LLM's
+    tok = res.tokenizer_for(cfg.model if "model" in inspect.signature(res.tokenizer_for).parameters else cfg.model.llm)
     torch.manual_seed(cfg.seed)
     model = SpeechLM.from_config(cfg.model, res.encoder.dim, tok, device=res.device).to(res.device)
     examples = [Example(answer=e.text, features=res.features[e.id], id=e.id) if isinstance(e, AudioItem)

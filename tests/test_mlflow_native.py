@@ -229,7 +229,6 @@ def test_system_metrics_are_sampled_into_the_run(tmp_path, monkeypatch):
     assert not [k for k in client.get_run(plain.run_id).data.metrics if k.startswith("system/")]
 
 
-
 def test_buffered_curve_reaches_the_store_within_flush_seconds(tmp_path, monkeypatch):
     """A slow run's few points are not held back until 200 are buffered: the UI sees the curve."""
     import borealis_eval.tracking as tracking
@@ -254,6 +253,7 @@ def test_buffered_curve_reaches_the_store_within_flush_seconds(tmp_path, monkeyp
     assert stored() == [10, 20, 30]
     run.end()
     assert stored() == [10, 20, 30, 40]
+
 
 # ------------------------------------------------------------------ the CLI in pipes
 def test_models_list_survives_a_pipe_and_speaks_json(tmp_path):

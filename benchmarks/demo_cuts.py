@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 
 def steps() -> dict:
@@ -70,12 +69,12 @@ def encode() -> dict:
     import torch
 
     from borealis_eval.config import EncoderConfig
+    from borealis_eval.data.manifest import read_manifest
     from borealis_eval.models.encoder import FrozenWhisperEncoder
 
     torch.set_num_threads(1)
-    root = Path("data/synth/cpu-v1")
-    rows = [json.loads(line) for line in (root / "train.jsonl").open()][:240]
-    waves = [sf.read(root / r["audio"], dtype="float32")[0] for r in rows]
+    rows = read_manifest("data/synth/cpu-v1/train.jsonl")[:240]
+    waves = [sf.read(r["audio_path"], dtype="float32")[0] for r in rows]
     encs = {b: FrozenWhisperEncoder(EncoderConfig(ref="bundled:whisper-base", short_input=True, bucket_seconds=b))
             for b in (2.0, 0.5)}
     cpu, feats = {b: 0.0 for b in encs}, {b: [] for b in encs}

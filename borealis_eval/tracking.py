@@ -48,6 +48,14 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"
 
 
+def _unique_key_race(e: BaseException) -> bool:
+    """A store error that says a row another writer inserted first broke a unique key (sqlite,
+    PostgreSQL, MySQL; through a tracking server it arrives as the message of an MlflowException)."""
+    text = str(e)
+    return any(s in text for s in ("IntegrityError", "UNIQUE constraint failed", "duplicate key value",
+                                   "Duplicate entry"))
+
+
 def _store_call(fn):
     """RunLogger methods: a store failure becomes a StoreError that names the run and says how to recover."""
 
@@ -256,13 +264,28 @@ class RunLogger:
     def artifact_dir(self, local: str | Path, folder: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local), folder)
 
+    DATASET_TRIES = 4
+
     @_store_call
     def datasets(self, refs: list[DatasetRef]) -> None:
-        """The sets this run reads, as MLflow dataset inputs (name, digest, source, context, profile)."""
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(Dataset(d.name, d.digest, d.source_type, json.dumps(d.source, ensure_ascii=False),
-                                 profile=json.dumps(d.profile, ensure_ascii=False)),
-                         tags=[InputTag(records.DATASET_CONTEXT, d.context)]) for d in refs])
+        """The sets this run reads, as MLflow dataset inputs (name, digest, source, context, profile).
+
+        MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when it is
+        missing, in one transaction; two workers logging the same set at once can both miss it, and the
+        second insert then fails the unique key. The transaction is rolled back whole, and a retry finds
+        the row the other worker wrote, so a unique-key failure is retried, a few times with a short pause.
+        """
+        inputs = [DatasetInput(Dataset(d.name, d.digest, d.source_type, json.dumps(d.source, ensure_ascii=False),
+                                       profile=json.dumps(d.profile, ensure_ascii=False)),
+                               tags=[InputTag(records.DATASET_CONTEXT, d.context)]) for d in refs]
+        for attempt in range(self.DATASET_TRIES):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except Exception as e:  # noqa: BLE001 - the store's error type differs by backend (sql, REST)
+                if attempt == self.DATASET_TRIES - 1 or not _unique_key_race(e):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @_store_call
     def log_model(self, name: str, folder: str | Path, params: dict[str, Any], tags: dict[str, Any],

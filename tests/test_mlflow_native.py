@@ -255,6 +255,65 @@ def test_buffered_curve_reaches_the_store_within_flush_seconds(tmp_path, monkeyp
     assert stored() == [10, 20, 30, 40]
 
 
+def test_workers_logging_the_same_set_at_once_all_get_it_as_an_input(tmp_path):
+    """Two workers that start variants at once log the same sets: MLflow's SQL store checks for the
+    dataset row and inserts it in one transaction, so both may miss it and the second insert breaks
+    the unique key (CI, 2026-12-07: a worker of the PostgreSQL test exited with that StoreError). The
+    logger retries such a failure; every run gets its input, and the set is stored once."""
+    import threading
+    import uuid
+
+    from borealis_eval.data.lineage import DatasetRef
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("race")
+    n, errors = 6, []
+    for _ in range(5):
+        ref = DatasetRef("train", uuid.uuid4().hex[:16], "local", {"uri": "x.jsonl"}, "training")
+        runs = [RunLogger.start(client, exp, f"r{i}", {}) for i in range(n)]
+        barrier = threading.Barrier(n)
+
+        def log(run):
+            barrier.wait()
+            try:
+                run.datasets([ref])
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        for r in runs:
+            [di] = client.get_run(r.run_id).inputs.dataset_inputs
+            assert (di.dataset.name, di.dataset.digest) == ("train", ref.digest)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert db.execute("select count(*), count(distinct digest) from datasets").fetchone() == (5, 5)
+
+
+def test_a_store_error_that_is_not_a_unique_key_race_is_not_retried(tmp_path, monkeypatch):
+    from borealis_eval.data.lineage import DatasetRef
+    from borealis_eval.errors import StoreError
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    run = RunLogger.start(client, client.create_experiment("e"), "r", {})
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(client, "log_inputs", broken)
+    with pytest.raises(StoreError, match="disk full"):
+        run.datasets([DatasetRef("train", "0" * 16, "local", {"uri": "x"}, "training")])
+    assert len(calls) == 1
+
+
 # ------------------------------------------------------------------ the CLI in pipes
 def test_models_list_survives_a_pipe_and_speaks_json(tmp_path):
     out = _cli("models", "list", cwd=tmp_path)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 import mlflow
@@ -109,14 +110,22 @@ def test_slurm_sweep_two_workers_requeue_resumes_and_closes(tmp_path, corpus):
         assert subprocess.run(["scancel", "--signal=USR2", warned], env={**os.environ, "SLURM_CONF": SLURM_CONF}
                               ).returncode == 0
         # SLURM holds a requeued job back for 2 minutes (BeginTime): lift that so the test stays short
-        lifted = set()
+        lifted, seen = set(), {}
         while len(lifted) < 2 and time.time() < deadline:
             for j in jobs:
-                if j not in lifted and _job_state(j) == "PENDING" and \
-                        _scontrol("update", f"jobid={j}", "StartTime=now").returncode == 0:
-                    lifted.add(j)
+                if j in lifted:
+                    continue
+                state = _job_state(j)
+                if seen.get(j, [None])[-1] != state:
+                    seen.setdefault(j, []).append(state)
+                if state == "PENDING":
+                    up = _scontrol("update", f"jobid={j}", "StartTime=now")
+                    if up.returncode == 0:
+                        lifted.add(j)
+                    else:
+                        seen[j].append(f"update failed: {up.stderr.strip()}")
             time.sleep(0.2)
-        assert lifted == set(jobs)
+        assert lifted == set(jobs), f"states seen after the signals: {seen}\n{log.read_text()[-2000:]}"
         launcher.wait(timeout=max(1, deadline - time.time()))
     finally:
         if launcher.poll() is None:
@@ -146,6 +155,46 @@ def test_slurm_sweep_two_workers_requeue_resumes_and_closes(tmp_path, corpus):
     resumed_at = (finished["start_time"].min().timestamp() - t_signal)
     print(f"\nlaunch overhead (submitted -> first checkpointed training step): {first_step - t_submit:.1f} s; "
           f"signal -> first resumed run started: {resumed_at:.1f} s; launch -> study closed: {time.time() - t0:.1f} s")
+
+
+def test_checkpoint_from_the_signal_handler_returns_once_the_worker_exits(monkeypatch):
+    """submitit calls `WorkerJob.checkpoint` from its USR2 handler, i.e. inside `__call__`'s
+    `Popen.wait()`. It must see the child exit at once, not sleep out STOP_WAIT_S beside a zombie (a
+    second Popen.wait there cannot take the wait lock the interrupted one holds: every time-limit
+    warning cost 60 s, and the SLURM test above timed out in CI behind it)."""
+    import signal as sig
+
+    from borealis_eval.launch import slurm
+
+    monkeypatch.setattr(slurm, "STOP_WAIT_S", 20.0)
+    job = slurm.WorkerJob(["--help"], ".", 0)
+    job._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    took: list[float] = []
+
+    class Requeued(Exception):
+        pass
+
+    def handler(signum, frame):  # what submitit does: checkpoint, requeue, exit from the handler
+        t = time.monotonic()
+        job.checkpoint()
+        took.append(time.monotonic() - t)
+        raise Requeued
+
+    old = sig.signal(sig.SIGUSR2, handler)
+    try:
+        sig.setitimer(sig.ITIMER_REAL, 0)  # no stray timer
+        sender = subprocess.Popen(["bash", "-c", f"sleep 0.5; kill -USR2 {os.getpid()}"])
+        with pytest.raises(Requeued):
+            job._proc.wait()
+        sender.wait()
+    finally:
+        sig.signal(sig.SIGUSR2, old)
+        if job._proc.returncode is None:
+            with suppress(ProcessLookupError, ChildProcessError):
+                job._proc.kill()
+    assert took and took[0] < 10, took  # the child exits on SIGTERM in milliseconds
+    with pytest.raises(ChildProcessError):
+        os.waitpid(job._proc.pid, os.WNOHANG)  # reaped: no zombie left behind
 
 
 def test_multi_node_launch_refuses_sqlite_stores(tmp_path, monkeypatch, capsys):

@@ -29,6 +29,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,13 +166,31 @@ class WorkerJob:
         import submitit
 
         p = self._proc
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                p.kill()  # its claim turns stale; a peer or the requeued job takes it over
+        if p is not None and p.returncode is None:
+            with suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            if not _reaped_within(p.pid, STOP_WAIT_S):
+                with suppress(ProcessLookupError):
+                    p.kill()  # its claim turns stale; a peer or the requeued job takes it over
         return submitit.helpers.DelayedSubmission(WorkerJob(self.argv, self.cwd, self.gpus))
+
+
+def _reaped_within(pid: int, seconds: float) -> bool:
+    """Wait up to `seconds` for the child `pid` to exit, reaping it. Not Popen.wait/poll: submitit
+    calls `checkpoint` from its signal handler, which interrupts `__call__`'s `Popen.wait()` while
+    that holds the Popen's wait lock, so a second wait could never take the lock and would sleep its
+    whole timeout beside a child that had long exited (measured: every USR2 cost STOP_WAIT_S)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already
+            return True
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 @dataclass

@@ -255,6 +255,26 @@ def test_buffered_curve_reaches_the_store_within_flush_seconds(tmp_path, monkeyp
     assert stored() == [10, 20, 30, 40]
 
 
+def test_demo_profile_accounts_for_every_second_of_the_sweep(study):
+    """benchmarks/demo_profile: the phases add up to the sweep's lane-seconds, the baseline's decoding
+    is split per eval set and the variants' training is read from train/seconds."""
+    from benchmarks.demo_profile import lanes, main, profile
+
+    parent = study["by_role"]["parent"][0].info.run_id
+    p = profile(study["client"], parent)
+    assert p["variants"] == 2 and len(p["lanes"]) == 1  # one worker ran everything in turn
+    assert sum(p["phases"].values()) == pytest.approx(p["lane_seconds"], abs=1.0)
+    assert {"baseline: decoding test_en", "baseline: decoding dev"} <= set(p["phases"])
+    trained = sum(study["client"].get_run(r.info.run_id).data.metrics[records.TRAIN_SECONDS]
+                  for r in study["by_role"]["variant"])
+    assert p["phases"]["variants: training (dev curve included)"] == pytest.approx(trained, abs=0.2)
+    assert p["lanes"][0]["runs"] == 3
+    # two runs that overlap in time ran on two workers; a run that starts after one ends shares its lane
+    two = lanes([{"start": 0, "end": 10}, {"start": 5, "end": 8}, {"start": 9, "end": 12}, {"start": 11, "end": 20}])
+    assert [[(r["start"], r["end"]) for r in lane] for lane in two] == [[(0, 10), (11, 20)], [(5, 8), (9, 12)]]
+    main(["--tracking-uri", study["uri"], "--experiment", EXPERIMENT])  # the CLI form runs on the same store
+
+
 def test_workers_logging_the_same_set_at_once_all_get_it_as_an_input(tmp_path):
     """Two workers that start variants at once log the same sets: MLflow's SQL store checks for the
     dataset row and inserts it in one transaction, so both may miss it and the second insert breaks

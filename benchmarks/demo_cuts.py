@@ -1,7 +1,8 @@
-"""Two CPU-demo costs measured side by side in one process (issue 24), 1 torch thread:
+"""Three CPU-demo costs measured side by side in one process (issue 24), 1 torch thread:
 
     python -m benchmarks.demo_cuts steps      # training step: the prompt's fixed text as whole tokens or not
     python -m benchmarks.demo_cuts encode     # encoder features: short-input buckets of 2 s vs 0.5 s
+    python -m benchmarks.demo_cuts precision  # encoder features: fp32 vs bf16 autocast (0.5 s buckets)
 
 `steps`: two models of the CPU profile (same seed, same examples of ru50_en50 at text 0.15), one
 with the corpus BPE as before (`tokenizer: {prompt_tokens: false}`: "Transcribe the audio." and
@@ -9,6 +10,9 @@ the role names split into ~30 tokens) and one with `prompt_tokens: true`; 4 roun
 alternating which side goes first; CPU seconds per step (time.process_time) and positions per step.
 `encode`: 240 training clips encoded by whisper-base with `bucket_seconds` 2.0 and 0.5, in two halves,
 alternating the order; CPU seconds, and the cosine between the two features of every clip.
+`precision`: the same 240 clips and halves, `model.encoder.precision` fp32 vs bf16 (autocast; half the
+CPU only where the CPU computes bf16 natively: the JSON says whether this one does); cosine and the
+relative error of every clip's features.
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ def steps() -> dict:
     return out
 
 
-def encode() -> dict:
+def _encode_ab(settings: dict[str, dict]) -> tuple[dict[str, float], dict[str, list]]:
+    """CPU seconds and features of 240 training clips under two encoder settings, in two halves,
+    the second half in the other order."""
     import soundfile as sf
     import torch
 
@@ -75,25 +81,47 @@ def encode() -> dict:
     torch.set_num_threads(1)
     rows = read_manifest("data/synth/cpu-v1/train.jsonl")[:240]
     waves = [sf.read(r["audio_path"], dtype="float32")[0] for r in rows]
-    encs = {b: FrozenWhisperEncoder(EncoderConfig(ref="bundled:whisper-base", short_input=True, bucket_seconds=b))
-            for b in (2.0, 0.5)}
-    cpu, feats = {b: 0.0 for b in encs}, {b: [] for b in encs}
+    encs = {k: FrozenWhisperEncoder(EncoderConfig(ref="bundled:whisper-base", short_input=True, **v))
+            for k, v in settings.items()}
+    names = list(encs)
+    cpu, feats = {k: 0.0 for k in names}, {k: [] for k in names}
     for half in range(2):
-        for b in (2.0, 0.5) if half == 0 else (0.5, 2.0):
+        for k in names if half == 0 else names[::-1]:
             t = time.process_time()
-            feats[b] += encs[b].encode_many(waves[half * 120 : (half + 1) * 120], batch_size=16)
-            cpu[b] += time.process_time() - t
-    cos = [float(torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0))
-           for x, y in zip(feats[2.0], feats[0.5])]
-    return {"clips": len(waves), "cpu_s_bucket_2.0": cpu[2.0], "cpu_s_bucket_0.5": cpu[0.5],
-            "ratio_0.5_over_2.0": cpu[0.5] / cpu[2.0], "cosine_min": min(cos), "cosine_median": sorted(cos)[len(cos) // 2]}
+            feats[k] += encs[k].encode_many(waves[half * 120 : (half + 1) * 120], batch_size=16)
+            cpu[k] += time.process_time() - t
+    return cpu, feats
+
+
+def _agreement(xs: list, ys: list) -> dict:
+    import torch
+
+    cos = sorted(float(torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0)) for x, y in zip(xs, ys))
+    rel = sorted(float((x - y).norm() / x.norm()) for x, y in zip(xs, ys))
+    return {"cosine_min": cos[0], "cosine_median": cos[len(cos) // 2], "rel_err_median": rel[len(rel) // 2],
+            "rel_err_max": rel[-1]}
+
+
+def encode() -> dict:
+    cpu, feats = _encode_ab({"2.0": {"bucket_seconds": 2.0}, "0.5": {"bucket_seconds": 0.5}})
+    return {"clips": len(feats["2.0"]), "cpu_s_bucket_2.0": cpu["2.0"], "cpu_s_bucket_0.5": cpu["0.5"],
+            "ratio_0.5_over_2.0": cpu["0.5"] / cpu["2.0"], **_agreement(feats["2.0"], feats["0.5"])}
+
+
+def precision() -> dict:
+    from borealis_eval.machine import cpu_name, native_bf16
+
+    cpu, feats = _encode_ab({p: {"bucket_seconds": 0.5, "precision": p} for p in ("fp32", "bf16")})
+    return {"clips": len(feats["fp32"]), "cpu": cpu_name(), "native_bf16": native_bf16(), "cpu_s_fp32": cpu["fp32"],
+            "cpu_s_bf16": cpu["bf16"], "ratio_bf16_over_fp32": cpu["bf16"] / cpu["fp32"],
+            **_agreement(feats["fp32"], feats["bf16"])}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["steps", "encode"])
+    p.add_argument("what", choices=["steps", "encode", "precision"])
     a = p.parse_args()
-    print(json.dumps(steps() if a.what == "steps" else encode(), indent=1))
+    print(json.dumps({"steps": steps, "encode": encode, "precision": precision}[a.what](), indent=1))
 
 
 if __name__ == "__main__":

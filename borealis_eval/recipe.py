@@ -130,7 +130,8 @@ class VariantRecipe:
     def train(self) -> TrainResult:
         """Train (or resume from the checkpoint) and log the curve and the training summary."""
         o, tc = self.opts, self.train_config()
-        self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32", records.MACHINE_CPU: cpu_name()})
+        self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32", records.MACHINE_CPU: cpu_name(),
+                         records.ENCODER_PRECISION_USED: self.res.encoder.precision})
         hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
         result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,

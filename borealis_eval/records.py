@@ -42,8 +42,9 @@ Runs (all in that experiment):
   ``previous_attempt_run`` on a retry, ``resumed_from_step`` after a resume,
   ``normalizer/<set>`` (e.g. ``english@1.0``); searches add ``optuna.trial``, ``optuna.study``,
   ``optuna.pruned=true`` (status KILLED). Params: the flattened resolved config plus
-  ``model.trainable_params``, ``train.precision_used`` (bf16 or fp32: what precision auto chose here)
-  and ``machine.cpu`` (the CPU's model name: two CPU families of one kind train to other numbers).
+  ``model.trainable_params``, ``train.precision_used`` (bf16 or fp32: what precision auto chose here),
+  ``encoder.precision_used`` (the same for the frozen encoder's features) and ``machine.cpu`` (the
+  CPU's model name: two CPU families of one kind train to other numbers).
   Metrics: ``train/loss`` and ``train/lr`` (per logged step), ``train/first_loss``,
   ``train/last_loss``, ``train/seconds``, ``train/steps_per_second``, ``train/steps`` (realised:
   text_mode add grows them); ``dev_wer/<dev set>`` per curve step (learning curve); ``data/count_<lang>``,
@@ -204,6 +205,7 @@ TRAIN_STEPS = "train/steps"
 TRAINABLE_PARAMS = "model.trainable_params"
 PRECISION_USED = "train.precision_used"  # param: what train.precision resolved to on this machine
 MACHINE_CPU = "machine.cpu"  # param: the CPU model name the run trained on
+ENCODER_PRECISION_USED = "encoder.precision_used"  # param: what model.encoder.precision resolved to (fp32, bf16)
 OBJECTIVE = "objective"
 
 

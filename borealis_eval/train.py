@@ -45,6 +45,7 @@ from borealis_eval.errors import (
     TrainingOOM,
     is_oom,
 )
+from borealis_eval.machine import bf16_for, native_bf16
 from borealis_eval.models.speech_lm import Example, SpeechLM
 
 log_ = logging.getLogger("borealis_eval")
@@ -112,23 +113,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN: assume not
-        return False
-
-
 def uses_bf16(cfg: TrainConfig) -> bool:
     """Whether training autocasts to bf16 (`train.precision`, auto resolved for this machine)."""
-    if cfg.precision != "auto":
-        return cfg.precision == "bf16"
-    return torch.cuda.is_available() or _cpu_has_native_bf16()
+    return bf16_for(cfg.precision)
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     bf16 = uses_bf16(cfg)
-    if bf16 and not torch.cuda.is_available() and not _cpu_has_native_bf16():
+    if bf16 and not torch.cuda.is_available() and not native_bf16():
         log_.warning("train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast emulates it, "
                      "slower than fp32; use train.precision: fp32 on this machine")
     # Launched as several processes without a GPU (torchrun / `accelerate launch --multi_gpu` on CPU): accelerate

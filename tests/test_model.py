@@ -74,6 +74,48 @@ def test_short_input_encoding_does_not_depend_on_batch():
     assert_close(alone, together, rel=1e-4)
 
 
+def test_encoder_bf16_autocast_is_close_to_fp32_and_cached_apart(monkeypatch):
+    """model.encoder.precision bf16: the transformer runs under bf16 autocast (the log-mel stays
+    fp32), features stay fp32 tensors close to the fp32 encoder's, and the cache key differs; fp32
+    keeps the key it had before the field existed, and auto follows the machine."""
+    from borealis_eval.config.schema import config_hash
+    from borealis_eval.models import encoder as encoder_mod
+
+    rng = np.random.default_rng(2)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (15000, 15800, 31000)]
+    fp32 = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=True, bucket_seconds=1.0))
+    bf16 = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, short_input=True, bucket_seconds=1.0, precision="bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert fp32.identity.key != bf16.identity.key and "autocast" not in fp32.identity.preprocessing
+    for x, y in zip(fp32.encode_many(waves), bf16.encode_many(waves)):
+        assert y.dtype == torch.float32 and y.shape == x.shape
+        assert not torch.equal(x, y)  # it did compute in bf16
+        assert _cosine(x, y) > 0.99
+        assert_close(y, x, rel=0.1)
+    for native in (True, False):
+        monkeypatch.setattr("borealis_eval.machine.native_bf16", lambda native=native: native)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        auto = FrozenWhisperEncoder(EncoderConfig(config=TINY_ENC, precision="auto"))
+        assert auto.precision == ("bf16" if native else "fp32")
+    assert encoder_mod.bf16_for("fp32") is False
+    from borealis_eval.config import load_ablation
+    cfg = load_ablation("ablations/cpu/text_ratio.yaml")[1][0].config
+
+    def with_precision(p):
+        enc = cfg.model.encoder.model_copy(update={"precision": p})
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"encoder": enc})})
+
+    hashes = {p: config_hash(with_precision(p)) for p in ("fp32", "bf16", "auto")}
+    assert len(set(hashes.values())) == 3
+    # the default leaves the hash as it was before the field existed: the dump without it
+    import hashlib
+    import json
+    dump = with_precision("fp32").model_dump(mode="json")
+    del dump["model"]["encoder"]["precision"]
+    old = hashlib.sha1(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert hashes["fp32"] == old
+
+
 def test_loss_covers_only_answer_tokens(tok):
     m = tiny_model(tok)
     ex_audio = Example(answer="the cat sat", features=torch.randn(10, 32), id="a")

@@ -88,8 +88,10 @@ def test_two_variant_sweep_logs_parent_children_baseline_and_report(tmp_path, co
     from borealis_eval.config import load_ablation
     precision = "bf16" if uses_bf16(load_ablation(abl)[1][0].config.train) else "fp32"
     assert set(var_rows["params.train.precision_used"]) == {precision}
+    assert set(var_rows["params.encoder.precision_used"]) == {"fp32"}  # model.encoder.precision's default
     shown = "bf16 autocast" if precision == "bf16" else "fp32"
-    assert f"Variants trained 2 in {shown} on {cpu_name()}" in (tmp_path / "report" / "report.md").read_text()
+    assert f"Variants trained 2 in {shown} on {cpu_name()}, encoder features in fp32" in \
+        (tmp_path / "report" / "report.md").read_text()
 
     # The encoder is paid once: a second sweep finds every clip in the feature cache.
     rc = main(["--tracking-uri", uri, "sweep", str(abl), "--no-progress", "--no-report"])

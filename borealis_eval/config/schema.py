@@ -153,6 +153,10 @@ class EncoderConfig(Strict):
     config: dict[str, Any] | None = None  # WhisperConfig kwargs for a random tiny encoder
     short_input: bool = False  # feed only the real mel frames, not 30 s of padding
     bucket_seconds: float = Field(default=2.0, gt=0)  # short-input length rounding
+    # The frozen encoder's arithmetic: bf16 autocast halves the encoding CPU on a CPU with native bf16
+    # (features: cosine >= 0.999 against fp32, benchmarks/README.md); auto = bf16 on a CUDA GPU or a
+    # CPU with native bf16 (AVX512-BF16, AMX), fp32 elsewhere. Features are cached per precision.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -709,8 +713,21 @@ class Variant(BaseModel):
         return cell_of(self.name)
 
 
+# Fields added after studies were run, left out of the hash at the value that reproduces the older
+# code, so a study started before a field existed still finds its finished variants.
+_HASH_NEUTRAL: dict[tuple[str, ...], Any] = {("model", "encoder", "precision"): "fp32"}
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    dump = cfg.model_dump(mode="json")
+    for path, value in _HASH_NEUTRAL.items():
+        *parents, leaf = path
+        node = dump
+        for key in parents:
+            node = node.get(key) or {}
+        if node.get(leaf, value) == value:
+            node.pop(leaf, None)
+    blob = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

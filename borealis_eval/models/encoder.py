@@ -7,6 +7,8 @@ Two input modes:
   short clips; the encoding differs slightly from the padded one (cosine ~0.97).
 A clip's encoding never depends on what else is in its batch: batches only group clips
 padded to the same length, so cached features are reproducible.
+`precision` (fp32, bf16, auto) runs the transformer under bf16 autocast where chosen: about half
+the CPU on a CPU with native bf16, features within cosine 0.999 of fp32 (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from borealis_eval.audio import SAMPLE_RATE
 from borealis_eval.config import EncoderConfig
+from borealis_eval.machine import bf16_for
 
 HOP = 160  # samples per mel frame
 MAX_SECONDS = 30.0
@@ -88,9 +91,13 @@ class FrozenWhisperEncoder(nn.Module):
         self.device = torch.device(device)
         self.dtype = dtype
         self.dim = self.encoder.config.d_model
+        # bf16 autocast around the transformer (not the log-mel, which transformers computes in fp32)
+        self.autocast_bf16 = dtype == torch.float32 and bf16_for(cfg.precision)
+        self.precision = "bf16" if self.autocast_bf16 else str(dtype).removeprefix("torch.").replace("float32", "fp32")
         mode = f"short:{cfg.bucket_seconds:g}" if cfg.short_input else "padded30"
         self.identity = EncoderIdentity(weights_digest(self.encoder),
-                                        f"{mode}|mel{self.encoder.config.num_mel_bins}|{dtype}")
+                                        f"{mode}|mel{self.encoder.config.num_mel_bins}|{dtype}"
+                                        + ("|autocast-bf16" if self.autocast_bf16 else ""))
 
     def padded_length(self, n_samples: int) -> int:
         """Samples a clip is padded to before the mel transform (its batching key)."""
@@ -143,6 +150,10 @@ class FrozenWhisperEncoder(nn.Module):
         return [hidden[i, : encoder_frames(len(w))].float().cpu() for i, w in enumerate(waves)]
 
     def _forward(self, mel: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            return self._layers(mel)
+
+    def _layers(self, mel: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
         if mel.shape[-1] == enc.config.max_source_positions * 2:
             return enc(mel).last_hidden_state

@@ -285,6 +285,7 @@ def _describe(run: Run) -> dict:
         "model": tags.get(records.MODEL, ""),
         "protocol": tags.get(records.PROTOCOL, ""),
         "precision": run.data.params.get(records.PRECISION_USED, ""),
+        "encoder_precision": run.data.params.get(records.ENCODER_PRECISION_USED, ""),
         "cpu": run.data.params.get(records.MACHINE_CPU, ""),
         "run_name": run.info.run_name or "",
         "status": run.info.status,

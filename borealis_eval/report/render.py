@@ -114,9 +114,15 @@ def machine_note(data: ReportData) -> str:
     v = data.variants
     if v.empty or "precision" not in v or not (v["precision"].astype(bool) | v["cpu"].astype(bool)).any():
         return ""  # a store from before these params were logged
+    enc = v["encoder_precision"] if "encoder_precision" in v else v["precision"].map(lambda _: "")
     groups = v.groupby([v["precision"].replace("", "unknown precision"),
-                        v["cpu"].replace("", "an unlogged CPU")]).size()
-    parts = [f"{n} in {'bf16 autocast' if p == 'bf16' else p} on {cpu}" for (p, cpu), n in groups.items()]
+                        v["cpu"].replace("", "an unlogged CPU"), enc]).size()
+
+    def words(p: str) -> str:
+        return "bf16 autocast" if p == "bf16" else p
+
+    parts = [f"{n} in {words(p)} on {cpu}" + (f", encoder features in {words(e)}" if e else "")
+             for (p, cpu, e), n in groups.items()]
     return ("Variants trained " + "; ".join(parts) + ": trained numbers can differ between CPU families "
             "and between fp32 and bf16.")
 

@@ -42,25 +42,22 @@ def lanes(runs: list[dict]) -> list[list[dict]]:
 
 def profile(client, parent_id: str) -> dict:
     from borealis_eval import records
+    from borealis_eval.report.collect import search_all
 
     parent = client.get_run(parent_id)
-    exp = parent.info.experiment_id
-    children = client.search_runs([exp], f"tags.`{records.PARENT_RUN}` = '{parent_id}'", max_results=5000)
+    children = search_all(client, parent.info.experiment_id, f"tags.{records.PARENT_RUN} = '{parent_id}'")
     p0, p1 = parent.info.start_time / 1000, (parent.info.end_time or parent.info.start_time) / 1000
     runs = []
     for c in children:
         if c.info.end_time is None:
             continue
-        role = c.data.tags.get(records.ROLE, "?")
-        r = {"name": c.data.tags.get(records.VARIANT_NAME, c.info.run_id), "role": role,
-             "status": c.info.status, "start": c.info.start_time / 1000, "end": c.info.end_time / 1000}
-        r["wall"] = r["end"] - r["start"]
         m = c.data.metrics
-        if role != records.BASELINE:
-            r["train"] = m.get(records.TRAIN_SECONDS, 0.0)
-        r["decode"] = {s: m[f"audio_seconds/{s}"] / v for k, v in m.items()
-                       if k.startswith("rtfx/") and v > 0 and f"audio_seconds/{(s := k.split('/', 1)[1])}" in m}
-        runs.append(r)
+        sets = [k.split("/", 1)[1] for k in m if k.startswith("rtfx/")]
+        decode = {s: m[f"audio_seconds/{s}"] / m[f"rtfx/{s}"] for s in sets
+                  if m[f"rtfx/{s}"] > 0 and f"audio_seconds/{s}" in m}
+        start, end = c.info.start_time / 1000, c.info.end_time / 1000
+        runs.append({"role": c.data.tags.get(records.ROLE, "?"), "start": start, "end": end, "wall": end - start,
+                     "train": m.get(records.TRAIN_SECONDS, 0.0), "decode": decode})
     lanes_ = lanes(runs)
     phase: dict[str, float] = defaultdict(float)
     lane_rows = []
@@ -72,13 +69,12 @@ def profile(client, parent_id: str) -> dict:
         phase["between runs (claim, next variant's set-up)"] += gaps
         phase["after the last run (closing on one lane, idle on the other)"] += tail
         for r in lane:
+            dec = sum(r["decode"].values())
             if r["role"] == records.BASELINE:
-                dec = sum(r["decode"].values())
                 for s, v in r["decode"].items():
                     phase[f"baseline: decoding {s}"] += v
                 phase["baseline: the rest (load, audio, scoring, logging)"] += r["wall"] - dec
             else:
-                dec = sum(r["decode"].values())
                 phase["variants: training (dev curve included)"] += r["train"]
                 phase["variants: decoding the eval sets"] += dec
                 phase["variants: the rest (model, encoding, scoring, logging)"] += r["wall"] - r["train"] - dec
@@ -93,7 +89,8 @@ def profile(client, parent_id: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from mlflow.tracking import MlflowClient
 
-    from borealis_eval import records
+    from borealis_eval.errors import ReportError
+    from borealis_eval.report.collect import find_parent
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
@@ -106,11 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         exp = client.get_experiment_by_name(args.experiment)
         if exp is None:
             raise SystemExit(f"no experiment {args.experiment!r} in {args.tracking_uri}")
-        parents = client.search_runs([exp.experiment_id], f"tags.{records.ROLE} = '{records.PARENT}'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
-        if not parents:
-            raise SystemExit(f"no parent run in experiment {args.experiment!r}")
-        parent_id = parents[0].info.run_id
+        try:
+            parent_id = find_parent(client, exp.experiment_id, args.experiment, None).info.run_id
+        except ReportError as e:
+            raise SystemExit(str(e)) from None
     p = profile(client, parent_id)
     total = p["lane_seconds"]
     print(f"sweep {p['study']} ({p['variants']} variants): {p['sweep_wall']:.0f} s wall on "

@@ -158,9 +158,9 @@ def load_report_data(
             f"{client.tracking_uri}; available experiments: {listing}"
         )
     exp_id = experiment.experiment_id
-    parent = _find_parent(client, exp_id, experiment_name, parent_run_id)
+    parent = find_parent(client, exp_id, experiment_name, parent_run_id)
 
-    children = _search_all(client, exp_id, f"tags.{records.PARENT_RUN} = '{parent.info.run_id}'")
+    children = search_all(client, exp_id, f"tags.{records.PARENT_RUN} = '{parent.info.run_id}'")
     children = [r for r in children if r.data.tags.get(records.ROLE) in (records.VARIANT, records.BASELINE)]
     if not children:
         raise ReportError(
@@ -230,7 +230,8 @@ def load_report_data(
     )
 
 
-def _find_parent(client: MlflowClient, exp_id: str, exp_name: str, run_id: str | None) -> Run:
+def find_parent(client: MlflowClient, exp_id: str, exp_name: str, run_id: str | None) -> Run:
+    """`run_id` if it is a run of the experiment, else the experiment's newest parent run."""
     if run_id is not None:
         try:
             run = client.get_run(run_id)
@@ -249,7 +250,8 @@ def _find_parent(client: MlflowClient, exp_id: str, exp_name: str, run_id: str |
     return found[0]
 
 
-def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[Run]:
+def search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[Run]:
+    """Every run of the experiment matching `filter_string`, page by page."""
     runs, token = [], None
     while True:
         page = client.search_runs([exp_id], filter_string, max_results=1000, page_token=token)

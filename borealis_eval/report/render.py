@@ -114,9 +114,8 @@ def machine_note(data: ReportData) -> str:
     v = data.variants
     if v.empty or "precision" not in v or not (v["precision"].astype(bool) | v["cpu"].astype(bool)).any():
         return ""  # a store from before these params were logged
-    enc = v["encoder_precision"] if "encoder_precision" in v else v["precision"].map(lambda _: "")
     groups = v.groupby([v["precision"].replace("", "unknown precision"),
-                        v["cpu"].replace("", "an unlogged CPU"), enc]).size()
+                        v["cpu"].replace("", "an unlogged CPU"), v["encoder_precision"]]).size()
 
     def words(p: str) -> str:
         return "bf16 autocast" if p == "bf16" else p

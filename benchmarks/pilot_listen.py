@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             text_norm = float(emb(torch.tensor(text_ids)).norm(dim=-1).median())
             row_norms, shared = [], []
             for f in feats:
-                audio = model._audio_rows([f], torch.float32)[1:-1]  # without the start/end markers
+                audio = model.audio_inputs(model.adapter_rows([f]))[0].float()  # what the LLM reads, no markers
                 n = audio.norm(dim=-1)
                 row_norms.append(float(n.median()))
                 shared.append(float(audio.mean(0).norm() / n.median()))

@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from borealis_eval import records
+from borealis_eval.align import align
 from borealis_eval.claims import Claim
 from borealis_eval.config import BaselineConfig, ExperimentConfig, TrainConfig, Variant
 from borealis_eval.data.augment import Augmenter
@@ -52,7 +53,7 @@ from borealis_eval.models.speech_lm import Example, SpeechLM
 from borealis_eval.resources import Resources
 from borealis_eval.study import Study, close_previous_attempt, failure_reason, record_failure
 from borealis_eval.tracking import RunLogger
-from borealis_eval.train import TrainResult, train, uses_bf16
+from borealis_eval.train import TrainResult, has_checkpoint, train, uses_bf16
 
 
 @dataclass
@@ -114,6 +115,8 @@ class VariantRecipe:
             else Example(answer=e.answer, instruction=e.instruction, id=e.id)
             for e in self.mix.examples if not isinstance(e, AudioItem) or e.id in res.features
         ]
+        if self.model.adapter.ctc is not None:  # every cell classifies over the same tokens: the study's transcripts
+            self.run.params({records.ALIGN_VOCABULARY: self.model.set_ctc_vocabulary([it.text for it in res.train_items])})
         n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.run.params({records.TRAINABLE_PARAMS: n_params})
         if cfg.data.augment is not None:  # augmented clips are re-encoded on the fly; the others keep cached features
@@ -132,6 +135,10 @@ class VariantRecipe:
         o, tc = self.opts, self.train_config()
         self.run.params({records.PRECISION_USED: "bf16" if uses_bf16(tc) else "fp32", records.MACHINE_CPU: cpu_name(),
                          records.ENCODER_PRECISION_USED: self.res.encoder.precision})
+        if tc.align is not None and not has_checkpoint(o.checkpoint_dir):  # a resumed run has the aligned adapter
+            aligned = align(self.model, self.examples, tc.align, self.cfg.seed, tc.precision, self.res.features,
+                            log=self.run.metrics, log_every=tc.log_every, progress=self.progress)
+            self.run.metrics({records.ALIGN_SECONDS: aligned.seconds})
         hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
         result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,

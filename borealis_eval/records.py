@@ -44,13 +44,16 @@ Runs (all in that experiment):
   ``optuna.pruned=true`` (status KILLED). Params: the flattened resolved config plus
   ``model.trainable_params``, ``train.precision_used`` (bf16 or fp32: what precision auto chose here),
   ``encoder.precision_used`` (the same for the frozen encoder's features) and ``machine.cpu`` (the
-  CPU's model name: two CPU families of one kind train to other numbers).
+  CPU's model name: two CPU families of one kind train to other numbers); with
+  ``adapter.output: ctc_tokens`` also ``align.vocabulary`` (the CTC head's classes).
   Metrics: ``train/loss`` and ``train/lr`` (per logged step), ``train/first_loss``,
   ``train/last_loss``, ``train/seconds``, ``train/steps_per_second``, ``train/steps`` (realised:
   text_mode add grows them); ``dev_wer/<dev set>`` per curve step (learning curve); ``data/count_<lang>``,
   ``data/count_text``, ``data/count_total``, ``data/text_fraction_realised``; per eval set S the
   set metrics below as ``<name>/S``; ``delta_wer_vs_baseline/S``, ``p_vs_baseline/S``;
-  ``text_chrf/<text set>``, ``text_exact/<text set>``; ``augment/*`` with augmentation.
+  ``text_chrf/<text set>``, ``text_exact/<text set>``; ``augment/*`` with augmentation;
+  ``align/loss`` (per logged step of the alignment phase, its own step axis) and ``align/seconds``
+  with ``train.align``.
   Artifacts: ``config/resolved.yaml``, ``predictions/S.jsonl`` (rows ``{id, language, duration,
   speaker, ref, hyp}``, raw hypotheses), ``predictions/text_<name>.jsonl``, ``error.txt``
   (traceback) on failure. Runs written before logged models also have ``weights/trainable.safetensors``
@@ -202,6 +205,9 @@ TRAIN_LAST_LOSS = "train/last_loss"
 TRAIN_SECONDS = "train/seconds"
 TRAIN_STEPS_PER_SECOND = "train/steps_per_second"
 TRAIN_STEPS = "train/steps"
+ALIGN_LOSS = "align/loss"  # the alignment phase's CTC loss (train.align), by its own step
+ALIGN_SECONDS = "align/seconds"
+ALIGN_VOCABULARY = "align.vocabulary"  # param: the CTC head's classes (tokens of the training transcripts)
 TRAINABLE_PARAMS = "model.trainable_params"
 PRECISION_USED = "train.precision_used"  # param: what train.precision resolved to on this machine
 MACHINE_CPU = "machine.cpu"  # param: the CPU model name the run trained on

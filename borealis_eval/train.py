@@ -90,6 +90,11 @@ def save_checkpoint(directory: Path, core: SpeechLM, opt, sched, step: int, loss
         torch.save(state, tmp)
 
 
+def has_checkpoint(directory: Path | None) -> bool:
+    """Whether `directory` holds a checkpoint to resume from (not read: `load_checkpoint` checks it)."""
+    return directory is not None and (directory / CHECKPOINT).is_file()
+
+
 def load_checkpoint(directory: Path | None) -> dict | None:
     """The saved state, or None; an unreadable file is renamed `state.pt.corrupt` and ignored."""
     path = directory / CHECKPOINT if directory else None

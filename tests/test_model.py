@@ -111,7 +111,8 @@ def test_encoder_bf16_autocast_is_close_to_fp32_and_cached_apart(monkeypatch):
     import hashlib
     import json
     dump = with_precision("fp32").model_dump(mode="json")
-    del dump["model"]["encoder"]["precision"]
+    del dump["model"]["encoder"]["precision"]  # and the later fields, at their defaults, as the code before them
+    del dump["model"]["adapter"]["output"], dump["model"]["adapter"]["ctc_weight"], dump["train"]["align"]
     old = hashlib.sha1(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
     assert hashes["fp32"] == old
 

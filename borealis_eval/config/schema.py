@@ -23,6 +23,7 @@ __all__ = [
     "EvalScope",
     "GridAxis",
     "AdapterConfig",
+    "AlignConfig",
     "AudioSet",
     "AugmentConfig",
     "BaselineConfig",
@@ -170,6 +171,10 @@ class AdapterConfig(Strict):
     hidden_sizes: list[int] = Field(default_factory=lambda: [2560])
     activation: Literal["gelu", "relu", "silu"] = "gelu"
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    # rows: the MLP's rows go to the LLM as they are. ctc_tokens: a CTC head classifies them over the LLM's own
+    # token embeddings and the LLM reads one soft token per non-blank run (models/ctc_tokens.py)
+    output: Literal["rows", "ctc_tokens"] = "rows"
+    ctc_weight: float = Field(default=0.3, ge=0)  # ctc_tokens: the CTC loss's weight beside the LM loss
 
 
 class LoraConfig(Strict):
@@ -321,6 +326,16 @@ class DataConfig(Strict):
         return self
 
 
+class AlignConfig(Strict):
+    """`train.align`: a first phase that trains the adapter alone by CTC against the LLM's token
+    embeddings (needs `model.adapter.output: ctc_tokens`; no LLM forward, so a step costs a small
+    fraction of an LM step), before the LM phase of `train.steps`."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+
+
 class TrainConfig(Strict):
     steps: int = Field(default=1000, gt=0)
     batch_size: int = Field(default=8, gt=0)
@@ -337,6 +352,7 @@ class TrainConfig(Strict):
     threads: int | None = Field(default=None, gt=0)  # torch CPU threads
     # processes reading the training batches ahead (features from the feature store); None: 2 on CUDA, 0 on CPU
     loader_workers: int | None = Field(default=None, ge=0)
+    align: AlignConfig | None = None  # the CTC alignment phase before the LM phase (AlignConfig)
 
 
 class Reference(Strict):
@@ -485,6 +501,13 @@ class ExperimentConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _align_needs_ctc(self):
+        if self.train.align is not None and self.model.adapter.output != "ctc_tokens":
+            raise ValueError("train.align trains the adapter's CTC head: set model.adapter.output: ctc_tokens "
+                             "(or remove train.align)")
+        return self
 
 
 class SearchAxis(Strict):
@@ -715,7 +738,10 @@ class Variant(BaseModel):
 
 # Fields added after studies were run, left out of the hash at the value that reproduces the older
 # code, so a study started before a field existed still finds its finished variants.
-_HASH_NEUTRAL: dict[tuple[str, ...], Any] = {("model", "encoder", "precision"): "fp32"}
+_HASH_NEUTRAL: dict[tuple[str, ...], Any] = {("model", "encoder", "precision"): "fp32",
+                                             ("model", "adapter", "output"): "rows",
+                                             ("model", "adapter", "ctc_weight"): 0.3,
+                                             ("train", "align"): None}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

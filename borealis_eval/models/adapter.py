@@ -2,7 +2,8 @@
 
 Borealis: 1280-d Whisper-large frames, k=4 -> 5120 -> 2560 -> 2560 (GELU) -> LLM hidden.
 Two learned vectors mark where the audio starts and ends inside the prompt, so any
-tokenizer works without adding (and training) new vocabulary entries.
+tokenizer works without adding (and training) new vocabulary entries. With `ctc=True` the rows
+also feed a CTC head over the LLM's token embeddings (ctc_tokens.py: `adapter.output: ctc_tokens`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import torch
 from torch import nn
+
+from borealis_eval.models.ctc_tokens import CTCTokenHead
 
 _ACT = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -30,7 +33,7 @@ def stacked_length(frames: int, k: int) -> int:
 
 class Adapter(nn.Module):
     def __init__(self, enc_dim: int, llm_dim: int, k: int = 4, hidden_sizes: list[int] | None = None,
-                 activation: str = "gelu", dropout: float = 0.0):
+                 activation: str = "gelu", dropout: float = 0.0, ctc: bool = False):
         super().__init__()
         self.k = k
         sizes = [enc_dim * k, *(hidden_sizes or []), llm_dim]
@@ -44,6 +47,7 @@ class Adapter(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.audio_start = nn.Parameter(torch.randn(llm_dim) * 0.02)
         self.audio_end = nn.Parameter(torch.randn(llm_dim) * 0.02)
+        self.ctc = CTCTokenHead(llm_dim) if ctc else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, T, enc_dim] -> [B, ceil(T/k), llm_dim]."""

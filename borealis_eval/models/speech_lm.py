@@ -4,7 +4,9 @@ An audio example is rendered through the tokenizer's chat template as
     user: <audio_start> [audio embeddings] <audio_end> \n <prompt>
     assistant: <transcript><eos>
 and a text-only example as user: <instruction>, assistant: <answer><eos>.
-The loss covers only the answer tokens (and the closing eos).
+The loss covers only the answer tokens (and the closing eos). With `adapter.output: ctc_tokens`
+the audio slots hold a clip's CTC soft tokens instead of its adapter rows (ctc_tokens.py), and
+the loss adds `adapter.ctc_weight` x the CTC loss of the rows against the answer's tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from borealis_eval.models.tokenizer import load_tokenizer
 
 AUDIO_MARK = "<AUDIO>"
 IGNORE = -100
+CTC_VOCAB = "adapter.ctc.vocab"
 
 
 @dataclass
@@ -83,7 +86,7 @@ def build_llm(cfg: LLMConfig, tokenizer, dtype: torch.dtype = torch.float32) -> 
 
 
 class SpeechLM(nn.Module):
-    def __init__(self, llm: nn.Module, tokenizer, adapter: Adapter, prompt: str):
+    def __init__(self, llm: nn.Module, tokenizer, adapter: Adapter, prompt: str, ctc_weight: float = 0.0):
         super().__init__()
         self.llm = llm
         self.adapter = adapter
@@ -92,6 +95,7 @@ class SpeechLM(nn.Module):
         self.prompt = prompt
         self.eos_id = self.family.end_id(self.tok)  # the end of the assistant turn, not necessarily tok.eos
         self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self.ctc_weight = ctc_weight if adapter.ctc is not None else 0.0
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, enc_dim: int, tokenizer=None, device: str | torch.device = "cpu"):
@@ -101,8 +105,29 @@ class SpeechLM(nn.Module):
         llm = build_llm(cfg.llm, tokenizer, llm_dtype(cfg.llm, device))
         hidden = llm.get_input_embeddings().embedding_dim
         a = cfg.adapter
-        adapter = Adapter(enc_dim, hidden, a.downsample_k, a.hidden_sizes, a.activation, a.dropout)
-        return cls(llm, tokenizer, adapter, cfg.prompt)
+        adapter = Adapter(enc_dim, hidden, a.downsample_k, a.hidden_sizes, a.activation, a.dropout,
+                          ctc=a.output == "ctc_tokens")
+        return cls(llm, tokenizer, adapter, cfg.prompt, a.ctc_weight)
+
+    # ------------------------------------------------------------ CTC soft tokens (adapter.output: ctc_tokens)
+    def prototypes(self) -> torch.Tensor:
+        """The LLM's input embeddings of the CTC head's tokens, as the LLM sees text (any scale the
+        family's embedding applies included); not trained through the CTC loss."""
+        with torch.no_grad():
+            return self.llm.get_input_embeddings()(self.adapter.ctc.vocab).float()
+
+    def set_ctc_vocabulary(self, texts: list[str]) -> int:
+        """The CTC head's classes: every token of `texts` (the study's training transcripts); returns their number."""
+        ids = [t for row in self.tok(texts, add_special_tokens=False)["input_ids"] for t in row]
+        head = self.adapter.ctc
+        head.set_vocabulary(ids, self.llm.get_input_embeddings()(torch.tensor(sorted(set(ids)) or [0])).detach())
+        return len(head.vocab)
+
+    def ctc_loss(self, rows: list[torch.Tensor], answers: list[str]) -> torch.Tensor:
+        """CTC loss of clips' adapter rows against their transcripts' tokens."""
+        head = self.adapter.ctc
+        ids = self.tok(answers, add_special_tokens=False)["input_ids"]
+        return head.loss(rows, head.targets(ids), self.prototypes())
 
     # ------------------------------------------------------------ token layout
     def _prompt_ids(self, content: str) -> tuple[list[int], list[int]]:
@@ -116,34 +141,52 @@ class SpeechLM(nn.Module):
             self._prompt_cache[content] = (enc(before), enc(after))
         return self._prompt_cache[content]
 
-    def _layout(self, ex: Example, answer: list[int]) -> tuple[list[int], int, list[int]]:
+    def _layout(self, ex: Example, answer: list[int], n_audio: int | None = None) -> tuple[list[int], int, list[int]]:
         """(ids before the audio, audio slots incl. the two markers, ids after it): the answer ids end
-        the ids after the audio; a text-only example has no audio slots."""
+        the ids after the audio; a text-only example has no audio slots. `n_audio`: the clip's audio
+        rows (default: its adapter rows)."""
         if ex.features is None:
             return self._prompt_ids(ex.instruction or "")[0], 0, answer
         before, after = self._prompt_ids(f"{AUDIO_MARK}\n{self.prompt}")
-        return before, stacked_length(ex.features.shape[0], self.adapter.k) + 2, after + answer
+        n = stacked_length(ex.features.shape[0], self.adapter.k) if n_audio is None else n_audio
+        return before, n + 2, after + answer
 
-    def _audio_rows(self, feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        """Every audio example's slots, concatenated: [start marker, adapter frames, end marker] each."""
+    def adapter_rows(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each clip's adapter rows [ceil(T/k), H], from one packed MLP pass."""
+        frames = self.adapter.forward_packed(feats)
+        return list(frames.split([stacked_length(f.shape[0], self.adapter.k) for f in feats]))
+
+    def audio_inputs(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What the LLM reads for each clip: its adapter rows, or (ctc_tokens) its CTC soft tokens."""
+        if self.adapter.ctc is None:
+            return rows
+        protos = self.prototypes()
+        return [self.adapter.ctc.compress(r, protos) for r in rows]
+
+    def _audio_rows(self, inputs: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """Every audio example's slots, concatenated: [start marker, audio rows, end marker] each."""
         a = self.adapter
-        frames = a.forward_packed(feats).to(dtype)
         start, end = a.audio_start[None].to(dtype), a.audio_end[None].to(dtype)
-        pieces, o = [], 0
-        for f in feats:
-            n = stacked_length(f.shape[0], a.k)
-            pieces += [start, frames[o : o + n], end]
-            o += n
+        pieces = []
+        for x in inputs:
+            pieces += [start, x.to(dtype), end]
         return torch.cat(pieces)
 
-    def batch(self, examples: list[Example], with_answer: bool = True, left_pad: bool = False):
+    def batch(self, examples: list[Example], with_answer: bool = True, left_pad: bool = False,
+              rows: list[torch.Tensor] | None = None):
         """(inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L]); labels are the answer + eos
-        only. One embedding lookup for the whole batch; the audio slots are then filled in place."""
+        only. One embedding lookup for the whole batch; the audio slots are then filled in place.
+        `rows`: the audio examples' adapter rows when the caller has them already (`adapter_rows`)."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
         answers = ([ids + [self.eos_id] for ids in self.tok([ex.answer for ex in examples], add_special_tokens=False)
                     ["input_ids"]] if with_answer else [[] for _ in examples])
-        layouts = [self._layout(ex, ans) for ex, ans in zip(examples, answers)]
+        feats = [ex.features for ex in examples if ex.features is not None]
+        if feats and rows is None:
+            rows = self.adapter_rows(feats)
+        inputs = iter(self.audio_inputs(rows) if feats else [])
+        audio = [next(inputs) if ex.features is not None else None for ex in examples]
+        layouts = [self._layout(ex, ans, None if x is None else len(x)) for ex, ans, x in zip(examples, answers, audio)]
         n = max(len(b) + k + len(a) for b, k, a in layouts)
         ids, labels, mask, audio_pos = [], [], [], []
         for i, ((before, k, after), answer) in enumerate(zip(layouts, answers)):
@@ -157,13 +200,19 @@ class SpeechLM(nn.Module):
         mask_t = torch.tensor(mask, dtype=torch.long, device=dev)
         embeds = emb(torch.tensor(ids, dtype=torch.long, device=dev)) * mask_t[..., None].to(emb.weight.dtype)
         if audio_pos:
-            rows, cols = torch.tensor(audio_pos, device=dev).T
-            feats = [ex.features for ex in examples if ex.features is not None]
-            embeds = embeds.index_put((rows, cols), self._audio_rows(feats, embeds.dtype))
+            at_rows, at_cols = torch.tensor(audio_pos, device=dev).T
+            filled = self._audio_rows([x for x in audio if x is not None], embeds.dtype)
+            embeds = embeds.index_put((at_rows, at_cols), filled)
         return embeds, mask_t, torch.tensor(labels, dtype=torch.long, device=dev)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
-        return self.loss(*self.batch(examples))
+        """The LM loss (plus, with ctc_tokens, `ctc_weight` x the CTC loss of the audio examples)."""
+        audio = [ex for ex in examples if ex.features is not None]
+        rows = self.adapter_rows([ex.features for ex in audio]) if audio else None
+        loss = self.loss(*self.batch(examples, rows=rows))
+        if self.ctc_weight and rows:
+            loss = loss + self.ctc_weight * self.ctc_loss(rows, [ex.answer for ex in audio])
+        return loss
 
     def loss(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens; the output layer runs only where there is a label."""
@@ -187,7 +236,8 @@ class SpeechLM(nn.Module):
         return [t.strip() for t in self.tok.batch_decode(out, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.state_dict().items() if self._trainable.get(k, False)}
+        """The trained weights, and the CTC head's vocabulary (a buffer that decides its classes)."""
+        return {k: v for k, v in self.state_dict().items() if self._trainable.get(k, False) or k == CTC_VOCAB}
 
     @property
     def _trainable(self) -> dict[str, bool]:

@@ -139,6 +139,8 @@ class VariantRecipe:
             aligned = align(self.model, self.examples, tc.align, self.cfg.seed, tc.precision, self.res.features,
                             log=self.run.metrics, log_every=tc.log_every, progress=self.progress)
             self.run.metrics({records.ALIGN_SECONDS: aligned.seconds})
+        if tc.align is not None and tc.align.freeze:  # also on a resume: the checkpoint's adapter stays fixed
+            self.model.freeze_aligned_adapter()
         hooks = [h for h in (self._curve_hook(tc), o.on_step(self.model) if o.on_step else None) if h]
         result = train(self.model, self.examples, tc, self.cfg.seed, log=self.run.metrics,
                        progress=self.progress, checkpoint_dir=o.checkpoint_dir, checkpoint_every=o.checkpoint_every,

@@ -145,3 +145,20 @@ def test_a_sweep_with_ctc_tokens_aligns_then_trains_and_logs_both_phases(tmp_pat
     assert [m.step for m in align_curve] == [2, 4]  # log_every 2 of the phase's 4 steps
     assert len(client.get_metric_history(variant["run_id"], records.TRAIN_LOSS)) == 2
     assert variant[f"metrics.{records.ALIGN_SECONDS}"] > 0
+
+
+def test_a_frozen_aligned_adapter_stays_fixed_in_the_lm_phase_and_is_still_saved(tok):
+    from borealis_eval.config import TrainConfig
+
+    m = ctc_model(tok)
+    exs = examples(16)
+    align(m, exs, AlignConfig(steps=10, batch_size=8), seed=0, precision="fp32", progress=False)
+    m.freeze_aligned_adapter()
+    mlp = {k: v.clone() for k, v in m.adapter.mlp.state_dict().items()}
+    marker = m.adapter.audio_start.detach().clone()
+    r = train(m, exs, TrainConfig(steps=5, batch_size=4, lr=1e-2, precision="fp32"), seed=0, progress=False)
+    assert r.last_loss != r.first_loss
+    assert all(torch.equal(mlp[k], v) for k, v in m.adapter.mlp.state_dict().items())
+    assert not torch.equal(marker, m.adapter.audio_start.detach())  # the markers still train
+    saved = m.trainable_state_dict()
+    assert {f"adapter.mlp.{k}" for k in mlp} <= set(saved) and CTC_VOCAB in saved

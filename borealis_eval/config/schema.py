@@ -334,6 +334,9 @@ class AlignConfig(Strict):
     steps: int = Field(gt=0)
     batch_size: int = Field(default=16, gt=0)
     lr: float = Field(default=1e-3, gt=0)
+    # keep the aligned adapter (MLP and CTC head) fixed in the LM phase: only the LLM (LoRA) and the audio
+    # markers train there, learning to read the soft tokens the alignment made, not to move them
+    freeze: bool = False
 
 
 class TrainConfig(Strict):

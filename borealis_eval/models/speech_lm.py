@@ -123,6 +123,13 @@ class SpeechLM(nn.Module):
         head.set_vocabulary(ids, self.llm.get_input_embeddings()(torch.tensor(sorted(set(ids)) or [0])).detach())
         return len(head.vocab)
 
+    def freeze_aligned_adapter(self) -> None:
+        """Fix the adapter's MLP and CTC head (`train.align.freeze`); the audio markers still train.
+        The CTC loss then has nothing to train and is left out of the LM loss."""
+        for p in [*self.adapter.mlp.parameters(), *self.adapter.ctc.parameters()]:
+            p.requires_grad_(False)
+        self.ctc_weight = 0.0
+
     def ctc_loss(self, rows: list[torch.Tensor], answers: list[str]) -> torch.Tensor:
         """CTC loss of clips' adapter rows against their transcripts' tokens."""
         head = self.adapter.ctc
@@ -236,8 +243,10 @@ class SpeechLM(nn.Module):
         return [t.strip() for t in self.tok.batch_decode(out, skip_special_tokens=True)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained weights, and the CTC head's vocabulary (a buffer that decides its classes)."""
-        return {k: v for k, v in self.state_dict().items() if self._trainable.get(k, False) or k == CTC_VOCAB}
+        """The trained weights: whatever trains now, and the whole adapter (it is always the project's own,
+        also when `train.align.freeze` fixed it after its alignment), with the CTC head's vocabulary."""
+        return {k: v for k, v in self.state_dict().items()
+                if self._trainable.get(k, False) or k.startswith("adapter.") and (k in self._trainable or k == CTC_VOCAB)}
 
     @property
     def _trainable(self) -> dict[str, bool]:

@@ -1,6 +1,7 @@
 """The cross-lingual pilot on one lent GPU (issue 27): the pilot's model (frozen bundled Whisper base,
-k=8 concat + MLP adapter, bundled Gemma-3 270M + LoRA) trained with the harness's own SpeechLM and
-train() on the open-vocabulary corpus, one variant per cell (en100, ru100, ru50_en50 x text 0 / 0.15,
+k=4 concat + MLP adapter with CTC soft tokens, bundled Gemma-3 270M + LoRA; `--recipe rows`: the
+earlier k=8 rows recipe) trained with the harness's own SpeechLM, align() (CTC, then the adapter
+fixed) and train() on the open-vocabulary corpus, one variant per cell (en100, ru100, ru50_en50 x text 0 / 0.15,
 seed 0), at a larger budget than the CPU pilot; learning curves (dev WER), WER per test set and
 step time go to $OUT/gpu_pilot.json. No MLflow, no sweep machinery: the GPU image lacks them.
 
@@ -73,6 +74,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--recipe", choices=["ctc", "rows"], default="ctc",
+                    help="ctc: the pilot profile's (CTC soft tokens, --align-steps of CTC, then the adapter fixed); rows: the earlier one")
+    ap.add_argument("--align-steps", type=int, default=600)
     ap.add_argument("--cell", type=int, action="append", help="only these cells (indices into CELLS); repeatable")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results")) / "gpu_pilot.json")
@@ -82,7 +86,8 @@ def main() -> int:
         return 0
     import jiwer
 
-    from borealis_eval.config import AdapterConfig, EncoderConfig, LLMConfig, ModelConfig, TrainConfig
+    from borealis_eval.align import align
+    from borealis_eval.config import AdapterConfig, AlignConfig, EncoderConfig, LLMConfig, ModelConfig, TrainConfig
     from borealis_eval.data.mixer import mix
     from borealis_eval.data.sources import AudioItem, TextItem
     from borealis_eval.evaluate.normalize import normalizer_for_language
@@ -119,7 +124,10 @@ def main() -> int:
                "encode_seconds": round(encode_s, 1), "cells": []}
     for mixture, text_fraction in cells:
         torch.manual_seed(0)
-        cfg = ModelConfig(encoder=EncoderConfig(ref="bundled:whisper-base"), adapter=AdapterConfig(downsample_k=8, hidden_sizes=[512]),
+        ctc = a.recipe == "ctc"
+        adapter = (AdapterConfig(downsample_k=4, hidden_sizes=[512], output="ctc_tokens") if ctc
+                   else AdapterConfig(downsample_k=8, hidden_sizes=[512]))
+        cfg = ModelConfig(encoder=EncoderConfig(ref="bundled:whisper-base"), adapter=adapter,
                           llm=LLMConfig(ref="bundled:gemma3-270m", train="lora",
                                         lora={"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}))
         model = SpeechLM.from_config(cfg, enc_dim=enc.dim, device=dev).to(dev)
@@ -127,6 +135,13 @@ def main() -> int:
         exs = [Example(answer=e.text, features=feats["train"][int(e.id.split("/")[1])].float(), id=e.id)
                if isinstance(e, AudioItem) else Example(answer=e.answer, instruction=e.instruction, id=e.id) for e in stream]
         curve = []
+        align_s = 0.0
+        if ctc:  # as the recipe does: the study's transcripts (all languages) as the CTC classes, align, fix the adapter
+            model.set_ctc_vocabulary([it.text for it in train_items])
+            aligned = align(model, exs, AlignConfig(steps=2 if a.smoke else a.align_steps, batch_size=batch), 0,
+                            progress=False)
+            align_s = aligned.seconds
+            model.freeze_aligned_adapter()
 
         def on_step(step: int, model=model, curve=curve):
             if step % a.every == 0 or step == steps:
@@ -137,7 +152,8 @@ def main() -> int:
 
         r = train(model, exs, TrainConfig(steps=steps, batch_size=batch, lr=a.lr, warmup_ratio=0.05), 0, progress=False,
                   on_step=on_step)
-        cell = {"mix": mixture, "text_fraction": text_fraction, "s_per_step": round(r.seconds / steps, 4),
+        cell = {"mix": mixture, "text_fraction": text_fraction, "recipe": a.recipe, "align_seconds": round(align_s, 1),
+                "s_per_step": round(r.seconds / steps, 4),
                 "first_loss": r.first_loss, "last_loss": r.last_loss, "dev_curve": curve, "wer": {}, "examples": {}}
         for name in meta["sets"]:
             if name not in ("train", "dev"):

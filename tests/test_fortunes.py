@@ -108,7 +108,9 @@ def test_pilot_ablation_asks_the_cross_lingual_question_with_gemma():
     assert len(variants) == 12 and len(cells) == 6 and {v.config.seed for v in variants} == {0, 1}
     m = variants[0].config.model
     assert m.llm.ref == "bundled:gemma3-270m" and m.llm.train == "lora" and m.encoder.ref == "bundled:whisper-base"
-    assert m.adapter.downsample_k == 8 and variants[0].config.eval.merge_lora is False
+    assert m.adapter.downsample_k == 4 and m.adapter.output == "ctc_tokens" and variants[0].config.eval.merge_lora is False
+    align = variants[0].config.train.align  # CTC first, then the adapter fixed while LoRA learns to read it
+    assert align is not None and align.steps > 0 and align.freeze
     # manifests, never `synth` sources (those would rebuild the templated corpus in the folder)
     assert all(s.source.kind == "manifest" and s.source.path.startswith("data/fortunes/v1/")
                for s in variants[0].config.data.train_sets)
@@ -130,6 +132,6 @@ def test_adapter_only_probe_is_one_frozen_llm_cell_of_the_pilot():
     assert len(variants) == 1  # its own grid replaces the pilot's (no inherited axes multiply it)
     cfg = variants[0].config
     assert cfg.model.llm.train == "frozen" and cfg.train.lr == 3.0e-3 and cfg.data.language_mix == {"en": 1.0}
-    # everything else is the pilot's: same LLM, adapter, data and steps
-    assert cfg.model.llm.ref == pilot[0].config.model.llm.ref and cfg.model.adapter == pilot[0].config.model.adapter
-    assert cfg.data.train_sets == pilot[0].config.data.train_sets and cfg.train.steps == pilot[0].config.train.steps
+    # the pilot's LLM and data; the adapter and steps of the recipe it measured (rows at k 8, 600 LM steps, no alignment)
+    assert cfg.model.llm.ref == pilot[0].config.model.llm.ref and cfg.data.train_sets == pilot[0].config.data.train_sets
+    assert (cfg.model.adapter.output, cfg.model.adapter.downsample_k, cfg.train.steps, cfg.train.align) == ("rows", 8, 600, None)

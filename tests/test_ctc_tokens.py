@@ -44,13 +44,13 @@ def test_compress_keeps_one_row_per_non_blank_run_and_never_empties_a_clip():
     head.set_vocabulary([11, 12, 13], protos)
     blank = head.blank.detach()
     rows = torch.stack([protos[0], protos[0], blank, protos[1], protos[1], blank, protos[0]])
-    out = head.compress(rows, protos)
+    out = head.compress(head.logits(rows, protos), protos)
     assert out.shape == (3, 4)  # runs: tok11 tok11 | blank | tok12 tok12 | blank | tok11 -> 3 rows
     # each row is its run's posterior mix of the token embeddings: nearest to the token it heard
     assert [int((out[i] - protos).norm(dim=1).argmin()) for i in range(3)] == [0, 1, 0]
     only_blank = head.blank.detach()[None].repeat(5, 1)
-    assert head.compress(only_blank, protos).shape == (1, 4)
-    assert head.greedy(rows, protos) == [11, 12, 11]
+    assert head.compress(head.logits(only_blank, protos), protos).shape == (1, 4)
+    assert head.greedy(head.logits(rows, protos)) == [11, 12, 11]
 
 
 def test_batch_layout_uses_the_compressed_lengths_and_loss_adds_ctc(tok):

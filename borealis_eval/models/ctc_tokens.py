@@ -42,10 +42,10 @@ class CTCTokenHead(nn.Module):
             self._index = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_vocabulary(self, token_ids: list[int], prototypes: torch.Tensor) -> None:
-        """The classes (LLM token ids) and a start for the blank (their embeddings' mean) and tau
-        (a tenth of their median squared norm: logits of a few nats between neighbours)."""
-        ids = sorted(set(token_ids))
+    def set_vocabulary(self, ids: list[int], prototypes: torch.Tensor) -> None:
+        """The classes (distinct LLM token ids, in the order of `prototypes`, their embeddings) and a
+        start for the blank (their embeddings' mean) and tau (a tenth of their median squared norm:
+        logits of a few nats between neighbours)."""
         if not ids:
             raise ValueError("ctc_tokens: the training transcripts give no tokens")
         self.vocab = torch.tensor(ids, dtype=torch.long, device=self.blank.device)
@@ -65,11 +65,12 @@ class CTCTokenHead(nn.Module):
         protos = torch.cat([self.blank[None].float(), prototypes.float()])
         return (2 * rows.float() @ protos.T - (protos * protos).sum(1)) / self.log_tau.exp()
 
-    def compress(self, rows: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """One clip's [T, H] rows -> [n, H]: a row per run of equal non-blank argmax, the run's mean
-        posterior over the tokens (blank left out, renormalised) times their embeddings. A clip with
-        no non-blank frame gives one row from all its frames, so no clip is empty."""
-        post = self.logits(rows, prototypes).softmax(-1)
+    def compress(self, logits: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """One clip's [T, 1 + V] logits (`logits` of its rows) -> [n, H]: a row per run of equal
+        non-blank argmax, the run's mean posterior over the tokens (blank left out, renormalised)
+        times their embeddings. A clip with no non-blank frame gives one row from all its frames, so
+        no clip is empty."""
+        post = logits.softmax(-1)
         best = post.argmax(-1)
         change = torch.ones_like(best, dtype=torch.bool)
         change[1:] = best[1:] != best[:-1]
@@ -85,12 +86,12 @@ class CTCTokenHead(nn.Module):
         """Answer token ids -> class numbers (a token outside the vocabulary is left out)."""
         return [[self.index[t] for t in ids if t in self.index] for ids in token_ids]
 
-    def loss(self, rows: list[torch.Tensor], targets: list[list[int]], prototypes: torch.Tensor) -> torch.Tensor:
-        """Mean CTC loss of clips' rows against their class sequences (an impossible alignment,
+    def loss(self, logits: list[torch.Tensor], targets: list[list[int]]) -> torch.Tensor:
+        """Mean CTC loss of clips' logits against their class sequences (an impossible alignment,
         more targets than rows, counts zero instead of inf)."""
-        lens = [len(r) for r in rows]
-        logp = self.logits(torch.cat(rows), prototypes).log_softmax(-1)
-        padded = logp.new_zeros(max(lens), len(rows), logp.shape[1])
+        lens = [len(x) for x in logits]
+        logp = torch.cat(logits).log_softmax(-1)
+        padded = logp.new_zeros(max(lens), len(logits), logp.shape[1])
         o = 0
         for b, n in enumerate(lens):
             padded[:n, b] = logp[o : o + n]
@@ -100,8 +101,8 @@ class CTCTokenHead(nn.Module):
                                       blank=BLANK, zero_infinity=True)
 
     @torch.no_grad()
-    def greedy(self, rows: torch.Tensor, prototypes: torch.Tensor) -> list[int]:
-        """The CTC head's own transcript of one clip: LLM token ids (blanks and repeats removed)."""
-        best = self.logits(rows, prototypes).argmax(-1).tolist()
+    def greedy(self, logits: torch.Tensor) -> list[int]:
+        """The CTC head's own transcript of one clip from its logits: LLM token ids (blanks and repeats removed)."""
+        best = logits.argmax(-1).tolist()
         vocab = self.vocab.tolist()
         return [vocab[c - 1] for j, c in enumerate(best) if c != BLANK and (j == 0 or c != best[j - 1])]

@@ -118,10 +118,10 @@ class SpeechLM(nn.Module):
 
     def set_ctc_vocabulary(self, texts: list[str]) -> int:
         """The CTC head's classes: every token of `texts` (the study's training transcripts); returns their number."""
-        ids = [t for row in self.tok(texts, add_special_tokens=False)["input_ids"] for t in row]
-        head = self.adapter.ctc
-        head.set_vocabulary(ids, self.llm.get_input_embeddings()(torch.tensor(sorted(set(ids)) or [0])).detach())
-        return len(head.vocab)
+        ids = sorted({t for row in self.tok(texts, add_special_tokens=False)["input_ids"] for t in row})
+        with torch.no_grad():
+            self.adapter.ctc.set_vocabulary(ids, self.llm.get_input_embeddings()(torch.tensor(ids, dtype=torch.long)))
+        return len(ids)
 
     def freeze_aligned_adapter(self) -> None:
         """Fix the adapter's MLP and CTC head (`train.align.freeze`); the audio markers still train.
@@ -130,11 +130,19 @@ class SpeechLM(nn.Module):
             p.requires_grad_(False)
         self.ctc_weight = 0.0
 
-    def ctc_loss(self, rows: list[torch.Tensor], answers: list[str]) -> torch.Tensor:
-        """CTC loss of clips' adapter rows against their transcripts' tokens."""
+    def ctc_logits(self, rows: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each clip's CTC logits (one matmul for the batch) and the prototypes they were scored against:
+        what both the soft tokens (`audio_inputs`) and the CTC loss (`ctc_loss`) of a step read."""
+        protos = self.prototypes()
+        logits = self.adapter.ctc.logits(torch.cat(rows), protos)
+        return list(logits.split([len(r) for r in rows])), protos
+
+    def ctc_loss(self, rows: list[torch.Tensor], answers: list[str],
+                 ctc: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """CTC loss of clips' adapter rows against their transcripts' tokens (`ctc`: their `ctc_logits`, if known)."""
         head = self.adapter.ctc
-        ids = self.tok(answers, add_special_tokens=False)["input_ids"]
-        return head.loss(rows, head.targets(ids), self.prototypes())
+        logits, _ = ctc or self.ctc_logits(rows)
+        return head.loss(logits, head.targets(self.tok(answers, add_special_tokens=False)["input_ids"]))
 
     # ------------------------------------------------------------ token layout
     def _prompt_ids(self, content: str) -> tuple[list[int], list[int]]:
@@ -163,12 +171,14 @@ class SpeechLM(nn.Module):
         frames = self.adapter.forward_packed(feats)
         return list(frames.split([stacked_length(f.shape[0], self.adapter.k) for f in feats]))
 
-    def audio_inputs(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What the LLM reads for each clip: its adapter rows, or (ctc_tokens) its CTC soft tokens."""
+    def audio_inputs(self, rows: list[torch.Tensor],
+                     ctc: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """What the LLM reads for each clip: its adapter rows, or (ctc_tokens) its CTC soft tokens
+        (`ctc`: the rows' `ctc_logits`, if known)."""
         if self.adapter.ctc is None:
             return rows
-        protos = self.prototypes()
-        return [self.adapter.ctc.compress(r, protos) for r in rows]
+        logits, protos = ctc or self.ctc_logits(rows)
+        return [self.adapter.ctc.compress(x, protos) for x in logits]
 
     def _audio_rows(self, inputs: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         """Every audio example's slots, concatenated: [start marker, audio rows, end marker] each."""
@@ -180,20 +190,20 @@ class SpeechLM(nn.Module):
         return torch.cat(pieces)
 
     def batch(self, examples: list[Example], with_answer: bool = True, left_pad: bool = False,
-              rows: list[torch.Tensor] | None = None):
+              audio: list[torch.Tensor] | None = None):
         """(inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L]); labels are the answer + eos
         only. One embedding lookup for the whole batch; the audio slots are then filled in place.
-        `rows`: the audio examples' adapter rows when the caller has them already (`adapter_rows`)."""
+        `audio`: what the LLM reads for each audio example (`audio_inputs`) when the caller has it already."""
         emb = self.llm.get_input_embeddings()
         dev = emb.weight.device
         answers = ([ids + [self.eos_id] for ids in self.tok([ex.answer for ex in examples], add_special_tokens=False)
                     ["input_ids"]] if with_answer else [[] for _ in examples])
         feats = [ex.features for ex in examples if ex.features is not None]
-        if feats and rows is None:
-            rows = self.adapter_rows(feats)
-        inputs = iter(self.audio_inputs(rows) if feats else [])
-        audio = [next(inputs) if ex.features is not None else None for ex in examples]
-        layouts = [self._layout(ex, ans, None if x is None else len(x)) for ex, ans, x in zip(examples, answers, audio)]
+        if feats and audio is None:
+            audio = self.audio_inputs(self.adapter_rows(feats))
+        inputs = iter(audio or [])
+        slots = [next(inputs) if ex.features is not None else None for ex in examples]
+        layouts = [self._layout(ex, ans, None if x is None else len(x)) for ex, ans, x in zip(examples, answers, slots)]
         n = max(len(b) + k + len(a) for b, k, a in layouts)
         ids, labels, mask, audio_pos = [], [], [], []
         for i, ((before, k, after), answer) in enumerate(zip(layouts, answers)):
@@ -208,17 +218,20 @@ class SpeechLM(nn.Module):
         embeds = emb(torch.tensor(ids, dtype=torch.long, device=dev)) * mask_t[..., None].to(emb.weight.dtype)
         if audio_pos:
             at_rows, at_cols = torch.tensor(audio_pos, device=dev).T
-            filled = self._audio_rows([x for x in audio if x is not None], embeds.dtype)
+            filled = self._audio_rows([x for x in slots if x is not None], embeds.dtype)
             embeds = embeds.index_put((at_rows, at_cols), filled)
         return embeds, mask_t, torch.tensor(labels, dtype=torch.long, device=dev)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
         """The LM loss (plus, with ctc_tokens, `ctc_weight` x the CTC loss of the audio examples)."""
         audio = [ex for ex in examples if ex.features is not None]
-        rows = self.adapter_rows([ex.features for ex in audio]) if audio else None
-        loss = self.loss(*self.batch(examples, rows=rows))
-        if self.ctc_weight and rows:
-            loss = loss + self.ctc_weight * self.ctc_loss(rows, [ex.answer for ex in audio])
+        if not audio:
+            return self.loss(*self.batch(examples))
+        rows = self.adapter_rows([ex.features for ex in audio])
+        ctc = self.ctc_logits(rows) if self.adapter.ctc is not None else None  # read by the soft tokens and the loss
+        loss = self.loss(*self.batch(examples, audio=self.audio_inputs(rows, ctc)))
+        if self.ctc_weight:
+            loss = loss + self.ctc_weight * self.ctc_loss(rows, [ex.answer for ex in audio], ctc)
         return loss
 
     def loss(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -245,8 +258,9 @@ class SpeechLM(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights: whatever trains now, and the whole adapter (it is always the project's own,
         also when `train.align.freeze` fixed it after its alignment), with the CTC head's vocabulary."""
+        trainable = self._trainable  # a dict built per call: once, not per key
         return {k: v for k, v in self.state_dict().items()
-                if self._trainable.get(k, False) or k.startswith("adapter.") and (k in self._trainable or k == CTC_VOCAB)}
+                if trainable.get(k, False) or k.startswith("adapter.") and (k in trainable or k == CTC_VOCAB)}
 
     @property
     def _trainable(self) -> dict[str, bool]:

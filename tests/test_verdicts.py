@@ -12,7 +12,7 @@ from _variance_sim import simulate_study
 
 from borealis_eval.evaluate.variance import CellScores, compare, moderate_seed_variances, pool_seed_variance
 from borealis_eval.evaluate.verdicts import (DIFFERS, EQUIVALENT, NOT_RESOLVED, detectable_effect,
-                                             family_verdicts, power, tost_p, words)
+                                             family_verdicts, power, reach, tost_p, words)
 
 
 def _diverge(cell: CellScores, seed: int = 1, by: float = 0.5) -> CellScores:
@@ -69,6 +69,20 @@ def test_many_seeds_make_equivalent_and_two_seeds_leave_it_not_resolved():
     assert words(v2) == f"not resolved: would detect ≥ {100 * v2.detectable:.1f} pts at 80% power"
     # the detectable effect is where the test's power reaches 80%
     assert power(v2.detectable, c2.se, c2.df, 0.05) == pytest.approx(0.80, abs=1e-3)
+
+
+def test_a_contrast_that_could_only_find_effects_over_100_pts_is_said_to_have_no_power():
+    """Two seeds that disagree by 25 pts keep their own variance (1 degree of freedom): at a Holm level
+    the effect the test would find is thousands of points, which the report says as no usable power."""
+    rng = np.random.default_rng(5)
+    a, b = _twins(rng, 2)
+    a = CellScores(np.vstack([a.edits[0], a.edits[1] + np.ceil(0.25 * a.units).astype(np.int64)]), a.units)
+    c = compare(a, b)  # each cell's own seed variance: what an unstable cell keeps
+    v = family_verdicts([c] * 5, [0.02] * 5, "twins")[0]
+    assert v.word == NOT_RESOLVED and v.detectable > 1.0
+    assert words(v) == "not resolved: would detect only effects over 100 pts at 80% power"
+    assert reach(0.142) == "≥ 14.2 pts" and reach(0.142, digits=0) == "≥ 14 pts" and reach(1.0) == "≥ 100.0 pts"
+    assert reach(1.01) == "only effects over 100 pts"
 
 
 def test_probability_better_lies_inside_its_interval_and_is_hidden_without_seeds():

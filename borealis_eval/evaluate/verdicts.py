@@ -31,13 +31,24 @@ from scipy import optimize, special
 
 from borealis_eval.evaluate.variance import Comparison, holm, prob_better
 
-__all__ = ["DIFFERS", "EQUIVALENT", "NOT_RESOLVED", "POWER", "Verdict", "detectable_effect", "family_verdicts",
-           "holm", "power", "tost_p", "words"]
+__all__ = ["DIFFERS", "EQUIVALENT", "NO_POWER", "NOT_RESOLVED", "POWER", "Verdict", "detectable_effect",
+           "family_verdicts", "holm", "power", "reach", "tost_p", "words"]
 
 DIFFERS = "differs"
 EQUIVALENT = "equivalent"
 NOT_RESOLVED = "not resolved"
 POWER = 0.80
+# Rate units. A contrast that would find only a true difference above 100 pts of WER has no usable
+# power: the report says so instead of printing "≥ 21284 pts" (an unstable cell's own seed variance,
+# estimated from 2 seeds, has 1 degree of freedom, and its t quantile at a Holm level is huge).
+NO_POWER = 1.0
+
+
+def reach(detectable: float, digits: int = 1) -> str:
+    """What a contrast would detect at 80% power, in words: '≥ 14.2 pts', or 'only effects over 100 pts'."""
+    if detectable > NO_POWER:
+        return f"only effects over {100 * NO_POWER:.0f} pts"
+    return f"≥ {100 * detectable:.{digits}f} pts"
 
 
 def tost_p(delta: float, se: float, df: float, margin: float) -> float:
@@ -165,5 +176,5 @@ def words(v: Verdict, a: str = "A", b: str = "B") -> str:
     elif v.word == EQUIVALENT:
         text = f"equivalent within ±{100 * v.margin:g} pts"
     else:
-        text = f"not resolved: would detect ≥ {100 * v.detectable:.1f} pts at {POWER:.0%} power"
+        text = f"not resolved: would detect {reach(v.detectable)} at {POWER:.0%} power"
     return text + (" (test sampling only)" if v.sampling_only else "")

@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from borealis_eval.evaluate.variance import A_BETTER
-from borealis_eval.evaluate.verdicts import DIFFERS, EQUIVALENT, NOT_RESOLVED, POWER, words
+from borealis_eval.evaluate.verdicts import DIFFERS, EQUIVALENT, NO_POWER, NOT_RESOLVED, POWER, reach, words
 from borealis_eval.evaluate.power import seeds_needed
 from borealis_eval.report.cells import (HEADLINE_FAMILY, CellAnalysis, Contrast, detectable, involves_unstable,
                                         power_inputs)
@@ -43,6 +43,16 @@ def _label(cells: CellAnalysis, key: str, data: ReportData | None = None) -> str
 def _range(values: list[float]) -> str:
     lo, hi = min(values), max(values)
     return f"{100 * lo:.0f}" if round(100 * lo) == round(100 * hi) else f"{100 * lo:.0f}-{100 * hi:.0f}"
+
+
+def _reach(values: list[float], power: str = "") -> str:
+    """The effects some contrasts would detect, in words: '≥ 8-60 pts{power}', '≥ 8-60 pts{power} (only
+    effects over 100 pts in 2)', or 'only effects over 100 pts' (verdicts.NO_POWER: no usable power)."""
+    usable = [v for v in values if v <= NO_POWER]
+    if not usable:
+        return reach(max(values))
+    blind = len(values) - len(usable)
+    return f"≥ {_range(usable)} pts{power}" + (f" (only effects over {100 * NO_POWER:.0f} pts in {blind})" if blind else "")
 
 
 def headline_lines(data: ReportData, cells: CellAnalysis) -> list[str]:
@@ -86,10 +96,10 @@ def _summary(found: list[Contrast], cells: CellAnalysis, data: ReportData) -> st
     if open_:
         steady = [c.judged.detectable for c in open_ if not involves_unstable(cells, c)]
         shaky = [c.judged.detectable for c in open_ if involves_unstable(cells, c)]
-        reach = (f"this study would detect ≥ {_range(steady)} pts at {POWER:.0%} power" if steady else "")
-        reach += (", " if reach and shaky else "") + (
-            f"{len(shaky)} with an unstable cell: would detect ≥ {_range(shaky)} pts" if shaky else "")
-        parts.append(f"not resolved in {len(open_)} ({reach})")
+        said = (f"this study would detect {_reach(steady, f' at {POWER:.0%} power')}" if steady else "")
+        said += ("; " if said and shaky else "") + (
+            f"{len(shaky)} with an unstable cell: would detect {_reach(shaky)}" if shaky else "")
+        parts.append(f"not resolved in {len(open_)} ({said})")
     sampling = " (test sampling only)" if any(c.judged.sampling_only for c in found) else ""
     return "; ".join(parts) + sampling
 
@@ -123,8 +133,7 @@ def _baseline_line(data: ReportData, cells: CellAnalysis) -> str:
         if key == EQUIVALENT:
             parts.append(f"equivalent within ±{_margins(found)} pts on {where}")
         elif key == NOT_RESOLVED:
-            reach = _range([c.judged.detectable for c in found])
-            parts.append(f"not resolved on {where} (would detect ≥ {reach} pts)")
+            parts.append(f"not resolved on {where} (would detect {_reach([c.judged.detectable for c in found])})")
         else:
             parts.append(f"{key} on {where} ({_signed_range([c.comparison.delta for c in found])} pts)")
     labels = {c.a for c in best}
@@ -227,7 +236,7 @@ def _set_header(cells: CellAnalysis, s: str) -> str:
     d = detectable(cells, s)
     bits = [f"n={n}{' small set' if n is not None and n < SMALL_SET else ''}"] if n else []
     if not math.isnan(d):
-        bits.append(f"detects ≥ {100 * d:.0f} pts")
+        bits.append(f"detects {reach(d, digits=0)}")
     return f"{s} ({', '.join(bits)})" if bits else s
 
 

@@ -154,6 +154,27 @@ def test_probed_plan_of_a_tiny_cpu_ablation(tmp_path, monkeypatch, corpus):
     assert "variant" in P.render(p) and "assumptions:" in P.render(p)
 
 
+def test_a_plan_counts_the_alignment_phase(tmp_path, monkeypatch, corpus):
+    """`train.align` (CTC soft tokens): the probed plan times align steps once per model shape and adds
+    the phase to each variant's total and the study's; without a probe it is assumed from FLOPs."""
+    monkeypatch.setenv("BOREALIS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tiny_ablation(tmp_path, corpus, "tiny_ctc_plan", grid={"data.text_fraction": [0.0, 0.25]}, steps=6,
+                         overrides={"base": {"model": {"adapter": {"output": "ctc_tokens", "downsample_k": 2}},
+                                             "train": {"align": {"steps": 40, "batch_size": 4, "freeze": True}}}})
+    p = P.plan(path, probe_steps=2, report=False)
+    assert len(p.variants) == 2
+    for v in p.variants:
+        assert v.align_source == "probe (2 steps)" and v.align_seconds > 0
+        assert v.seconds == pytest.approx(v.align_seconds + v.train_seconds + v.eval_seconds + v.overhead_seconds)
+    assert p.variants[0].align_seconds == p.variants[1].align_seconds  # one probe per model and align shape
+    assert "align" in p.rows()[0] and "align" in P.render(p)
+    assert json.loads(json.dumps(p.to_json()))["variants"][0]["align_seconds"] == p.variants[0].align_seconds
+    without = P.plan(path, probe=False, step_seconds=0.01, report=False)
+    assert all(v.align_source.startswith("assumed") and v.align_seconds > 0 for v in without.variants)
+    plain = P.plan(tiny_ablation(tmp_path, corpus, "tiny_plain_plan", steps=6), probe=False, step_seconds=0.01)
+    assert all(v.align_seconds == 0 and not v.align_source for v in plain.variants) and "align" not in plain.rows()[0]
+
+
 @pytest.mark.parametrize("train", ["lora", "full"])
 def test_activation_estimate_is_near_what_autograd_saves(train):
     """The activation term against the bytes autograd actually keeps for backward (bf16 autocast,

@@ -16,7 +16,7 @@ from borealis_eval.plan.devices import CPU, DEVICES, H200, Device
 from borealis_eval.plan.history import measured_step_seconds
 from borealis_eval.plan.model_cost import (Memory, ParamCount, Tokens, count_params, default_vocab, llm_shape,
                                            memory_estimate, train_flops_per_token)
-from borealis_eval.plan.probe import LocalData, Prober, probe_step_seconds
+from borealis_eval.plan.probe import LocalData, Prober, probe_align_seconds, probe_step_seconds
 from borealis_eval.plan.formats import eval_set_rows, fmt_count, fmt_duration
 from borealis_eval.workers import encode_threads
 
@@ -38,10 +38,12 @@ class VariantPlan:
     eval_seconds: float  # decoding every eval set and text set with the trained variant
     overhead_seconds: float
     batch_size: int = 1
+    align_seconds: float = 0.0  # the alignment phase before training (`train.align`), 0 without one
+    align_source: str = ""
 
     @property
     def seconds(self) -> float:
-        return self.train_seconds + self.eval_seconds + self.overhead_seconds
+        return self.align_seconds + self.train_seconds + self.eval_seconds + self.overhead_seconds
 
 
 @dataclass
@@ -98,9 +100,11 @@ class Plan:
 
     def rows(self) -> list[dict[str, Any]]:
         t = self.timed
+        aligns = any(v.align_source for v in self.variants)
         return [{"variant": v.name, "params": fmt_count(v.params.total), "trainable": fmt_count(v.params.trainable),
                  "tokens/step": f"{v.tokens.per_step:,.0f}", "peak memory": f"{v.memory.total / 2**30:.1f} GiB"
                  + ("" if self.fits(v) else " (too big)"), "s/step": f"{v.step_seconds:.3g}" if t else "-",
+                 **({"align": fmt_duration(v.align_seconds) if t else "-"} if aligns else {}),
                  "train": fmt_duration(v.train_seconds) if t else "-",
                  "eval": fmt_duration(v.eval_seconds) if t else "-",
                  "total": fmt_duration(v.seconds) if t else "-"}
@@ -132,8 +136,24 @@ class Plan:
                                                                             "activations")},
                               "fits": self.fits(v), "max_padded_length": self.max_length(v),
                               "step_seconds": v.step_seconds, "step_source": v.step_source,
+                              "align_seconds": v.align_seconds, "align_source": v.align_source,
                               "train_seconds": v.train_seconds, "eval_seconds": v.eval_seconds,
                               "overhead_seconds": v.overhead_seconds} for v in self.variants]}
+
+
+def _align_seconds(cfg, params: ParamCount, tokens: Tokens, dev: Device,
+                   probed: tuple[float, str] | None) -> tuple[float, str]:
+    """The alignment phase's seconds and where they came from: probed, else the adapter's FLOPs (forward
+    and backward of its MLP and CTC head over a batch's audio rows; no LLM runs) at the device's assumed
+    utilisation plus a launch floor per step. (0, "") without `train.align`."""
+    a = cfg.train.align
+    if a is None:
+        return 0.0, ""
+    if probed is not None:
+        return probed[0] * a.steps, probed[1]
+    flops = 6 * params.adapter * a.batch_size * max(tokens.audio, 1.0)
+    step = flops / (dev.peak_flops * dev.mfu) + dev.launch_s_per_layer
+    return step * a.steps, "assumed (adapter FLOPs at the assumed utilisation + launch floor)"
 
 
 def default_device(variants: list[Variant]) -> Device:
@@ -173,6 +193,8 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         memory = memory_estimate(cfg.model, params, llm_kw, cfg.train.batch_size, tokens.padded_length, dev)
         sized.append((v, params, llm_kw, tokens, memory))
     unknown = [(v, t) for v, _, _, t, _ in sized if step_seconds is None and v.config_hash not in measured]
+    # the alignment phase first: a probed LM step of an `align.freeze` variant fixes its adapter
+    aligned = probe_align_seconds(prober, [v for v, *_ in sized], probe_steps) if probe else {}
     probed = probe_step_seconds(prober, unknown, probe_steps) if probe and unknown else {}
 
     plans = []
@@ -192,8 +214,9 @@ def plan(path: str | Path, device: Device | str | None = None, step_seconds: flo
         eval_s = prober.eval_seconds(v) if probe else assumed_eval_seconds(cfg, llm_kw, dev, notes)
         checkpoints = (cfg.train_steps - 1) // checkpoint_every if checkpoint_every else 0
         ckpt_s = checkpoints * 12 * params.trainable / DISK_BYTES_PER_S  # weights + two AdamW moments, fp32
+        align_s, align_src = _align_seconds(cfg, params, tokens, dev, aligned.get(v.name))
         plans.append(VariantPlan(v.name, params, tokens, memory, step, source, step * cfg.train_steps, eval_s,
-                                 OVERHEAD_PER_VARIANT_S + ckpt_s, cfg.train.batch_size))
+                                 OVERHEAD_PER_VARIANT_S + ckpt_s, cfg.train.batch_size, align_s, align_src))
     shared = {"start-up": STARTUP_S, **({"report": REPORT_S} if report else {})}
     if probe:
         shared.update(prober.shared_seconds(variants))

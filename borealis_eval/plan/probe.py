@@ -92,6 +92,8 @@ class Prober:
         if getattr(self, "_cached", (None,))[0] != v.name:
             torch.manual_seed(v.config.seed)
             model = SpeechLM.from_config(v.config.model, self.enc_dim, self.tokenizer(v.config.model), device="cpu")
+            if model.adapter.ctc is not None:  # as the recipe does: the CTC head classifies the study's transcripts
+                model.set_ctc_vocabulary([it.text for it in self.data.train])
             self._cached = (v.name, model)
         return self._cached[1]
 
@@ -137,12 +139,29 @@ class Prober:
                       padded, b * cfg.train.grad_accum * padded, n_text / max(1, len(sample)))
 
     # ---- training
+    def align_step(self, v: Variant, steps: int) -> float:
+        """Seconds per step of the alignment phase (`train.align`): `align()` on the variant's first audio
+        examples (2 warm-up steps first). Run before `train_step` of the same variant, whose frozen
+        adapter (`align.freeze`) has nothing left for `align()` to train."""
+        from borealis_eval.align import align
+
+        cfg = v.config
+        ac = cfg.train.align
+        examples = self._examples(v, (steps + 2) * ac.batch_size * 2)
+        model = self._model(v)
+        align(model, examples, ac.model_copy(update={"steps": 2}), cfg.seed, cfg.train.precision, progress=False)
+        return align(model, examples, ac.model_copy(update={"steps": steps}), cfg.seed, cfg.train.precision,
+                     progress=False).seconds / steps
+
     def train_step(self, v: Variant, steps: int) -> float:
-        """Seconds per optimizer step: `train()` on the variant's first batches (2 warm-up steps first)."""
+        """Seconds per optimizer step: `train()` on the variant's first batches (2 warm-up steps first),
+        with the aligned adapter fixed where `train.align.freeze` fixes it."""
         from borealis_eval.train import train
 
         cfg = v.config
         model = self._model(v)
+        if cfg.train.align is not None and cfg.train.align.freeze:
+            model.freeze_aligned_adapter()
         need = (steps + 2) * cfg.train.batch_size * cfg.train.grad_accum
         examples = self._examples(v, need)
         train(model, examples, cfg.train.model_copy(update={"steps": 2}), cfg.seed, progress=False)
@@ -281,6 +300,21 @@ class Prober:
         clips = sum(max(1, math.ceil(len(w) / SAMPLE_RATE / 30)) for _, _, ws in todo for w in ws.values())
         warmups = 2 * len(todo)  # decode_set's untimed first batch
         return per_clip * (clips + warmups)
+
+
+def probe_align_seconds(prober: Prober, variants: list[Variant], steps: int) -> dict[str, tuple[float, str]]:
+    """Seconds per alignment step, probed once per model and alignment shape (the grid's data axes
+    change only which clips a batch draws); {} when no variant has `train.align`."""
+    out, done = {}, {}
+    for v in variants:
+        if v.config.train.align is None:
+            continue
+        key = json.dumps([v.config.model.model_dump(mode="json"), v.config.train.align.model_dump(mode="json",
+                                                                                           exclude={"steps"})])
+        if key not in done:
+            done[key] = (prober.align_step(v, steps), f"probe ({steps} steps)")
+        out[v.name] = done[key]
+    return out
 
 
 def probe_step_seconds(prober: Prober, variants: list[tuple[Variant, Tokens]],

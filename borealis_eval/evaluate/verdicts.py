@@ -31,7 +31,7 @@ from scipy import optimize, special
 
 from borealis_eval.evaluate.variance import Comparison, holm, prob_better
 
-__all__ = ["DIFFERS", "EQUIVALENT", "NO_POWER", "NOT_RESOLVED", "POWER", "Verdict", "detectable_effect",
+__all__ = ["DIFFERS", "EQUIVALENT", "NO_POWER", "NO_POWER_WORDS", "NOT_RESOLVED", "POWER", "Verdict", "detectable_effect",
            "family_verdicts", "holm", "power", "reach", "tost_p", "words"]
 
 DIFFERS = "differs"
@@ -42,13 +42,12 @@ POWER = 0.80
 # power: the report says so instead of printing "≥ 21284 pts" (an unstable cell's own seed variance,
 # estimated from 2 seeds, has 1 degree of freedom, and its t quantile at a Holm level is huge).
 NO_POWER = 1.0
+NO_POWER_WORDS = f"only effects over {100 * NO_POWER:.0f} pts"
 
 
 def reach(detectable: float, digits: int = 1) -> str:
-    """What a contrast would detect at 80% power, in words: '≥ 14.2 pts', or 'only effects over 100 pts'."""
-    if detectable > NO_POWER:
-        return f"only effects over {100 * NO_POWER:.0f} pts"
-    return f"≥ {100 * detectable:.{digits}f} pts"
+    """What a contrast would detect at 80% power, in words: '≥ 14.2 pts', or NO_POWER_WORDS."""
+    return NO_POWER_WORDS if detectable > NO_POWER else f"≥ {100 * detectable:.{digits}f} pts"
 
 
 def tost_p(delta: float, se: float, df: float, margin: float) -> float:

@@ -15,7 +15,8 @@ import math
 import pandas as pd
 
 from borealis_eval.evaluate.variance import A_BETTER
-from borealis_eval.evaluate.verdicts import DIFFERS, EQUIVALENT, NO_POWER, NOT_RESOLVED, POWER, reach, words
+from borealis_eval.evaluate.verdicts import (DIFFERS, EQUIVALENT, NO_POWER, NO_POWER_WORDS, NOT_RESOLVED, POWER,
+                                             reach, words)
 from borealis_eval.evaluate.power import seeds_needed
 from borealis_eval.report.cells import (HEADLINE_FAMILY, CellAnalysis, Contrast, detectable, involves_unstable,
                                         power_inputs)
@@ -50,9 +51,9 @@ def _reach(values: list[float], power: str = "") -> str:
     effects over 100 pts in 2)', or 'only effects over 100 pts' (verdicts.NO_POWER: no usable power)."""
     usable = [v for v in values if v <= NO_POWER]
     if not usable:
-        return reach(max(values))
+        return NO_POWER_WORDS
     blind = len(values) - len(usable)
-    return f"≥ {_range(usable)} pts{power}" + (f" (only effects over {100 * NO_POWER:.0f} pts in {blind})" if blind else "")
+    return f"≥ {_range(usable)} pts{power}" + (f" ({NO_POWER_WORDS} in {blind})" if blind else "")
 
 
 def headline_lines(data: ReportData, cells: CellAnalysis) -> list[str]:
